@@ -1,0 +1,12 @@
+"""troupe persona: plays scenario characters; one OSS-triggered invocation is one turn."""
+
+import json
+
+from shared.env import conversations, function_id
+from shared.llm import make_llm
+from shared.runner import RoleRunner
+
+
+def handler(event, context):
+    runner = RoleRunner(conversations(context), function_id(), make_llm)
+    return json.dumps(runner.handle_event(event, context.request_id))

@@ -1,0 +1,433 @@
+"""A local OSS endpoint: enough of the OSS REST API, over an ObjectStore (a DiskStore), for oss2.
+
+Path-style addressing only, as oss2 uses for an IP endpoint: `/<bucket>/<url-encoded key>`.
+Served: PutObject (honouring `x-oss-forbid-overwrite`), GetObject, HeadObject, DeleteObject,
+ListObjects (no delimiter) and GetBucketVersioning (never enabled). Errors are OSS XML error
+bodies. Optionally verifies V1 signatures, and can answer the next requests with a 5xx fault.
+
+    server, thread = serve(DiskStore(root), "troupe-local")
+    bucket = oss2.Bucket(oss2.Auth("id", "secret"), server.endpoint, "troupe-local")
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import hashlib
+import hmac
+import logging
+import threading
+import time
+import uuid
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Mapping
+from urllib.parse import parse_qs, quote, unquote_to_bytes, urlsplit
+from xml.etree import ElementTree as ET
+
+from shared.errors import InvalidKey, NoSuchKey, ObjectExists
+from shared.store.base import MAX_LIST_KEYS, ObjectStore
+
+log = logging.getLogger(__name__)
+
+OWNER_ID = "1234567890"
+
+#: query parameters that belong to the V1 canonical resource (a subset of OSS's list: those a
+#: client may plausibly send here; any other parameter is left out of the signature)
+SUBRESOURCES = frozenset({
+    "acl", "append", "bucketInfo", "comp", "cors", "delete", "encryption", "lifecycle", "live",
+    "location", "logging", "objectMeta", "partNumber", "policy", "position", "referer",
+    "replication", "restore", "security-token", "stat", "status", "symlink", "tagging",
+    "uploadId", "uploads", "versionId", "versioning", "versions", "website", "x-oss-process",
+    "response-cache-control", "response-content-disposition", "response-content-encoding",
+    "response-content-language", "response-content-type", "response-expires",
+})
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+def _crc64_table() -> list[int]:
+    poly = 0xC96C5795D7870F42  # ECMA-182, reflected
+    table = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ poly if c & 1 else c >> 1
+        table.append(c)
+    return table
+
+
+_CRC_TABLE = _crc64_table()
+_MASK64 = 0xFFFFFFFFFFFFFFFF
+
+
+def crc64(data: bytes) -> int:
+    """CRC-64/XZ, the value OSS returns in `x-oss-hash-crc64ecma`."""
+    crc, table = _MASK64, _CRC_TABLE
+    for b in data:
+        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
+    return crc ^ _MASK64
+
+
+def canonical_resource(bucket: str, key: str, query: Mapping[str, str]) -> str:
+    sub = sorted((k, v) for k, v in query.items() if k in SUBRESOURCES)
+    resource = f"/{bucket}/{key}" if bucket else "/"
+    if sub:
+        resource += "?" + "&".join(f"{k}={v}" if v else k for k, v in sub)
+    return resource
+
+
+def string_to_sign(method: str, headers: Mapping[str, str], resource: str) -> str:
+    """The V1 string to sign; `headers` must have lower-case names."""
+    oss_headers = sorted((k, v) for k, v in headers.items() if k.startswith("x-oss-"))
+    canonical = "".join(f"{k}:{v}\n" for k, v in oss_headers)
+    date = headers.get("x-oss-date") or headers.get("date", "")
+    return "\n".join([method, headers.get("content-md5", ""), headers.get("content-type", ""),
+                      date, canonical + resource])
+
+
+def sign_v1(secret: str, text: str) -> str:
+    digest = hmac.new(secret.encode("utf-8"), text.encode("utf-8"), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _iso8601(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(ts))
+
+
+def _xml(root: ET.Element) -> bytes:
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def _element(parent: ET.Element | None, tag: str, text: object = None) -> ET.Element:
+    node = ET.Element(tag) if parent is None else ET.SubElement(parent, tag)
+    if text is not None:
+        node.text = str(text)
+    return node
+
+
+class OssError(Exception):
+    """An error answered as an OSS XML error body."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: str):
+        super().__init__(message)
+        self.status, self.code, self.message, self.extra = status, code, message, extra
+
+
+def _not_implemented(what: str) -> OssError:
+    return OssError(501, "NotImplemented", f"{what} is not supported by the local OSS endpoint")
+
+
+_FAULT_CODES = {500: "InternalError", 502: "BadGateway", 503: "ServiceUnavailable",
+                504: "GatewayTimeout"}
+
+
+# -- server ----------------------------------------------------------------------------------
+
+class OssEndpoint(ThreadingHTTPServer):
+    """The HTTP server. `requests` counts requests by operation name (faulted ones included)."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], store: ObjectStore, bucket_name: str, *,
+                 access_key_id: str | None = None, access_key_secret: str | None = None):
+        if (access_key_id is None) != (access_key_secret is None):
+            raise ValueError("give both access_key_id and access_key_secret, or neither")
+        self.store = store
+        self.bucket_name = bucket_name
+        self.access_key_id = access_key_id
+        self.access_key_secret = access_key_secret
+        self.requests: collections.Counter = collections.Counter()
+        self._faults: collections.deque[int] = collections.deque()
+        self._lock = threading.Lock()
+        super().__init__(address, _Handler)
+
+    @property
+    def endpoint(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def fail_next(self, n: int = 1, status: int = 503) -> None:
+        """Answer the next `n` requests with `status` (5xx) and an OSS error body."""
+        if not 500 <= status <= 599:
+            raise ValueError("fault status must be 5xx")
+        with self._lock:
+            self._faults.extend([status] * n)
+
+    def total_requests(self) -> int:
+        with self._lock:
+            return sum(self.requests.values())
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+    def _count(self, op: str) -> int | None:
+        """Count a request; return the fault status to answer with, if one is pending."""
+        with self._lock:
+            self.requests[op] += 1
+            return self._faults.popleft() if self._faults else None
+
+
+def serve(store: ObjectStore, bucket_name: str, host: str = "127.0.0.1", port: int = 0, *,
+          access_key_id: str | None = None,
+          access_key_secret: str | None = None) -> tuple[OssEndpoint, threading.Thread]:
+    """Start an endpoint in a daemon thread. With keys given, requests must carry V1 signatures."""
+    server = OssEndpoint((host, port), store, bucket_name, access_key_id=access_key_id,
+                         access_key_secret=access_key_secret)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                              name="oss-endpoint", daemon=True)
+    thread.start()
+    return server, thread
+
+
+# -- request handling ------------------------------------------------------------------------
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "troupe-oss-local"
+    timeout = 60  # idle keep-alive connections are closed after this
+    server: OssEndpoint
+
+    def do_GET(self):
+        self._handle("GET")
+
+    def do_HEAD(self):
+        self._handle("HEAD")
+
+    def do_PUT(self):
+        self._handle("PUT")
+
+    def do_DELETE(self):
+        self._handle("DELETE")
+
+    def do_POST(self):
+        self._handle("POST")
+
+    def log_message(self, format, *args):  # noqa: A002 (signature fixed by the base class)
+        log.debug("%s %s", self.address_string(), format % args)
+
+    # -- dispatch --------------------------------------------------------------------------
+    def _handle(self, method: str) -> None:
+        self.method = method
+        self.request_id = uuid.uuid4().hex[:24].upper()
+        try:
+            body = self._read_body()
+            split = urlsplit(self.path)
+            query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+            bucket, key = self._bucket_and_key(split.path)
+            op = self._operation(method, bucket, key, query)
+            fault = self.server._count(op)
+            if fault is not None:
+                raise OssError(fault, _FAULT_CODES.get(fault, "InternalError"),
+                               "injected fault (local OSS endpoint)")
+            self._authenticate(method, bucket, key, query)
+            if op == "Unsupported":
+                raise _not_implemented(f"{method} {split.path}?{split.query}".rstrip("?"))
+            if bucket != self.server.bucket_name:
+                raise OssError(404, "NoSuchBucket", "The specified bucket does not exist.",
+                               BucketName=bucket)
+            getattr(self, "_op_" + op)(key, body, query)
+        except OssError as e:
+            self._send_error(e)
+        except Exception:  # a bug or a disk failure: answer like OSS would, keep serving
+            log.exception("local OSS endpoint failed on %s %s", method, self.path)
+            self.close_connection = True  # the request may not have been read in full
+            self._send_error(OssError(500, "InternalError", "internal error in the local endpoint"))
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass  # trailers
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            raise OssError(400, "InvalidArgument", "bad Content-Length")
+        return self.rfile.read(length) if length else b""
+
+    @staticmethod
+    def _bucket_and_key(path: str) -> tuple[str, str]:
+        bucket_raw, _, key_raw = path[1:].partition("/")
+        try:
+            bucket = unquote_to_bytes(bucket_raw).decode("utf-8")
+            key = unquote_to_bytes(key_raw).decode("utf-8")
+        except UnicodeDecodeError:
+            raise OssError(400, "InvalidObjectName", "object name is not valid UTF-8") from None
+        return bucket, key
+
+    @staticmethod
+    def _operation(method: str, bucket: str, key: str, query: Mapping[str, str]) -> str:
+        sub = {k for k in query if k in SUBRESOURCES} - {"security-token"}
+        if not bucket:
+            return "Unsupported"
+        if not key:
+            if method == "GET" and sub == {"versioning"}:
+                return "GetBucketVersioning"
+            if method == "GET" and not sub:
+                return "ListObjects"
+            return "Unsupported"
+        if sub:
+            return "Unsupported"
+        return {"PUT": "PutObject", "GET": "GetObject", "HEAD": "HeadObject",
+                "DELETE": "DeleteObject"}.get(method, "Unsupported")
+
+    def _authenticate(self, method: str, bucket: str, key: str, query: Mapping[str, str]) -> None:
+        if self.server.access_key_id is None:
+            return
+        auth = self.headers.get("Authorization", "")
+        if not auth.startswith("OSS "):
+            raise OssError(403, "AccessDenied", "a V1 signature (Authorization: OSS id:sig) is required")
+        key_id, _, signature = auth[4:].partition(":")
+        if key_id != self.server.access_key_id:
+            raise OssError(403, "InvalidAccessKeyId", "The OSS Access Key Id you provided does not exist.",
+                           OSSAccessKeyId=key_id)
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        text = string_to_sign(method, headers, canonical_resource(bucket, key, query))
+        expected = sign_v1(self.server.access_key_secret or "", text)
+        if not hmac.compare_digest(expected.encode(), signature.strip().encode()):
+            raise OssError(403, "SignatureDoesNotMatch",
+                           "The request signature we calculated does not match the signature you provided.",
+                           StringToSign=text)
+
+    # -- operations ------------------------------------------------------------------------
+    def _op_PutObject(self, key: str, body: bytes, query) -> None:
+        if self.headers.get("x-oss-copy-source"):
+            raise _not_implemented("CopyObject")
+        md5 = self.headers.get("Content-MD5")
+        if md5 and md5.strip() != base64.b64encode(hashlib.md5(body).digest()).decode():
+            raise OssError(400, "InvalidDigest", "The Content-MD5 you specified was invalid.")
+        forbid = self.headers.get("x-oss-forbid-overwrite", "").strip().lower() == "true"
+        try:
+            info = self.server.store.put(key, body, create_only=forbid)
+        except ObjectExists:
+            raise OssError(409, "FileAlreadyExists", "The object you specified already exists and "
+                           "can not be overwritten.", Key=key) from None
+        except InvalidKey as e:
+            raise OssError(400, "InvalidObjectName", e.message, Key=key) from None
+        self._send(200, headers={"ETag": f'"{info.etag}"', "x-oss-hash-crc64ecma": str(crc64(body))})
+
+    def _op_GetObject(self, key: str, body: bytes, query) -> None:
+        try:
+            data = self.server.store.get(key)
+            info = self.server.store.head(key)
+        except NoSuchKey:
+            raise OssError(404, "NoSuchKey", "The specified key does not exist.", Key=key) from None
+        except InvalidKey as e:
+            raise OssError(400, "InvalidObjectName", e.message, Key=key) from None
+        mtime = info.last_modified if info else time.time()
+        self._send(200, data, content_type="application/octet-stream", headers={
+            "ETag": f'"{hashlib.md5(data).hexdigest().upper()}"',
+            "Last-Modified": formatdate(mtime, usegmt=True),
+            "x-oss-hash-crc64ecma": str(crc64(data)),
+            "x-oss-object-type": "Normal",
+        })
+
+    def _op_HeadObject(self, key: str, body: bytes, query) -> None:
+        try:
+            info = self.server.store.head(key)
+        except InvalidKey as e:
+            raise OssError(400, "InvalidObjectName", e.message, Key=key) from None
+        if info is None:
+            raise OssError(404, "NoSuchKey", "The specified key does not exist.", Key=key)
+        self._send(200, content_type="application/octet-stream", headers={
+            "Content-Length": str(info.size),
+            "ETag": f'"{info.etag}"',
+            "Last-Modified": formatdate(info.last_modified, usegmt=True),
+            "x-oss-object-type": "Normal",
+        })
+
+    def _op_DeleteObject(self, key: str, body: bytes, query) -> None:
+        try:
+            self.server.store.delete(key)
+        except InvalidKey as e:
+            raise OssError(400, "InvalidObjectName", e.message, Key=key) from None
+        self._send(204)
+
+    def _op_GetBucketVersioning(self, key: str, body: bytes, query) -> None:
+        self._send(200, _xml(_element(None, "VersioningConfiguration")), content_type="application/xml")
+
+    def _op_ListObjects(self, key: str, body: bytes, query: Mapping[str, str]) -> None:
+        prefix, marker = query.get("prefix", ""), query.get("marker", "")
+        if query.get("delimiter"):
+            raise _not_implemented("ListObjects with a delimiter")
+        encoding = query.get("encoding-type", "")
+        if encoding not in ("", "url"):
+            raise OssError(400, "InvalidArgument", "encoding-type must be 'url'")
+        try:
+            max_keys = int(query.get("max-keys") or 100)
+        except ValueError:
+            max_keys = -1
+        if not 1 <= max_keys <= MAX_LIST_KEYS:
+            raise OssError(400, "InvalidArgument", f"max-keys must be between 1 and {MAX_LIST_KEYS}")
+        try:
+            page = self.server.store.list(prefix, marker=marker, max_keys=max_keys)
+        except InvalidKey as e:
+            raise OssError(400, "InvalidArgument", e.message) from None
+
+        def enc(s: str) -> str:
+            return quote(s, safe="/") if encoding else s
+
+        root = _element(None, "ListBucketResult")
+        _element(root, "Name", self.server.bucket_name)
+        _element(root, "Prefix", enc(prefix))
+        _element(root, "Marker", enc(marker))
+        _element(root, "MaxKeys", max_keys)
+        _element(root, "Delimiter", "")
+        if encoding:
+            _element(root, "EncodingType", encoding)
+        _element(root, "IsTruncated", "true" if page.truncated else "false")
+        if page.truncated:
+            _element(root, "NextMarker", enc(page.next_marker))
+        for obj in page.objects:
+            node = _element(root, "Contents")
+            _element(node, "Key", enc(obj.key))
+            _element(node, "LastModified", _iso8601(obj.last_modified))
+            _element(node, "ETag", f'"{obj.etag}"')
+            _element(node, "Type", "Normal")
+            _element(node, "Size", obj.size)
+            _element(node, "StorageClass", "Standard")
+            owner = _element(node, "Owner")
+            _element(owner, "ID", OWNER_ID)
+            _element(owner, "DisplayName", OWNER_ID)
+        self._send(200, _xml(root), content_type="application/xml")
+
+    # -- responses -------------------------------------------------------------------------
+    def _send(self, status: int, body: bytes = b"", *, content_type: str | None = None,
+              headers: Mapping[str, str] | None = None) -> None:
+        headers = dict(headers or {})
+        self.send_response(status)
+        self.send_header("x-oss-request-id", self.request_id)
+        if content_type:
+            self.send_header("Content-Type", content_type)
+        if status != 204 and "Content-Length" not in headers:
+            headers["Content-Length"] = str(len(body))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if body and self.method != "HEAD":
+            self.wfile.write(body)
+
+    def _send_error(self, e: OssError) -> None:
+        root = _element(None, "Error")
+        _element(root, "Code", e.code)
+        _element(root, "Message", e.message)
+        _element(root, "RequestId", self.request_id)
+        _element(root, "HostId", self.headers.get("Host", "127.0.0.1"))
+        for name, value in e.extra.items():
+            _element(root, name, value)
+        body = _xml(root)
+        if self.method == "HEAD":  # no body; OSS puts the error in a header instead
+            self._send(e.status, headers={"Content-Length": "0",
+                                          "x-oss-err": base64.b64encode(body).decode()})
+        else:
+            self._send(e.status, body, content_type="application/xml")

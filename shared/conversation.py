@@ -1,0 +1,222 @@
+"""Conversation state on top of the object store.
+
+Layout (every key is built here, from validated ids only):
+
+  conversations/<cid>/meta.json                        scenario, input, limits (create-only)
+  conversations/<cid>/messages/<turn>-<msgid>.json     committed turns (create-only)
+  conversations/<cid>/state/<role>.json                a role's MetaGPT state (overwritten)
+  conversations/<cid>/journal/<trigger>-<n>.json       LLM replies keyed by trigger (create-only)
+  conversations/<cid>/invocations/<start>-<reqid>.json invocations that committed no turn
+  conversations/<cid>/end.json                         terminal status (create-only, first wins)
+  inbox/<function>/<cid>/<turn>-<msgid>.json           deliveries: these fire the OSS triggers
+
+A turn's own invocation record travels inside its message object, so that a turn costs one
+write fewer; `invocations()` merges both sources.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Iterator
+
+from shared.errors import NoSuchKey, ObjectExists, RejectedEvent
+from shared.ids import check_conversation_id, check_message_id, check_name
+from shared.store.base import ObjectStore
+
+TURN_WIDTH = 6
+
+
+def _dump(obj: Any) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _load(data: bytes) -> Any:
+    return json.loads(data.decode("utf-8"))
+
+
+def turn_name(turn: int, msgid: str) -> str:
+    return f"{turn:0{TURN_WIDTH}d}-{msgid}"
+
+
+class ConversationStore:
+    def __init__(self, store: ObjectStore):
+        self.store = store
+        self._meta_cache: dict[str, dict] = {}
+
+    # -- keys ------------------------------------------------------------------------------
+    @staticmethod
+    def base(cid: str) -> str:
+        return f"conversations/{check_conversation_id(cid)}/"
+
+    def meta_key(self, cid: str) -> str:
+        return self.base(cid) + "meta.json"
+
+    def end_key(self, cid: str) -> str:
+        return self.base(cid) + "end.json"
+
+    def message_key(self, cid: str, turn: int, msgid: str) -> str:
+        return self.base(cid) + "messages/" + turn_name(turn, check_message_id(msgid)) + ".json"
+
+    def state_key(self, cid: str, role: str) -> str:
+        return self.base(cid) + f"state/{check_name(role, 'role')}.json"
+
+    def journal_key(self, cid: str, trigger: str, n: int) -> str:
+        return self.base(cid) + f"journal/{check_message_id(trigger)}-{n:03d}.json"
+
+    @staticmethod
+    def inbox_prefix(function: str) -> str:
+        return f"inbox/{check_name(function, 'function')}/"
+
+    def delivery_key(self, function: str, cid: str, turn: int, msgid: str) -> str:
+        check_conversation_id(cid)
+        return self.inbox_prefix(function) + f"{cid}/{turn_name(turn, check_message_id(msgid))}.json"
+
+    def parse_delivery_key(self, function: str, key: str) -> tuple[str, int, str]:
+        """(cid, turn, msgid) of a delivery key under this function's inbox, else RejectedEvent."""
+        prefix = self.inbox_prefix(function)
+        if not isinstance(key, str) or not key.startswith(prefix):
+            raise RejectedEvent(f"key is outside this function's inbox prefix {prefix!r}", key=str(key)[:200])
+        rest = key[len(prefix):].split("/")
+        if len(rest) != 2 or not rest[1].endswith(".json"):
+            raise RejectedEvent("delivery key must be inbox/<function>/<cid>/<turn>-<msgid>.json", key=key[:200])
+        cid, name = rest[0], rest[1][:-5]
+        turn_s, _, msgid = name.partition("-")
+        try:
+            check_conversation_id(cid)
+            check_message_id(msgid)
+        except Exception as e:  # BadRequest → a rejected event
+            raise RejectedEvent(f"bad delivery key: {e}", key=key[:200]) from None
+        if len(turn_s) != TURN_WIDTH or not turn_s.isdigit():
+            raise RejectedEvent("bad turn number in delivery key", key=key[:200])
+        return cid, int(turn_s), msgid
+
+    # -- meta ------------------------------------------------------------------------------
+    def create(self, cid: str, meta: dict) -> None:
+        self.store.put(self.meta_key(cid), _dump(meta), create_only=True)
+        self._meta_cache[cid] = meta
+
+    def meta(self, cid: str) -> dict:
+        """Written once, so safe to cache for the life of the process."""
+        if cid not in self._meta_cache:
+            self._meta_cache[cid] = _load(self.store.get(self.meta_key(cid)))
+        return self._meta_cache[cid]
+
+    def exists(self, cid: str) -> bool:
+        if cid in self._meta_cache:
+            return True
+        return self.store.head(self.meta_key(cid)) is not None
+
+    # -- messages --------------------------------------------------------------------------
+    def commit(self, cid: str, turn: int, msgid: str, record: dict) -> bool:
+        """Create-only. True if this call committed the turn, False if it was there already."""
+        try:
+            self.store.put(self.message_key(cid, turn, msgid), _dump(record), create_only=True)
+            return True
+        except ObjectExists:
+            return False
+
+    def message(self, cid: str, turn: int, msgid: str) -> dict | None:
+        try:
+            return _load(self.store.get(self.message_key(cid, turn, msgid)))
+        except NoSuchKey:
+            return None
+
+    def messages(self, cid: str, after: str = "", limit: int = 100) -> tuple[list[dict], str]:
+        """Committed messages after the cursor, oldest first, and the cursor for the next call.
+
+        A cursor is the `<turn>-<msgid>` name of the last message seen ("" for the start).
+        """
+        prefix = self.base(cid) + "messages/"
+        marker = prefix + after + ".json" if after else ""
+        page = self.store.list(prefix, marker=marker, max_keys=limit)
+        out = []
+        for info in page.objects:
+            try:
+                out.append(_load(self.store.get(info.key)))
+            except NoSuchKey:
+                continue
+        cursor = page.objects[-1].key[len(prefix):-5] if page.objects else after
+        return out, cursor
+
+    def iter_messages(self, cid: str) -> Iterator[dict]:
+        cursor = ""
+        while True:
+            batch, cursor = self.messages(cid, after=cursor, limit=100)
+            yield from batch
+            if len(batch) < 100:
+                return
+
+    # -- deliveries ------------------------------------------------------------------------
+    def deliver(self, function: str, cid: str, turn: int, msgid: str, payload: dict) -> bool:
+        try:
+            self.store.put(self.delivery_key(function, cid, turn, msgid), _dump(payload), create_only=True)
+            return True
+        except ObjectExists:
+            return False
+
+    def read_delivery(self, key: str) -> dict:
+        return _load(self.store.get(key))
+
+    # -- role state ------------------------------------------------------------------------
+    def load_state(self, cid: str, role: str) -> dict | None:
+        try:
+            return _load(self.store.get(self.state_key(cid, role)))
+        except NoSuchKey:
+            return None
+
+    def save_state(self, cid: str, role: str, state: dict) -> None:
+        self.store.put(self.state_key(cid, role), _dump(state))
+
+    # -- journal ---------------------------------------------------------------------------
+    def journal_get(self, cid: str, trigger: str, n: int) -> dict | None:
+        try:
+            return _load(self.store.get(self.journal_key(cid, trigger, n)))
+        except NoSuchKey:
+            return None
+
+    def journal_put(self, cid: str, trigger: str, n: int, entry: dict) -> dict:
+        """Create-only: if another attempt journaled first, its entry wins and is returned."""
+        key = self.journal_key(cid, trigger, n)
+        try:
+            self.store.put(key, _dump(entry), create_only=True)
+            return entry
+        except ObjectExists:
+            return _load(self.store.get(key))
+
+    # -- invocations -----------------------------------------------------------------------
+    def record_invocation(self, cid: str, record: dict) -> None:
+        rid = re.sub(r"[^A-Za-z0-9_-]", "", str(record.get("request_id", "")))[:64] or "none"
+        name = f"{int(record['start'] * 1000):015d}-{rid}"
+        self.store.put(self.base(cid) + f"invocations/{name}.json", _dump(record))
+
+    def invocations(self, cid: str) -> list[dict]:
+        rows = [m["invocation"] for m in self.iter_messages(cid) if m.get("invocation")]
+        for info in self.store.iter(self.base(cid) + "invocations/"):
+            try:
+                rows.append(_load(self.store.get(info.key)))
+            except NoSuchKey:
+                continue
+        rows.sort(key=lambda r: r.get("start", 0))
+        return rows
+
+    # -- end -------------------------------------------------------------------------------
+    def end(self, cid: str, status: str, reason: str, **extra) -> dict:
+        """Mark the conversation ended; the first writer wins and its record is returned."""
+        import time
+
+        record = {"status": status, "reason": reason, "at": time.time(), **extra}
+        try:
+            self.store.put(self.end_key(cid), _dump(record), create_only=True)
+            return record
+        except ObjectExists:
+            return self.get_end(cid) or record
+
+    def get_end(self, cid: str) -> dict | None:
+        try:
+            return _load(self.store.get(self.end_key(cid)))
+        except NoSuchKey:
+            return None
+
+    def is_ended(self, cid: str) -> bool:
+        return self.store.head(self.end_key(cid)) is not None

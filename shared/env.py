@@ -1,0 +1,63 @@
+"""Build a function's adapters from its environment and FC context.
+
+TROUPE_STORE=disk  → DiskStore at TROUPE_DATA (the local runtime; events on)
+TROUPE_STORE=oss   → OssStore on TROUPE_OSS_BUCKET at TROUPE_OSS_ENDPOINT, authenticated with the
+                     FC context's STS credentials (python3.10) or ALIBABA_CLOUD_* variables
+"""
+
+from __future__ import annotations
+
+import os
+
+from shared.errors import TroupeError
+from shared.store.base import ObjectStore
+
+_stores: dict[tuple, ObjectStore] = {}
+
+
+def build_store(context=None, env=os.environ) -> ObjectStore:
+    kind = env.get("TROUPE_STORE", "disk")
+    if kind == "disk":
+        root = env.get("TROUPE_DATA")
+        if not root:
+            raise TroupeError("TROUPE_STORE=disk needs TROUPE_DATA (the data directory)")
+        key = ("disk", root)
+        if key not in _stores:
+            from shared.store.disk import DiskStore
+
+            _stores[key] = DiskStore(root, emit_events=True)
+        return _stores[key]
+    if kind == "oss":
+        from shared.store.oss import OssStore
+
+        creds = getattr(context, "credentials", None)
+        token = getattr(creds, "security_token", None) if creds else None
+        key = ("oss", env.get("TROUPE_OSS_BUCKET"), env.get("TROUPE_OSS_ENDPOINT"), token)
+        if key not in _stores:
+            _stores.clear()  # STS credentials rotate: keep only the current client
+            store = OssStore.from_env(env, credentials=creds if token else None)
+            store.check_versioning_off()
+            _stores[key] = store
+        return _stores[key]
+    raise TroupeError(f"unknown TROUPE_STORE={kind!r}: expected 'disk' or 'oss'")
+
+
+def function_id(env=os.environ) -> str:
+    fid = env.get("TROUPE_FUNCTION_ID")
+    if not fid:
+        raise TroupeError("TROUPE_FUNCTION_ID is not set (s.yaml sets it for every function)")
+    return fid
+
+
+_convs: dict[int, object] = {}
+
+
+def conversations(context=None, env=os.environ):
+    """The ConversationStore over this invocation's store, kept across warm invocations."""
+    from shared.conversation import ConversationStore
+
+    store = build_store(context, env)
+    if id(store) not in _convs:
+        _convs.clear()
+        _convs[id(store)] = ConversationStore(store)
+    return _convs[id(store)]

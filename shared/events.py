@@ -1,0 +1,214 @@
+"""Typed read-only views over the events FC hands to a handler, and a builder for OSS events.
+
+Shapes follow the real payloads (Serverless Devs fc3 event templates): an OSS trigger event is
+`{"events": [{"eventName": "ObjectCreated:PutObject", "oss": {"bucket": ..., "object": ...}}]}`;
+an FC 3.0 HTTP trigger event is `{"version": "v1", "rawPath", "headers", "queryParameters",
+"body", "isBase64Encoded", "requestContext": {"http": {"method", "path", ...}}}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from typing import Any
+
+from shared.errors import BadRequest
+
+
+def _loads(event: bytes | str | dict, what: str) -> dict:
+    if isinstance(event, dict):
+        return event
+    try:
+        data = json.loads(event)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"{what} is not valid JSON: {e}") from None
+    if not isinstance(data, dict):
+        raise BadRequest(f"{what} must be a JSON object")
+    return data
+
+
+class DictWrapper:
+    """A read-only view over a JSON object."""
+
+    def __init__(self, data: dict):
+        self._data = data
+
+    @property
+    def raw(self) -> dict:
+        return self._data
+
+    def __eq__(self, other):
+        return isinstance(other, DictWrapper) and self._data == other._data
+
+
+# --- OSS trigger ---------------------------------------------------------------------------
+
+
+class OssEventRecord(DictWrapper):
+    @property
+    def event_name(self) -> str:
+        return self._data.get("eventName", "")
+
+    @property
+    def region(self) -> str:
+        return self._data.get("region", "")
+
+    @property
+    def bucket(self) -> str:
+        return self._data.get("oss", {}).get("bucket", {}).get("name", "")
+
+    @property
+    def key(self) -> str:
+        return self._data.get("oss", {}).get("object", {}).get("key", "")
+
+    @property
+    def size(self) -> int:
+        return int(self._data.get("oss", {}).get("object", {}).get("size", 0))
+
+    @property
+    def etag(self) -> str:
+        return self._data.get("oss", {}).get("object", {}).get("eTag", "")
+
+    @property
+    def request_id(self) -> str:
+        return self._data.get("responseElements", {}).get("requestId", "")
+
+    @property
+    def is_created(self) -> bool:
+        return self.event_name.startswith("ObjectCreated:")
+
+
+class OssEvent(DictWrapper):
+    """`OssEvent.parse(event_bytes).records[0].key`"""
+
+    @classmethod
+    def parse(cls, event: bytes | str | dict) -> "OssEvent":
+        data = _loads(event, "OSS event")
+        records = data.get("events")
+        if not isinstance(records, list) or not records:
+            raise BadRequest("OSS event has no 'events' list")
+        for r in records:
+            if not isinstance(r, dict) or not isinstance(r.get("oss", {}).get("object", {}).get("key"), str):
+                raise BadRequest("OSS event record lacks oss.object.key")
+        return cls(data)
+
+    @property
+    def records(self) -> list[OssEventRecord]:
+        return [OssEventRecord(r) for r in self._data["events"]]
+
+
+def make_oss_event(bucket: str, region: str, key: str, size: int, etag: str,
+                   event_name: str = "ObjectCreated:PutObject", account: str = "1234567890") -> dict:
+    """An OSS trigger event in the shape OSS delivers (see tests/events/oss-event.json)."""
+    return {
+        "events": [
+            {
+                "eventName": event_name,
+                "eventSource": "acs:oss",
+                "eventTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+                "eventVersion": "1.0",
+                "oss": {
+                    "bucket": {
+                        "arn": f"acs:oss:{region}:{account}:{bucket}",
+                        "name": bucket,
+                        "ownerIdentity": account,
+                        "virtualBucket": "",
+                    },
+                    "object": {"deltaSize": size, "eTag": etag, "key": key, "size": size},
+                    "ossSchemaVersion": "1.0",
+                    "ruleId": uuid.uuid4().hex,
+                },
+                "region": region,
+                "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+                "responseElements": {"requestId": uuid.uuid4().hex[:24].upper()},
+                "userIdentity": {"principalId": account},
+            }
+        ]
+    }
+
+
+# --- HTTP trigger --------------------------------------------------------------------------
+
+
+class HttpEvent(DictWrapper):
+    """FC 3.0 HTTP trigger event."""
+
+    @classmethod
+    def parse(cls, event: bytes | str | dict) -> "HttpEvent":
+        data = _loads(event, "HTTP event")
+        if not isinstance(data.get("requestContext", {}).get("http", {}).get("method"), str):
+            raise BadRequest("HTTP event lacks requestContext.http.method")
+        return cls(data)
+
+    @property
+    def method(self) -> str:
+        return self._data["requestContext"]["http"]["method"].upper()
+
+    @property
+    def path(self) -> str:
+        return self._data.get("rawPath") or self._data["requestContext"]["http"].get("path", "/")
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Header names lower-cased."""
+        return {str(k).lower(): str(v) for k, v in (self._data.get("headers") or {}).items()}
+
+    @property
+    def query(self) -> dict[str, str]:
+        q = self._data.get("queryParameters") or {}
+        return {str(k): (v[0] if isinstance(v, list) and v else str(v)) for k, v in q.items()}
+
+    @property
+    def body(self) -> bytes:
+        body = self._data.get("body") or ""
+        if self._data.get("isBase64Encoded"):
+            return base64.b64decode(body)
+        return body.encode("utf-8") if isinstance(body, str) else bytes(body)
+
+    @property
+    def request_id(self) -> str:
+        return self._data.get("requestContext", {}).get("requestId", "")
+
+    @property
+    def source_ip(self) -> str:
+        return self._data.get("requestContext", {}).get("http", {}).get("sourceIp", "")
+
+    def json(self) -> Any:
+        raw = self.body
+        if not raw.strip():
+            raise BadRequest("request body is empty; expected a JSON object")
+        try:
+            return json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise BadRequest(f"request body is not valid JSON: {e}") from None
+
+
+def make_http_event(method: str, path: str, *, body: bytes = b"", headers: dict | None = None,
+                    query: dict | None = None, source_ip: str = "127.0.0.1",
+                    request_id: str = "") -> dict:
+    """An FC 3.0 HTTP trigger event (see tests/events/http-event.json)."""
+    try:
+        text, b64 = body.decode("utf-8"), False
+    except UnicodeDecodeError:
+        text, b64 = base64.b64encode(body).decode(), True
+    now = time.time()
+    return {
+        "version": "v1",
+        "rawPath": path,
+        "headers": dict(headers or {}),
+        "queryParameters": dict(query or {}),
+        "body": text,
+        "isBase64Encoded": b64,
+        "requestContext": {
+            "accountId": "1234567890",
+            "domainName": "127.0.0.1",
+            "domainPrefix": "local",
+            "requestId": request_id or uuid.uuid4().hex,
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
+            "timeEpoch": str(int(now * 1000)),
+            "http": {"method": method.upper(), "path": path, "protocol": "HTTP/1.1",
+                     "sourceIp": source_ip, "userAgent": (headers or {}).get("User-Agent", "")},
+        },
+    }

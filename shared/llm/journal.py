@@ -1,0 +1,75 @@
+"""Exactly-once LLM replies: a MetaGPT BaseLLM that journals every reply before it is used.
+
+The n-th LLM call made while handling one trigger is journaled under a key derived from that
+trigger (`journal/<trigger>-<n>`). A retried or duplicated trigger replays the journaled reply
+instead of paying for a new one, and because the role runs the same code on the same inputs,
+it reaches the same commit.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from metagpt.provider.base_llm import BaseLLM
+
+from shared.conversation import ConversationStore
+
+
+class JournalingLLM(BaseLLM):
+    def __init__(self, inner: BaseLLM, convs: ConversationStore, cid: str, trigger: str,
+                 guard: Callable[[], None] | None = None):
+        self.inner = inner
+        self.config = inner.config
+        self.model = getattr(inner, "model", None) or inner.config.model
+        self.cost_manager = inner.cost_manager
+        self.use_system_prompt = inner.use_system_prompt
+        self.convs, self.cid, self.trigger = convs, cid, trigger
+        self.guard = guard
+        self.calls = 0
+        self.paid = 0
+        self.replayed = 0
+        self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
+
+    async def acompletion_text(self, messages: list[dict], stream: bool = False, timeout: int = 3) -> str:
+        n = self.calls
+        self.calls += 1
+        entry = self.convs.journal_get(self.cid, self.trigger, n)
+        if entry is None:
+            if self.guard:
+                self.guard()  # budgets and caps are checked before every paid call
+            before = _tokens(self.inner)
+            started = time.time()
+            text = await self.inner.acompletion_text(messages, stream=stream, timeout=timeout)
+            after = _tokens(self.inner)
+            entry = self.convs.journal_put(self.cid, self.trigger, n, {
+                "n": n, "reply": text, "model": self.model,
+                "prompt_tokens": after[0] - before[0], "completion_tokens": after[1] - before[1],
+                "duration_ms": round((time.time() - started) * 1000, 1), "at": time.time(),
+            })
+            self.paid += 1
+        else:
+            self.replayed += 1
+        self.usage["prompt_tokens"] += entry.get("prompt_tokens", 0)
+        self.usage["completion_tokens"] += entry.get("completion_tokens", 0)
+        return entry["reply"]
+
+    # BaseLLM's abstract surface: everything goes through acompletion_text above
+    async def _achat_completion(self, messages, timeout=3):
+        raise NotImplementedError("JournalingLLM answers through acompletion_text")
+
+    async def acompletion(self, messages, timeout=3):
+        raise NotImplementedError("JournalingLLM answers through acompletion_text")
+
+    async def _achat_completion_stream(self, messages, timeout=3):
+        raise NotImplementedError("JournalingLLM answers through acompletion_text")
+
+
+def _tokens(llm: BaseLLM) -> tuple[int, int]:
+    usage = getattr(llm, "usage", None)
+    if isinstance(usage, dict):
+        return usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+    cm = llm.cost_manager
+    if cm is not None:
+        return cm.total_prompt_tokens, cm.total_completion_tokens
+    return 0, 0

@@ -1,0 +1,42 @@
+"""The one place troupe touches MetaGPT's process-wide setup.
+
+MetaGPT computes its root (logs/, workspace/) when `metagpt.const` is first imported, from
+METAGPT_PROJECT_ROOT, else the working directory. On FC only /tmp is writable, so the root is
+pinned under the temp directory before any metagpt import. Config is built in code, never read
+from ~/.metagpt or the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+
+def bootstrap() -> None:
+    """Call before the first `import metagpt...` in a process."""
+    root = os.environ.get("METAGPT_PROJECT_ROOT") or os.path.join(tempfile.gettempdir(), "troupe-metagpt")
+    os.makedirs(root, exist_ok=True)
+    os.environ["METAGPT_PROJECT_ROOT"] = root
+    # metagpt.config2 builds a global Config at import and needs an `llm` key: give it a
+    # placeholder under our root so nothing is read from the user's home or working directory
+    cfg = os.path.join(root, "config", "config2.yaml")
+    if not os.path.exists(cfg):
+        os.makedirs(os.path.dirname(cfg), exist_ok=True)
+        tmp = f"{cfg}.{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write("llm:\n  api_type: openai\n  api_key: unused\n  model: unused\n")
+        os.replace(tmp, cfg)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+bootstrap()
+
+
+def make_context(llm_config: dict | None = None):
+    """A MetaGPT Context whose Config is built here, offline."""
+    from metagpt.config2 import Config
+    from metagpt.configs.llm_config import LLMConfig
+    from metagpt.context import Context
+
+    llm = LLMConfig.model_validate(llm_config or {"api_type": "openai", "api_key": "unused", "model": "troupe-fake"})
+    return Context(config=Config(llm=llm))

@@ -1,0 +1,217 @@
+"""The role runner: one invocation = one delivered message = at most one turn.
+
+    delivery ─► load role state ─► MetaGPT Role.run (observe, react) ─► commit turn
+             ─► save role state ─► deliver to recipients' inboxes (or end the conversation)
+
+Exactly-once effect on at-least-once triggers:
+  * every key is deterministic: the reply's id derives from the delivery that caused it;
+  * LLM replies are journaled under the delivery's id before they are used (JournalingLLM),
+    so a retry replays them instead of paying again and reaches the same commit;
+  * commits and deliveries are create-only, so a replay writes nothing new;
+  * the role state lists the deliveries it has consumed: a duplicate is recognised with the
+    one state read every turn makes anyway, and only re-asserts the deliveries downstream.
+Storage requests per turn are a constant (see `bench/`), whatever the transcript's length.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from functools import lru_cache
+from typing import Callable
+
+import shared.mg  # noqa: F401  (pins MetaGPT's root before it is imported)
+from metagpt.schema import Message
+from metagpt.utils.common import any_to_str, is_send_to
+
+from shared.conversation import ConversationStore
+from shared.errors import BadRequest, NoSuchKey, RejectedEvent
+from shared.events import OssEvent
+from shared.ids import check_name, derive_id
+from shared.llm.journal import JournalingLLM
+from shared.roles.character import Character
+
+log = logging.getLogger("troupe.runner")
+
+ROLE_CLASSES = {"character": Character}
+
+
+@lru_cache(maxsize=1)
+def _context():
+    return shared.mg.make_context()
+
+
+def _role_class(spec: dict):
+    return ROLE_CLASSES[spec.get("kind", "character")]
+
+
+def role_addresses(spec: dict) -> set[str]:
+    """The addresses MetaGPT gives a role: its name and its class."""
+    return {spec["name"], any_to_str(_role_class(spec))}
+
+
+class RoleRunner:
+    def __init__(self, convs: ConversationStore, function: str, llm_factory: Callable[[], object],
+                 clock: Callable[[], float] = time.time):
+        self.convs = convs
+        self.function = check_name(function, "function")
+        self.llm_factory = llm_factory
+        self.clock = clock
+
+    # -- entry points ----------------------------------------------------------------------
+    def handle_event(self, event: bytes | str | dict, request_id: str = "") -> list[dict]:
+        """Handle an OSS trigger event (one or more records). Returns one outcome per record."""
+        import asyncio
+
+        try:
+            parsed = OssEvent.parse(event)
+        except BadRequest as e:
+            log.warning("rejected event: %s", e.message)
+            return [{"outcome": "rejected", "reason": e.message}]
+        outcomes = []
+        for record in parsed.records:
+            if not record.is_created:
+                outcomes.append({"outcome": "rejected", "reason": f"event {record.event_name} is not ObjectCreated"})
+                continue
+            try:
+                outcomes.append(asyncio.run(self.handle_key(record.key, request_id)))
+            except RejectedEvent as e:
+                log.warning("rejected event for %r: %s", record.key[:200], e.message)
+                outcomes.append({"outcome": "rejected", "reason": e.message, "key": record.key[:200]})
+        return outcomes
+
+    async def handle_key(self, key: str, request_id: str = "") -> dict:
+        start = self.clock()
+        convs = self.convs
+        cid, turn_in, delivery_id = convs.parse_delivery_key(self.function, key)
+        delivery = self._read_delivery(key, turn_in)
+        role_name = delivery["to"]
+        try:
+            meta = convs.meta(cid)
+        except NoSuchKey:
+            raise RejectedEvent("delivery for an unknown conversation", conversation=cid) from None
+        spec = next((r for r in meta["scenario"]["roles"] if r["name"] == role_name), None)
+        if spec is None or spec["function"] != self.function:
+            raise RejectedEvent(f"role {role_name!r} is not played by function {self.function!r}")
+        base = {"function": self.function, "request_id": request_id or uuid.uuid4().hex, "start": start,
+                "pid": os.getpid(), "role": role_name, "trigger": key, "turn": turn_in + 1}
+
+        def finish(outcome: str, **extra) -> dict:
+            rec = {**base, "outcome": outcome, "duration_ms": round((self.clock() - start) * 1000, 2), **extra}
+            convs.record_invocation(cid, rec)
+            return rec
+
+        # limits are checked before anything is paid for
+        if convs.is_ended(cid):
+            return finish("ended")
+        limits = meta["limits"]
+        new_turn = turn_in + 1
+        if new_turn > limits["max_turns"]:
+            convs.end(cid, "completed", "turn_limit", turns=turn_in)
+            return finish("ended", reason="turn_limit")
+        if start - meta["created"] > limits["max_seconds"]:
+            convs.end(cid, "stopped", "time_limit", turns=turn_in)
+            return finish("ended", reason="time_limit")
+
+        out_id = derive_id(cid, "reply", delivery_id)
+        state = convs.load_state(cid, role_name)
+        seen = state["seen"] if state else []
+        if delivery_id in seen:
+            # processed before: only re-assert what follows the commit
+            record = convs.message(cid, new_turn, out_id)
+            if record is not None:
+                self._after_commit(cid, meta, record)
+            return finish("duplicate")
+
+        role = self._load_role(state, spec, meta)
+        llm = JournalingLLM(self.llm_factory(), convs, cid, delivery_id)
+        self._bind(role, llm)
+        role.put_message(Message.model_validate(delivery["message"]))
+        rsp = await role.run()
+        if rsp is None:
+            convs.save_state(cid, role_name, self._state(role, seen + [delivery_id], state))
+            return finish("ignored")
+
+        rsp.id = out_id  # the message in the role's memory is this same object
+        msg_json = json.loads(rsp.model_dump_json())
+        recipients = self._recipients(rsp, meta["scenario"], role_name)
+        invocation = {**base, "outcome": "committed", "llm_calls": llm.calls, "llm_paid": llm.paid,
+                      "llm_replayed": llm.replayed, "usage": llm.usage,
+                      "duration_ms": round((self.clock() - start) * 1000, 2)}
+        record = {
+            "turn": new_turn, "id": out_id, "role": role_name, "profile": spec["profile"],
+            "function": self.function, "content": rsp.content, "sent_from": rsp.sent_from,
+            "send_to": sorted(rsp.send_to), "cause_by": rsp.cause_by, "reply_to": delivery["message"].get("id"),
+            "message": msg_json, "recipients": recipients, "invocation": invocation,
+        }
+        if not convs.commit(cid, new_turn, out_id, record):
+            # an earlier attempt committed first (it replayed the same journal): use its record
+            record = convs.message(cid, new_turn, out_id) or record
+        convs.save_state(cid, role_name, self._state(role, seen + [delivery_id], state, new_turn))
+        self._after_commit(cid, meta, record)
+        return invocation
+
+    # -- steps -----------------------------------------------------------------------------
+    def _read_delivery(self, key: str, turn: int) -> dict:
+        try:
+            delivery = self.convs.read_delivery(key)
+        except NoSuchKey:
+            raise RejectedEvent("delivery object not found", key=key[:200]) from None
+        except ValueError:
+            raise RejectedEvent("delivery object is not JSON", key=key[:200]) from None
+        if not isinstance(delivery, dict) or not isinstance(delivery.get("message"), dict):
+            raise RejectedEvent("delivery lacks a message", key=key[:200])
+        try:
+            check_name(delivery.get("to"), "recipient")
+        except BadRequest as e:
+            raise RejectedEvent(e.message, key=key[:200]) from None
+        if delivery.get("turn") != turn:
+            raise RejectedEvent("delivery's turn does not match its key", key=key[:200])
+        return delivery
+
+    def _load_role(self, state: dict | None, spec: dict, meta: dict):
+        cls = _role_class(spec)
+        if state:
+            role = cls.model_validate_json(state["role"])
+            role.set_context(_context())
+            return role
+        cast = [r["name"] for r in meta["scenario"]["roles"]]
+        return cls(name=spec["name"], profile=spec["profile"], goal=spec.get("goal", ""),
+                   constraints=spec.get("constraints", ""), cast=cast, topic=meta.get("input", ""),
+                   context=_context())
+
+    @staticmethod
+    def _bind(role, llm) -> None:
+        role.llm = llm
+        prefix = role._get_prefix()
+        llm.system_prompt = prefix
+        for action in role.actions:
+            action.set_llm(llm, override=True)
+            action.set_prefix(prefix)
+
+    @staticmethod
+    def _state(role, seen: list[str], old: dict | None, turn: int | None = None) -> dict:
+        return {"role": role.model_dump_json(), "seen": seen,
+                "turn": turn if turn is not None else (old or {}).get("turn", 0)}
+
+    @staticmethod
+    def _recipients(rsp: Message, scenario: dict, sender: str) -> list[dict]:
+        """MetaGPT's own routing (is_send_to over each role's addresses), minus the sender."""
+        return [{"name": r["name"], "function": r["function"]} for r in scenario["roles"]
+                if r["name"] != sender and is_send_to(rsp, role_addresses(r))]
+
+    def _after_commit(self, cid: str, meta: dict, record: dict) -> None:
+        """End the conversation at its turn limit, else deliver to every recipient (create-only)."""
+        turn = record["turn"]
+        if turn >= meta["limits"]["max_turns"]:
+            self.convs.end(cid, "completed", "turn_limit", turns=turn)
+            return
+        if not record["recipients"]:
+            self.convs.end(cid, "completed", "no_recipient", turns=turn)
+            return
+        for r in record["recipients"]:
+            did = derive_id(record["id"], r["name"])
+            self.convs.deliver(r["function"], cid, turn, did, {"to": r["name"], "turn": turn, "message": record["message"]})
