@@ -3,13 +3,14 @@
 It is a full BaseLLM, so MetaGPT's real roles and actions run on it unchanged. Replies are
 scripted by role and step, never by prompt text: a script maps a role name (found in the
 system prompt MetaGPT builds, "You are a <profile>, named <name>...") to a list of replies,
-used in order; `{n}` in a reply is the role's call count, `{last}` the start of the last
-user message. Roles without a script get a generic reply naming the role and step.
+used in order; `{n}` in a reply is the call count of that role in this LLM instance, `{h}` a
+short digest of the prompt. Roles without a script get a generic reply naming the role.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import re
@@ -42,13 +43,12 @@ class ScriptedLLM(BaseLLM):
         n = self.calls.get(who, 0) + 1
         self.calls[who] = n
         replies = self.script.get(who) or self.script.get("*")
-        last = (users[-1] if users else "").strip().splitlines()
-        last_line = last[-1][:60] if last else ""
+        digest = hashlib.sha256((users[-1] if users else "").encode()).hexdigest()[:6]
         if replies:
             text = replies[(n - 1) % len(replies)]
         else:
-            text = "{who}, point {n}: on '{last}', consider the evidence."
-        text = text.replace("{who}", who).replace("{n}", str(n)).replace("{last}", last_line)
+            text = "{who} makes point {h}: the evidence supports my side."
+        text = text.replace("{who}", who).replace("{n}", str(n)).replace("{h}", digest)
         prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
         self.usage["prompt_tokens"] += prompt_tokens
         self.usage["completion_tokens"] += len(text) // 4 + 1

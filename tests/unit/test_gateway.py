@@ -1,0 +1,119 @@
+"""The REST API: happy paths and every kind of bad input (4xx, named problem, nothing written)."""
+
+import json
+
+import pytest
+
+from shared.events import HttpEvent
+from tests.conftest import load_event
+
+
+def _keys(h):
+    return sorted(o.key for o in h.store.iter(""))
+
+
+def test_create_then_read_with_cursor(harness):
+    # GIVEN a new debate
+    status, body = harness.http("POST", "/conversations", {"scenario": "debate", "input": "Ban cars?",
+                                                           "limits": {"max_turns": 4}})
+    assert status == 201 and body["status"] == "running" and body["limits"]["max_turns"] == 4
+    cid = body["id"]
+    harness.pump()
+    # WHEN the transcript is read in two pages
+    status, first = harness.http("GET", f"/conversations/{cid}", query={"limit": "2"})
+    status2, rest = harness.http("GET", f"/conversations/{cid}", query={"after": first["cursor"]})
+    # THEN pages join into the whole transcript, in order, and the status is final
+    assert status == status2 == 200
+    turns = [m["turn"] for m in first["messages"] + rest["messages"]]
+    assert turns == [0, 1, 2, 3, 4]
+    assert rest["status"] == "completed" and rest["end"]["reason"] == "turn_limit"
+    # AND asking after the last cursor returns nothing new
+    _, empty = harness.http("GET", f"/conversations/{cid}", query={"after": rest["cursor"]})
+    assert empty["messages"] == [] and empty["cursor"] == rest["cursor"]
+
+
+def test_invocations_one_record_per_turn(harness):
+    cid = harness.start(max_turns=3)
+    harness.pump()
+    status, body = harness.http("GET", f"/conversations/{cid}/invocations")
+    assert status == 200
+    committed = [r for r in body["invocations"] if r["outcome"] == "committed"]
+    assert [r["turn"] for r in committed] == [1, 2, 3]
+    assert all(r["function"] == "persona" and r["pid"] and r["duration_ms"] >= 0 and r["request_id"]
+               for r in committed)
+
+
+def test_scenarios_lists_debate(harness):
+    status, body = harness.http("GET", "/scenarios")
+    assert status == 200
+    debate = next(s for s in body["scenarios"] if s["id"] == "debate")
+    assert debate["title"]["zh"] and [r["name"] for r in debate["roles"]] == ["Proponent", "Opponent"]
+
+
+@pytest.mark.parametrize("body, status, needle", [
+    ("{not json", 400, "not valid JSON"),
+    ("", 400, "empty"),
+    ("[1, 2]", 400, "JSON object"),
+    ({"input": "x"}, 400, "scenario"),
+    ({"scenario": "nope", "input": "x"}, 400, "unknown scenario"),
+    ({"scenario": 7, "input": "x"}, 400, "scenario"),
+    ({"scenario": "debate"}, 400, "input"),
+    ({"scenario": "debate", "input": ""}, 400, "input"),
+    ({"scenario": "debate", "input": 42}, 400, "input"),
+    ({"scenario": "debate", "input": "x" * 8001}, 413, "input"),
+    ({"scenario": "debate", "input": "x", "limits": {"max_turns": -1}}, 400, "max_turns"),
+    ({"scenario": "debate", "input": "x", "limits": {"max_turns": "5"}}, 400, "max_turns"),
+    ({"scenario": "debate", "input": "x", "limits": {"max_turns": True}}, 400, "max_turns"),
+    ({"scenario": "debate", "input": "x", "limits": {"max_turns": 100000}}, 400, "max_turns"),
+    ({"scenario": "debate", "input": "x", "limits": {"budget": 1}}, 400, "budget"),
+    ({"scenario": "debate", "input": "x", "limits": []}, 400, "limits"),
+    ({"scenario": "debate", "input": "x", "extra": 1}, 400, "extra"),
+    ("x" * 70000, 413, "larger"),
+])
+def test_bad_create_is_4xx_names_the_problem_and_writes_nothing(harness, body, status, needle):
+    # GIVEN a store with one conversation already in it
+    harness.start()
+    before = _keys(harness)
+    # WHEN a bad request is posted
+    got, err = harness.http("POST", "/conversations", body)
+    # THEN it is refused with a 4xx naming the problem and nothing is written
+    assert got == status, err
+    assert needle in err["message"] and err["error"]
+    assert _keys(harness) == before
+
+
+@pytest.mark.parametrize("path, query, status", [
+    ("/conversations/..%2F..%2Fetc", {}, 400),
+    ("/conversations/not-an-id", {}, 400),
+    ("/conversations/20261124t021832-1f2e3d4c5b6a", {}, 404),
+    ("/conversations/20261124t021832-1f2e3d4c5b6a/invocations", {}, 404),
+    ("/nowhere", {}, 404),
+])
+def test_bad_reads(harness, path, query, status):
+    got, err = harness.http("GET", path, query=query)
+    assert got == status and err["message"]
+
+
+@pytest.mark.parametrize("query", [{"after": "../../x"}, {"limit": "0"}, {"limit": "abc"}, {"limit": "501"}])
+def test_bad_query_parameters(harness, query):
+    cid = harness.start()
+    got, err = harness.http("GET", f"/conversations/{cid}", query=query)
+    assert got == 400 and err["details"]["field"] in query
+
+
+def test_wrong_method(harness):
+    got, err = harness.http("DELETE", "/conversations")
+    assert got == 405 and "POST" in err["message"]
+
+
+def test_http_event_view_reads_the_real_payload():
+    event = HttpEvent.parse(load_event("http-event.json"))
+    assert event.method == "POST"
+    assert event.path.startswith("/2023-03-30/functions/")
+    assert event.body == b"haha"
+    assert event.headers["content-type"] == "application/octet-stream"
+
+
+def test_gateway_answers_a_real_http_payload_with_a_json_404(harness):
+    resp = harness.gateway.handle(load_event("http-event.json"))
+    assert resp["statusCode"] == 404 and json.loads(resp["body"])["error"] == "NotFound"

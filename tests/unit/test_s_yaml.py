@@ -1,0 +1,101 @@
+"""s.yaml is the single list of functions and triggers: valid for the fc3 component, and in
+agreement with the code, the scenarios and the local runtime."""
+
+import os
+import re
+
+import jsonschema
+import pytest
+import yaml
+
+from shared import scenarios
+from tests.conftest import EVENTS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+with open(os.path.join(ROOT, "s.yaml"), encoding="utf-8") as _f:
+    DOC = yaml.safe_load(_f)
+with open(os.path.join(EVENTS, "fc3-schema.json"), encoding="utf-8") as _f:
+    import json
+
+    SCHEMA = json.load(_f)
+
+_VAR = re.compile(r"\$\{vars\.(\w+)\}")
+_CONFIG = re.compile(r"\$\{config\('(\w+)'\)\}")
+
+
+def resolve(value):
+    """Resolve ${vars.x} and ${config('AccountID')} as Serverless Devs would, before validating."""
+    if isinstance(value, dict):
+        return {k: resolve(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [resolve(v) for v in value]
+    if isinstance(value, str):
+        for _ in range(5):
+            value = _VAR.sub(lambda m: str(DOC["vars"][m.group(1)]), value)
+            value = _CONFIG.sub("1234567890", value)
+        assert "${" not in value, value
+    return value
+
+
+RESOURCES = {name: resolve(res["props"]) for name, res in DOC["resources"].items()}
+
+
+@pytest.mark.parametrize("name", sorted(RESOURCES))
+def test_every_function_validates_against_the_fc3_schema(name):
+    assert DOC["resources"][name]["component"] == "fc3"
+    jsonschema.validate(RESOURCES[name], SCHEMA)
+
+
+@pytest.mark.parametrize("name", sorted(RESOURCES))
+def test_every_function_has_its_code_and_a_known_handler_form(name):
+    props = RESOURCES[name]
+    module, _, attr = props["handler"].partition(".")
+    assert props["handler"] == "index.handler"  # the only form FC documents
+    path = os.path.join(ROOT, props["code"], f"{module}.py")
+    with open(path, encoding="utf-8") as f:
+        assert f"def {attr}(event, context)" in f.read()
+    assert props["environmentVariables"]["TROUPE_FUNCTION_ID"] == name
+    assert props["environmentVariables"]["METAGPT_PROJECT_ROOT"].startswith("/tmp")
+
+
+def test_no_secret_in_plain_text():
+    text = open(os.path.join(ROOT, "s.yaml"), encoding="utf-8").read().lower()
+    for word in ("api_key", "apikey", "secret", "password", "sk-"):
+        assert word not in text
+
+
+def test_oss_triggers_own_disjoint_inbox_prefixes():
+    prefixes = []
+    for name, props in RESOURCES.items():
+        for trig in props.get("triggers", []):
+            if trig["triggerType"] == "oss":
+                prefix = trig["triggerConfig"]["filter"]["key"]["prefix"]
+                assert prefix == f"inbox/{name}/"
+                assert trig["sourceArn"].endswith(":" + DOC["vars"]["bucket"])
+                assert trig["invocationRole"]
+                prefixes.append(prefix)
+    assert len(prefixes) <= 10  # native OSS triggers per bucket
+    for a in prefixes:
+        for b in prefixes:
+            assert a == b or not a.startswith(b)
+
+
+def test_every_scenario_role_is_bound_to_a_declared_oss_triggered_function():
+    triggered = {name for name, props in RESOURCES.items()
+                 if any(t["triggerType"] == "oss" for t in props.get("triggers", []))}
+    for sc in scenarios.builtin().values():
+        for role in sc["roles"]:
+            assert role["function"] in triggered, (sc["id"], role["name"])
+
+
+def test_on_failure_destinations_name_declared_functions():
+    names = {props["functionName"] for props in RESOURCES.values()}
+    for props in RESOURCES.values():
+        dest = props.get("asyncInvokeConfig", {}).get("destinationConfig", {}).get("onFailure", {}).get("destination")
+        if dest:
+            assert dest.split(":functions/")[-1] in names
+
+
+def test_gateway_has_the_http_trigger():
+    trig, = RESOURCES["gateway"]["triggers"]
+    assert trig["triggerType"] == "http" and {"GET", "POST"} <= set(trig["triggerConfig"]["methods"])
