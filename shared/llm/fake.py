@@ -52,7 +52,6 @@ class ScriptedLLM(BaseLLM):
         prompt_tokens = sum(len(str(m.get("content", ""))) for m in messages) // 4 + 1
         self.usage["prompt_tokens"] += prompt_tokens
         self.usage["completion_tokens"] += len(text) // 4 + 1
-        self._update_costs({"prompt_tokens": prompt_tokens, "completion_tokens": len(text) // 4 + 1})
         return text
 
     async def _achat_completion(self, messages: list[dict], timeout=60) -> dict:
