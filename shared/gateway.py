@@ -12,6 +12,7 @@ MetaGPT's Message, so its cold start stays small.
 from __future__ import annotations
 
 import json
+import os
 import re
 import time
 from typing import Callable
@@ -39,8 +40,10 @@ class Gateway:
     def __init__(self, convs: ConversationStore, clock: Callable[[], float] = time.time):
         self.convs = convs
         self.clock = clock
+        self.request_id = ""
 
-    def handle(self, event: bytes | str | dict) -> dict:
+    def handle(self, event: bytes | str | dict, request_id: str = "") -> dict:
+        self.request_id = request_id
         try:
             req = HttpEvent.parse(event)
             return self.route(req)
@@ -112,6 +115,10 @@ class Gateway:
         })
         self.convs.deliver(first["function"], cid, 0, derive_id(opening_id, first["name"]),
                            {"to": first["name"], "turn": 0, "message": message})
+        self.convs.record_invocation(cid, {
+            "function": "gateway", "request_id": self.request_id or req.request_id, "start": now,
+            "duration_ms": round((self.clock() - now) * 1000, 2), "outcome": "created", "pid": os.getpid(),
+            "turn": 0, "role": "user"})
         return response(201, {"id": cid, "status": "running", "scenario": scenario["id"], "limits": limits,
                               "links": {"self": f"conversations/{cid}",
                                         "invocations": f"conversations/{cid}/invocations"}})

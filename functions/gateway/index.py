@@ -5,4 +5,4 @@ from shared.gateway import Gateway
 
 
 def handler(event, context):
-    return Gateway(conversations(context)).handle(event)
+    return Gateway(conversations(context)).handle(event, context.request_id)
