@@ -32,8 +32,29 @@ def bootstrap() -> None:
 bootstrap()
 
 
+_walled = False
+
+
+def wall_off() -> None:
+    """Stop MetaGPT re-reading config files at run time.
+
+    Every Action construction asks `ModelsConfig.default()`, which parses config2.yaml from the
+    root and from ~/.metagpt on each call (about 1 ms a time, three times a turn). troupe picks
+    each role's model itself and passes the LLM in, so the models table is empty, built once.
+    """
+    global _walled
+    if _walled:
+        return
+    from metagpt.configs import models_config
+
+    empty = models_config.ModelsConfig()
+    models_config.ModelsConfig.default = classmethod(lambda cls: empty)
+    _walled = True
+
+
 def make_context(llm_config: dict | None = None):
     """A MetaGPT Context whose Config is built here, offline."""
+    wall_off()
     from metagpt.config2 import Config
     from metagpt.configs.llm_config import LLMConfig
     from metagpt.context import Context

@@ -126,8 +126,8 @@ class RoleRunner:
                 self._after_commit(cid, meta, record)
             return finish("duplicate")
 
-        role = self._load_role(state, spec, meta)
         llm = JournalingLLM(self.llm_factory(), convs, cid, delivery_id)
+        role = self._load_role(state, spec, meta, llm)
         self._bind(role, llm)
         role.put_message(Message.model_validate(delivery["message"]))
         rsp = await role.run()
@@ -139,7 +139,7 @@ class RoleRunner:
         msg_json = json.loads(rsp.model_dump_json())
         recipients = self._recipients(rsp, meta["scenario"], role_name)
         invocation = {**base, "outcome": "committed", "llm_calls": llm.calls, "llm_paid": llm.paid,
-                      "llm_replayed": llm.replayed, "usage": llm.usage,
+                      "llm_replayed": llm.replayed, "llm_ms": round(llm.llm_ms, 2), "usage": llm.usage,
                       "duration_ms": round((self.clock() - start) * 1000, 2)}
         record = {
             "turn": new_turn, "id": out_id, "role": role_name, "profile": spec["profile"],
@@ -172,16 +172,16 @@ class RoleRunner:
             raise RejectedEvent("delivery's turn does not match its key", key=key[:200])
         return delivery
 
-    def _load_role(self, state: dict | None, spec: dict, meta: dict):
+    def _load_role(self, state: dict | None, spec: dict, meta: dict, llm):
+        """Restore the role from its state, or create it; the LLM is given up front so that
+        MetaGPT never builds a default client from config (an SSL context, ~20 ms, per turn)."""
         cls = _role_class(spec)
         if state:
-            role = cls.model_validate_json(state["role"])
-            role.set_context(_context())
-            return role
+            return cls.model_validate({**json.loads(state["role"]), "context": _context(), "llm": llm})
         cast = [r["name"] for r in meta["scenario"]["roles"]]
         return cls(name=spec["name"], profile=spec["profile"], goal=spec.get("goal", ""),
                    constraints=spec.get("constraints", ""), cast=cast, topic=meta.get("input", ""),
-                   context=_context())
+                   context=_context(), llm=llm)
 
     @staticmethod
     def _bind(role, llm) -> None:

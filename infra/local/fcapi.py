@@ -71,6 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class InvokeAPIServer(ThreadingHTTPServer):
+    request_queue_size = 128  # a burst of clients must queue, not be reset
     daemon_threads = True
 
     def __init__(self, host: str, port: int, runtime: "LocalRuntime"):

@@ -146,6 +146,7 @@ class _Handler(BaseHTTPRequestHandler):
 class FunctionHTTPServer(ThreadingHTTPServer):
     """Serves one function's HTTP trigger."""
 
+    request_queue_size = 128  # a burst of clients must queue, not be reset
     daemon_threads = True
 
     def __init__(self, host: str, port: int, invoke: Invoke, methods: list[str]):

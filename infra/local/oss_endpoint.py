@@ -127,6 +127,7 @@ _FAULT_CODES = {500: "InternalError", 502: "BadGateway", 503: "ServiceUnavailabl
 class OssEndpoint(ThreadingHTTPServer):
     """The HTTP server. `requests` counts requests by operation name (faulted ones included)."""
 
+    request_queue_size = 128  # a burst of clients must queue, not be reset
     daemon_threads = True
 
     def __init__(self, address: tuple[str, int], store: ObjectStore, bucket_name: str, *,

@@ -30,6 +30,8 @@ class JournalingLLM(BaseLLM):
         self.paid = 0
         self.replayed = 0
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
+        self.llm_ms = 0.0
+        """Time spent in paid LLM calls during this invocation."""
 
     async def acompletion_text(self, messages: list[dict], stream: bool = False, timeout: int = 3) -> str:
         n = self.calls
@@ -42,6 +44,7 @@ class JournalingLLM(BaseLLM):
             started = time.time()
             text = await self.inner.acompletion_text(messages, stream=stream, timeout=timeout)
             after = _tokens(self.inner)
+            self.llm_ms += (time.time() - started) * 1000
             entry = self.convs.journal_put(self.cid, self.trigger, n, {
                 "n": n, "reply": text, "model": self.model,
                 "prompt_tokens": after[0] - before[0], "completion_tokens": after[1] - before[1],
