@@ -1,0 +1,107 @@
+"""The README's commands, run as written (data dirs and ports swapped for temporary ones), so
+that they cannot rot."""
+
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+README = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
+BLOCKS = re.findall(r"```\n(.*?)```", README, re.S)
+LINES = [line.split("  #")[0].strip() for block in BLOCKS for line in block.splitlines()]
+
+
+def _commands(prefix):
+    found = [line for line in LINES if line.startswith(prefix)]
+    assert found, f"README shows no {prefix!r} command"
+    return found
+
+
+def _run(argv, **kw):
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=180, **kw)
+
+
+def test_readme_quick_start_is_make_run_and_make_test():
+    quick = BLOCKS[0].split()
+    assert quick[:2] == ["make", "run"] and "make" in quick[2:] and "test" in quick[2:]
+    make = open(os.path.join(ROOT, "Makefile"), encoding="utf-8").read()
+    assert re.search(r"^run: setup", make, re.M) and re.search(r"^test: setup", make, re.M)
+    assert "make test" in open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8").read()
+
+
+def test_readme_invoke_command(tmp_path):
+    cmd, = _commands("python -m infra.local invoke")
+    argv = shlex.split(cmd.replace("--data data", f"--data {tmp_path}"))
+    out = _run([sys.executable] + argv[1:])
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout)["statusCode"] == 200
+
+
+def test_readme_run_command(tmp_path):
+    cmd, = _commands("python -m infra.local run")
+    out = _run([sys.executable] + shlex.split(cmd)[1:] + ["--data", str(tmp_path)],
+               env={**os.environ, "TROUPE_LLM": "fake"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    turns = re.findall(r"^\[(\d+)\] (\w+):", out.stdout, re.M)
+    assert [int(t) for t, _ in turns] == [0, 1, 2, 3, 4]
+    assert [r for _, r in turns][1:] == ["Proponent", "Opponent", "Proponent", "Opponent"]
+    assert "status: completed" in out.stdout
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def served(tmp_path):
+    cmd, = _commands("python -m infra.local serve")
+    port = _free_port()
+    argv = shlex.split(cmd.replace("--port 8000", f"--port {port}").replace("--data data", f"--data {tmp_path}"))
+    proc = subprocess.Popen([sys.executable] + argv[1:], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "TROUPE_LLM": "fake"})
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    yield port
+    proc.terminate()
+    proc.wait(30)
+
+
+def test_readme_curl_commands(served):
+    curls = _commands("curl")
+    state = {}
+
+    def curl(line):
+        line = line.replace("localhost:8000", f"127.0.0.1:{served}")
+        line = line.replace("<id>", state.get("id", "")).replace("<cursor>", state.get("cursor", ""))
+        out = _run(shlex.split(line))
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    created = curl(curls[0])
+    state["id"] = created["id"]
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        body = curl(curls[1])
+        if body["status"] != "running":
+            break
+        time.sleep(0.2)
+    assert body["status"] == "completed" and len(body["messages"]) == 5
+    state["cursor"] = body["messages"][2]["turn"] and f"{body['messages'][2]['turn']:06d}-{body['messages'][2]['id']}"
+    newer = curl(curls[2])
+    assert [m["turn"] for m in newer["messages"]] == [3, 4]
+    assert len([r for r in curl(curls[3])["invocations"] if r["outcome"] == "committed"]) == 4
+    assert any(s["id"] == "debate" for s in curl(curls[4])["scenarios"])
