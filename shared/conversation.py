@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any, Iterator
 
 from shared.errors import NoSuchKey, ObjectExists, RejectedEvent
@@ -203,8 +204,6 @@ class ConversationStore:
     # -- end -------------------------------------------------------------------------------
     def end(self, cid: str, status: str, reason: str, **extra) -> dict:
         """Mark the conversation ended; the first writer wins and its record is returned."""
-        import time
-
         record = {"status": status, "reason": reason, "at": time.time(), **extra}
         try:
             self.store.put(self.end_key(cid), _dump(record), create_only=True)

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
+
+from infra.local.httpd import LoopbackServer
 
 if TYPE_CHECKING:
     from infra.local.runtime import LocalRuntime
@@ -70,27 +71,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-class InvokeAPIServer(ThreadingHTTPServer):
-    request_queue_size = 128  # a burst of clients must queue, not be reset
-    daemon_threads = True
-
+class InvokeAPIServer(LoopbackServer):
     def __init__(self, host: str, port: int, runtime: "LocalRuntime"):
         super().__init__((host, port), _Handler)
         self.runtime = runtime
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.25},
-                                        name="troupe-fcapi", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-        if self._thread is not None:
-            self._thread.join(5)

@@ -143,30 +143,35 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s %s", self.address_string(), fmt % args)
 
 
-class FunctionHTTPServer(ThreadingHTTPServer):
-    """Serves one function's HTTP trigger."""
+class LoopbackServer(ThreadingHTTPServer):
+    """A threaded HTTP server on a local port, served from a daemon thread."""
 
     request_queue_size = 128  # a burst of clients must queue, not be reset
     daemon_threads = True
-
-    def __init__(self, host: str, port: int, invoke: Invoke, methods: list[str]):
-        super().__init__((host, port), _Handler)
-        self.invoke = invoke
-        self.methods = [m.upper() for m in methods]
-        self._thread: threading.Thread | None = None
+    _thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
 
-    def start(self) -> None:
+    def start(self) -> threading.Thread:
         self._thread = threading.Thread(target=self.serve_forever, kwargs={"poll_interval": 0.25},
                                         name=f"troupe-http-{self.server_address[1]}", daemon=True)
         self._thread.start()
+        return self._thread
 
     def stop(self) -> None:
         self.shutdown()
         self.server_close()
         if self._thread is not None:
             self._thread.join(5)
+
+
+class FunctionHTTPServer(LoopbackServer):
+    """Serves one function's HTTP trigger."""
+
+    def __init__(self, host: str, port: int, invoke: Invoke, methods: list[str]):
+        super().__init__((host, port), _Handler)
+        self.invoke = invoke
+        self.methods = [m.upper() for m in methods]

@@ -20,11 +20,12 @@ import threading
 import time
 import uuid
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Mapping
 from urllib.parse import parse_qs, quote, unquote_to_bytes, urlsplit
 from xml.etree import ElementTree as ET
 
+from infra.local.httpd import LoopbackServer
 from shared.errors import InvalidKey, NoSuchKey, ObjectExists
 from shared.store.base import MAX_LIST_KEYS, ObjectStore
 
@@ -124,11 +125,8 @@ _FAULT_CODES = {500: "InternalError", 502: "BadGateway", 503: "ServiceUnavailabl
 
 # -- server ----------------------------------------------------------------------------------
 
-class OssEndpoint(ThreadingHTTPServer):
+class OssEndpoint(LoopbackServer):
     """The HTTP server. `requests` counts requests by operation name (faulted ones included)."""
-
-    request_queue_size = 128  # a burst of clients must queue, not be reset
-    daemon_threads = True
 
     def __init__(self, address: tuple[str, int], store: ObjectStore, bucket_name: str, *,
                  access_key_id: str | None = None, access_key_secret: str | None = None):
@@ -145,8 +143,7 @@ class OssEndpoint(ThreadingHTTPServer):
 
     @property
     def endpoint(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host}:{port}"
+        return self.url
 
     def fail_next(self, n: int = 1, status: int = 503) -> None:
         """Answer the next `n` requests with `status` (5xx) and an OSS error body."""
@@ -158,10 +155,6 @@ class OssEndpoint(ThreadingHTTPServer):
     def total_requests(self) -> int:
         with self._lock:
             return sum(self.requests.values())
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
 
     def _count(self, op: str) -> int | None:
         """Count a request; return the fault status to answer with, if one is pending."""
@@ -176,10 +169,7 @@ def serve(store: ObjectStore, bucket_name: str, host: str = "127.0.0.1", port: i
     """Start an endpoint in a daemon thread. With keys given, requests must carry V1 signatures."""
     server = OssEndpoint((host, port), store, bucket_name, access_key_id=access_key_id,
                          access_key_secret=access_key_secret)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              name="oss-endpoint", daemon=True)
-    thread.start()
-    return server, thread
+    return server, server.start()
 
 
 # -- request handling ------------------------------------------------------------------------
