@@ -126,7 +126,7 @@ class RoleRunner:
                 self._after_commit(cid, meta, record)
             return finish("duplicate")
 
-        llm = JournalingLLM(self.llm_factory(), convs, cid, delivery_id)
+        llm = JournalingLLM(self.llm_factory(model=spec.get("model")), convs, cid, delivery_id)
         role = self._load_role(state, spec, meta, llm)
         self._bind(role, llm)
         role.put_message(Message.model_validate(delivery["message"]))

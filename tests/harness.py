@@ -24,7 +24,7 @@ class Harness:
         self.store = DiskStore(root, emit_events=True)
         self.convs = ConversationStore(self.store)
         self.gateway = Gateway(self.convs)
-        self.llm_factory = llm_factory or ScriptedLLM
+        self.llm_factory = llm_factory or (lambda model=None: ScriptedLLM())
         self.runners: dict[str, RoleRunner] = {}
 
     def http(self, method: str, path: str, body=None, query=None) -> tuple[int, dict]:

@@ -7,6 +7,7 @@ its flow, and its default limits. Errors name the field at fault.
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import yaml
@@ -19,6 +20,9 @@ FLOWS = ("round_robin",)
 HARD_MAX_TURNS = 1000
 HARD_MAX_SECONDS = 7 * 24 * 3600
 MAX_INPUT_CHARS = 8000
+HARD_MAX_TOKENS = 100_000_000
+HARD_MAX_COST_CNY = 100_000.0
+INT_LIMITS = {"max_turns": HARD_MAX_TURNS, "max_seconds": HARD_MAX_SECONDS, "max_tokens": HARD_MAX_TOKENS}
 
 
 def _text(value: Any, field: str, *, required: bool = True, max_len: int = 2000) -> str:
@@ -31,19 +35,38 @@ def _text(value: Any, field: str, *, required: bool = True, max_len: int = 2000)
     return value
 
 
+_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/-]{0,79}$")
+
+
+def _model(value: Any, field: str) -> str | None:
+    """An LLM model name for one role (e.g. a cheap one for characters, a strong one for a judge)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _MODEL.match(value):
+        raise BadRequest(f"{field} must be a model name (letters, digits, . _ : / -)", field=field)
+    return value
+
+
 def check_limits(limits: Any, field: str = "limits", defaults: dict | None = None) -> dict:
-    """max_turns (1..1000) and max_seconds (1..604800), both integers; unknown keys refused."""
+    """Integer limits max_turns, max_seconds, max_tokens and a money budget max_cost_cny (a
+    positive number); unknown keys are refused."""
     if limits is None:
         limits = {}
     if not isinstance(limits, dict):
         raise BadRequest(f"{field} must be an object", field=field)
     out = dict(defaults or {})
     for key, value in limits.items():
-        bound = {"max_turns": HARD_MAX_TURNS, "max_seconds": HARD_MAX_SECONDS}.get(key)
+        where = f"{field}.{key}"
+        if key == "max_cost_cny":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= HARD_MAX_COST_CNY:
+                raise BadRequest(f"{where} must be a number of yuan above 0 and at most {HARD_MAX_COST_CNY}", field=where)
+            out[key] = float(value)
+            continue
+        bound = INT_LIMITS.get(key)
         if bound is None:
-            raise BadRequest(f"{field}.{key} is not a known limit (max_turns, max_seconds)", field=f"{field}.{key}")
+            raise BadRequest(f"{where} is not a known limit ({', '.join([*INT_LIMITS, 'max_cost_cny'])})", field=where)
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= bound:
-            raise BadRequest(f"{field}.{key} must be an integer between 1 and {bound}", field=f"{field}.{key}")
+            raise BadRequest(f"{where} must be an integer between 1 and {bound}", field=where)
         out[key] = value
     return out
 
@@ -74,6 +97,7 @@ def validate_scenario(data: Any, source: str = "scenario") -> dict:
             "goal": _text(role.get("goal"), f"{where}.goal", required=False),
             "constraints": _text(role.get("constraints"), f"{where}.constraints", required=False),
             "function": check_name(role.get("function", "persona"), f"{source}: {where}.function"),
+            "model": _model(role.get("model"), f"{where}.model"),
         })
     limits = check_limits(data.get("limits"), "limits", {"max_turns": 6, "max_seconds": 900})
     return {
