@@ -61,3 +61,13 @@ def conversations(context=None, env=os.environ):
         _convs.clear()
         _convs[id(store)] = ConversationStore(store)
     return _convs[id(store)]
+
+
+def memory_mb(context) -> float | None:
+    """The function's memory size (FC context.function.memory, in MB), for the bill."""
+    fn = getattr(context, "function", None)
+    value = getattr(fn, "memory", None) or getattr(fn, "memory_size", None)
+    try:
+        return float(value) if value else None
+    except (TypeError, ValueError):
+        return None

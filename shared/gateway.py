@@ -4,6 +4,7 @@
   POST /conversations                      {scenario, input, limits?} → 201 {id, status, ...}
   GET  /conversations/{id}[?after=&limit=] status and committed messages after the cursor
   GET  /conversations/{id}/invocations     one record per function invocation
+  GET  /conversations/{id}/usage           the bill: per-invocation rows, totals per role and in all
 
 The gateway imports no MetaGPT: it builds the opening message as plain JSON in the shape of
 MetaGPT's Message, so its cold start stays small.
@@ -18,6 +19,7 @@ import time
 from typing import Callable
 
 from shared import scenarios
+from shared.billing import bill_fields, usage_report
 from shared.conversation import ConversationStore
 from shared.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, TroupeError
 from shared.events import HttpEvent
@@ -25,7 +27,7 @@ from shared.ids import check_conversation_id, derive_id, new_conversation_id
 
 MAX_BODY = 64 * 1024
 USER_REQUIREMENT = "metagpt.actions.add_requirement.UserRequirement"
-_CONV = re.compile(r"^/conversations/([^/]+)(/invocations)?/?$")
+_CONV = re.compile(r"^/conversations/([^/]+)(/invocations|/usage)?/?$")
 
 
 def response(status: int, body, headers: dict | None = None) -> dict:
@@ -37,9 +39,11 @@ def response(status: int, body, headers: dict | None = None) -> dict:
 
 
 class Gateway:
-    def __init__(self, convs: ConversationStore, clock: Callable[[], float] = time.time):
+    def __init__(self, convs: ConversationStore, clock: Callable[[], float] = time.time,
+                 memory_mb: float | None = None):
         self.convs = convs
         self.clock = clock
+        self.memory_mb = memory_mb
         self.request_id = ""
 
     def handle(self, event: bytes | str | dict, request_id: str = "") -> dict:
@@ -65,8 +69,10 @@ class Gateway:
             self._method(req, "GET")
             if not self.convs.exists(cid):
                 raise NotFound("no such conversation", id=cid)
-            if m.group(2):
+            if m.group(2) == "/invocations":
                 return response(200, {"id": cid, "invocations": self.convs.invocations(cid)})
+            if m.group(2) == "/usage":
+                return response(200, {"id": cid, **usage_report(self.convs.invocations(cid))})
             return self.show(cid, req)
         raise NotFound(f"no route for {req.method} {path[:100]}")
 
@@ -115,10 +121,11 @@ class Gateway:
         })
         self.convs.deliver(first["function"], cid, 0, derive_id(opening_id, first["name"]),
                            {"to": first["name"], "turn": 0, "message": message})
+        duration = round((self.clock() - now) * 1000, 2)
         self.convs.record_invocation(cid, {
             "function": "gateway", "request_id": self.request_id or req.request_id, "start": now,
-            "duration_ms": round((self.clock() - now) * 1000, 2), "outcome": "created", "pid": os.getpid(),
-            "turn": 0, "role": "user"})
+            "duration_ms": duration, "outcome": "created", "pid": os.getpid(), "turn": 0, "role": "user",
+            **bill_fields(None, 0, 0, self.memory_mb, duration)})
         return response(201, {"id": cid, "status": "running", "scenario": scenario["id"], "limits": limits,
                               "links": {"self": f"conversations/{cid}",
                                         "invocations": f"conversations/{cid}/invocations"}})
@@ -149,4 +156,7 @@ class Gateway:
         inv = m.get("invocation") or {}
         return {"turn": m["turn"], "id": m["id"], "role": m["role"], "profile": m.get("profile", ""),
                 "content": m["content"], "sent_from": m.get("sent_from", ""), "send_to": m.get("send_to", []),
-                "function": m.get("function", ""), "duration_ms": inv.get("duration_ms"), "pid": inv.get("pid")}
+                "function": m.get("function", ""), "duration_ms": inv.get("duration_ms"), "pid": inv.get("pid"),
+                "start": inv.get("start"), "model": inv.get("model"), "prompt_tokens": inv.get("prompt_tokens", 0),
+                "completion_tokens": inv.get("completion_tokens", 0), "cost_cny": inv.get("cost_cny", 0),
+                "llm_ms": inv.get("llm_ms")}

@@ -27,6 +27,7 @@ import shared.mg  # noqa: F401  (pins MetaGPT's root before it is imported)
 from metagpt.schema import Message
 from metagpt.utils.common import any_to_str, is_send_to
 
+from shared.billing import Budget, bill_fields
 from shared.conversation import ConversationStore
 from shared.errors import BadRequest, NoSuchKey, RejectedEvent
 from shared.events import OssEvent
@@ -54,12 +55,14 @@ def role_addresses(spec: dict) -> set[str]:
 
 
 class RoleRunner:
-    def __init__(self, convs: ConversationStore, function: str, llm_factory: Callable[[], object],
-                 clock: Callable[[], float] = time.time):
+    def __init__(self, convs: ConversationStore, function: str, llm_factory: Callable[..., object],
+                 clock: Callable[[], float] = time.time, memory_mb: float | None = None):
         self.convs = convs
         self.function = check_name(function, "function")
         self.llm_factory = llm_factory
         self.clock = clock
+        self.memory_mb = memory_mb
+        """The function's memory size, for the compute part of the bill."""
 
     # -- entry points ----------------------------------------------------------------------
     def handle_event(self, event: bytes | str | dict, request_id: str = "") -> list[dict]:
@@ -99,8 +102,14 @@ class RoleRunner:
         base = {"function": self.function, "request_id": request_id or uuid.uuid4().hex, "start": start,
                 "pid": os.getpid(), "role": role_name, "trigger": key, "turn": turn_in + 1}
 
-        def finish(outcome: str, **extra) -> dict:
-            rec = {**base, "outcome": outcome, "duration_ms": round((self.clock() - start) * 1000, 2), **extra}
+        def finish(outcome: str, llm: JournalingLLM | None = None, **extra) -> dict:
+            duration = round((self.clock() - start) * 1000, 2)
+            usage = llm.usage if llm else {"prompt_tokens": 0, "completion_tokens": 0}
+            rec = {**base, "outcome": outcome, "duration_ms": duration, **extra,
+                   **bill_fields(llm.model if llm else None, usage["prompt_tokens"], usage["completion_tokens"],
+                                 self.memory_mb, duration)}
+            if llm:
+                rec.update(llm_calls=llm.calls, llm_paid=llm.paid, llm_replayed=llm.replayed)
             convs.record_invocation(cid, rec)
             return rec
 
@@ -126,26 +135,42 @@ class RoleRunner:
                 self._after_commit(cid, meta, record)
             return finish("duplicate")
 
-        llm = JournalingLLM(self.llm_factory(model=spec.get("model")), convs, cid, delivery_id)
+        spent = delivery.get("spent") or {"tokens": 0, "cost_cny": 0.0}
+        inner = self.llm_factory(model=spec.get("model"))
+        model = getattr(inner, "model", None) or inner.config.model
+        budget = Budget(limits, spent, model, inner.config.max_token)
+        llm = JournalingLLM(inner, convs, cid, delivery_id, budget=budget)
         role = self._load_role(state, spec, meta, llm)
         self._bind(role, llm)
         role.put_message(Message.model_validate(delivery["message"]))
-        rsp = await role.run()
+        try:
+            rsp = await role.run()
+        except Exception:
+            if llm.stopped is None:
+                raise
+            # a budget refused the next call: end the conversation, naming the budget
+            convs.end(cid, "budget_exhausted", llm.stopped.message, budget=llm.stopped.details.get("budget"),
+                      turns=turn_in)
+            return finish("budget_exhausted", llm, reason=llm.stopped.message)
         if rsp is None:
             convs.save_state(cid, role_name, self._state(role, seen + [delivery_id], state))
-            return finish("ignored")
+            return finish("ignored", llm)
 
         rsp.id = out_id  # the message in the role's memory is this same object
         msg_json = json.loads(rsp.model_dump_json())
         recipients = self._recipients(rsp, meta["scenario"], role_name)
+        duration = round((self.clock() - start) * 1000, 2)
         invocation = {**base, "outcome": "committed", "llm_calls": llm.calls, "llm_paid": llm.paid,
                       "llm_replayed": llm.replayed, "llm_ms": round(llm.llm_ms, 2), "usage": llm.usage,
-                      "duration_ms": round((self.clock() - start) * 1000, 2)}
+                      "duration_ms": duration,
+                      **bill_fields(llm.model, llm.usage["prompt_tokens"], llm.usage["completion_tokens"],
+                                    self.memory_mb, duration)}
         record = {
             "turn": new_turn, "id": out_id, "role": role_name, "profile": spec["profile"],
             "function": self.function, "content": rsp.content, "sent_from": rsp.sent_from,
             "send_to": sorted(rsp.send_to), "cause_by": rsp.cause_by, "reply_to": delivery["message"].get("id"),
             "message": msg_json, "recipients": recipients, "invocation": invocation,
+            "spent": {"tokens": budget.tokens, "cost_cny": round(budget.cost, 8)},
         }
         if not convs.commit(cid, new_turn, out_id, record):
             # an earlier attempt committed first (it replayed the same journal): use its record
@@ -214,4 +239,5 @@ class RoleRunner:
             return
         for r in record["recipients"]:
             did = derive_id(record["id"], r["name"])
-            self.convs.deliver(r["function"], cid, turn, did, {"to": r["name"], "turn": turn, "message": record["message"]})
+            self.convs.deliver(r["function"], cid, turn, did, {"to": r["name"], "turn": turn, "message": record["message"],
+                                                               "spent": record.get("spent")})

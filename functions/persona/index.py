@@ -2,11 +2,11 @@
 
 import json
 
-from shared.env import conversations, function_id
+from shared.env import conversations, function_id, memory_mb
 from shared.llm import make_llm
 from shared.runner import RoleRunner
 
 
 def handler(event, context):
-    runner = RoleRunner(conversations(context), function_id(), make_llm)
+    runner = RoleRunner(conversations(context), function_id(), make_llm, memory_mb=memory_mb(context))
     return json.dumps(runner.handle_event(event, context.request_id))

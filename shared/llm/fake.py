@@ -27,9 +27,9 @@ class ScriptedLLM(BaseLLM):
     """Replies from a script; counts calls and tokens like a real provider would report them."""
 
     def __init__(self, config: LLMConfig | None = None, script: dict[str, list[str]] | None = None,
-                 latency: float | None = None):
-        self.config = config or LLMConfig(api_type="openai", api_key="unused", model="troupe-fake")
-        self.model = "troupe-fake"
+                 latency: float | None = None, model: str = "troupe-fake", max_token: int = 512):
+        self.config = config or LLMConfig(api_type="openai", api_key="unused", model=model, max_token=max_token)
+        self.model = self.config.model
         self.script = script if script is not None else _script_from_env()
         self.latency = float(os.environ.get("TROUPE_FAKE_LATENCY_MS", "0")) / 1000 if latency is None else latency
         self.calls: dict[str, int] = {}

@@ -9,23 +9,24 @@ it reaches the same commit.
 from __future__ import annotations
 
 import time
-from typing import Callable
-
 from metagpt.provider.base_llm import BaseLLM
 
+from shared.billing import Budget, BudgetExhausted
 from shared.conversation import ConversationStore
 
 
 class JournalingLLM(BaseLLM):
     def __init__(self, inner: BaseLLM, convs: ConversationStore, cid: str, trigger: str,
-                 guard: Callable[[], None] | None = None):
+                 budget: Budget | None = None):
         self.inner = inner
         self.config = inner.config
         self.model = getattr(inner, "model", None) or inner.config.model
         self.cost_manager = inner.cost_manager
         self.use_system_prompt = inner.use_system_prompt
         self.convs, self.cid, self.trigger = convs, cid, trigger
-        self.guard = guard
+        self.budget = budget
+        self.stopped: BudgetExhausted | None = None
+        """Set when the budget refused a call (MetaGPT re-raises errors as plain Exceptions)."""
         self.calls = 0
         self.paid = 0
         self.replayed = 0
@@ -38,8 +39,12 @@ class JournalingLLM(BaseLLM):
         self.calls += 1
         entry = self.convs.journal_get(self.cid, self.trigger, n)
         if entry is None:
-            if self.guard:
-                self.guard()  # budgets and caps are checked before every paid call
+            if self.budget is not None:
+                try:
+                    self.budget.check(messages)  # before every paid call
+                except BudgetExhausted as e:
+                    self.stopped = e
+                    raise
             before = _tokens(self.inner)
             started = time.time()
             text = await self.inner.acompletion_text(messages, stream=stream, timeout=timeout)
@@ -55,6 +60,8 @@ class JournalingLLM(BaseLLM):
             self.replayed += 1
         self.usage["prompt_tokens"] += entry.get("prompt_tokens", 0)
         self.usage["completion_tokens"] += entry.get("completion_tokens", 0)
+        if self.budget is not None:
+            self.budget.add(entry.get("model"), entry.get("prompt_tokens", 0), entry.get("completion_tokens", 0))
         return entry["reply"]
 
     # BaseLLM's abstract surface: everything goes through acompletion_text above
