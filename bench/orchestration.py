@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import statistics
 import tempfile
 import threading
@@ -43,7 +44,7 @@ def requests_per_turn(turns: int) -> dict[int, dict]:
 
     h = Harness(tempfile.mkdtemp(prefix="troupe-bench-"))
     runner = RoleRunner(ConversationStore(h.store), "persona", h.llm_factory)  # its own meta cache
-    cid = h.start(max_turns=turns + 1)
+    cid = h.start(max_turns=turns + 1, rounds=100)
     per_turn: dict[int, dict] = {}
     for _ in range(turns + 5):
         batch = h.pending_inbox()
@@ -61,15 +62,22 @@ def requests_per_turn(turns: int) -> dict[int, dict]:
 # --- 2-4. on the local runtime -------------------------------------------------------------
 
 
+TOKENS: dict[str, str] = {}
+
+
 def _post(url: str, body: dict) -> dict:
     req = urllib.request.Request(url + "/conversations", data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json",
+                                          "Authorization": f"Bearer {os.environ['TROUPE_API_KEY']}"})
     with urllib.request.urlopen(req, timeout=60) as resp:
-        return json.loads(resp.read())
+        created = json.loads(resp.read())
+    TOKENS[created["id"]] = created["token"]
+    return created
 
 
 def _status(url: str, cid: str) -> str:
-    with urllib.request.urlopen(f"{url}/conversations/{cid}?limit=1", timeout=60) as resp:
+    req = urllib.request.Request(f"{url}/conversations/{cid}?limit=1", headers={"Authorization": f"Bearer {TOKENS[cid]}"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
         return json.loads(resp.read())["status"]
 
 
@@ -117,7 +125,8 @@ def runtime_run(convs: int, turns: int, *, concurrent: bool, latency_ms: float =
             lock = threading.Lock()
 
             def start_one(i):
-                c = _post(rt.http_url, {"scenario": "debate", "input": f"Motion {i}", "limits": {"max_turns": turns}})
+                c = _post(rt.http_url, {"scenario": "debate", "input": f"Motion {i}", "rounds": 100,
+                                        "limits": {"max_turns": turns}})
                 with lock:
                     cids.append(c["id"])
 
@@ -129,7 +138,8 @@ def runtime_run(convs: int, turns: int, *, concurrent: bool, latency_ms: float =
             _wait(rt.http_url, cids, 600)
         else:
             for i in range(convs):
-                c = _post(rt.http_url, {"scenario": "debate", "input": f"Motion {i}", "limits": {"max_turns": turns}})
+                c = _post(rt.http_url, {"scenario": "debate", "input": f"Motion {i}", "rounds": 100,
+                                        "limits": {"max_turns": turns}})
                 cids.append(c["id"])
                 _wait(rt.http_url, [c["id"]], 300)
         wall = time.perf_counter() - started
@@ -154,6 +164,7 @@ def main() -> None:
     ap.add_argument("--turns", type=int, default=200, help="T for storage requests per turn")
     args = ap.parse_args()
     os.environ.setdefault("TROUPE_LLM", "fake")
+    os.environ.setdefault("TROUPE_API_KEY", secrets.token_urlsafe(24))
     T = 30 if args.quick else args.turns
     K, KT = (3, 10) if args.quick else (10, 20)
     N, NT = (20, 6) if args.quick else (100, 10)

@@ -12,20 +12,35 @@ import time
 import shared.mg  # noqa: F401
 
 
+def _debater_class():
+    from shared.roles.character import Character
+
+    class Debater(Character):
+        """In one process MetaGPT's Environment routes by send_to: address the other debater."""
+
+        async def _act(self):
+            msg = await super()._act()
+            msg.send_to = {next(n for n in self.cast if n != self.name)}
+            return msg
+
+    return Debater
+
+
 def team_seconds_per_turn(turns: int, topic: str = "Should cities ban cars?", runs: int = 3) -> float:
     from metagpt.team import Team
 
     from shared.llm.fake import ScriptedLLM
-    from shared.roles.character import Character
     from shared.scenarios import get
 
+    Character = _debater_class()
     spec = get("debate")
-    cast = [r["name"] for r in spec["roles"]]
+    debaters = [r for r in spec["roles"] if r["name"] in spec["order"]]
+    cast = [r["name"] for r in debaters]
     best = float("inf")
     for _ in range(runs):
         ctx = shared.mg.make_context()
         roles = []
-        for r in spec["roles"]:
+        for r in debaters:
             role = Character(name=r["name"], profile=r["profile"], goal=r["goal"], constraints=r["constraints"],
                              cast=cast, topic=topic, context=ctx)
             llm = ScriptedLLM()

@@ -201,6 +201,35 @@ class ConversationStore:
         rows.sort(key=lambda r: r.get("start", 0))
         return rows
 
+    # -- waiting for a human ---------------------------------------------------------------
+    def human_message_id(self, cid: str, turn: int) -> str:
+        """The id of the human's answer to the wait opened after `turn` (one answer per wait)."""
+        from shared.ids import derive_id
+
+        return derive_id(cid, "human", str(turn))
+
+    def open_waiting(self, cid: str, record: dict) -> None:
+        """Create-only, keyed by turn: a replayed turn cannot reopen a wait already answered."""
+        key = self.base(cid) + f"waiting/{record['turn']:0{TURN_WIDTH}d}.json"
+        try:
+            self.store.put(key, _dump(record), create_only=True)
+        except ObjectExists:
+            pass
+
+    def waiting(self, cid: str) -> dict | None:
+        """The open wait, if the conversation waits for a human (None once answered)."""
+        last = None
+        for info in self.store.iter(self.base(cid) + "waiting/"):
+            last = info
+        if last is None:
+            return None
+        try:
+            record = _load(self.store.get(last.key))
+        except NoSuchKey:
+            return None
+        answered = self.store.head(self.message_key(cid, record["turn"] + 1, self.human_message_id(cid, record["turn"])))
+        return None if answered else record
+
     # -- end -------------------------------------------------------------------------------
     def end(self, cid: str, status: str, reason: str, **extra) -> dict:
         """Mark the conversation ended; the first writer wins and its record is returned."""

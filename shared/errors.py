@@ -34,6 +34,11 @@ class Unauthorized(TroupeError):
     code = "Unauthorized"
 
 
+class Forbidden(TroupeError):
+    status = 403
+    code = "Forbidden"
+
+
 class NotFound(TroupeError):
     status = 404
     code = "NotFound"
@@ -52,6 +57,11 @@ class Conflict(TroupeError):
 class PayloadTooLarge(TroupeError):
     status = 413
     code = "PayloadTooLarge"
+
+
+class ServiceUnavailable(TroupeError):
+    status = 503
+    code = "ServiceUnavailable"
 
 
 # --- storage -------------------------------------------------------------------------------

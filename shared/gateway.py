@@ -1,10 +1,17 @@
 """The REST API behind the gateway's HTTP trigger. Pure: an HttpEvent in, an FC response out.
 
-  GET  /scenarios                          the catalog
+  GET  /scenarios                          the catalog (built-in and user scenarios)
+  POST /scenarios                          add a user scenario (API key)
   POST /conversations                      {scenario, input, limits?} → 201 {id, status, ...}
   GET  /conversations/{id}[?after=&limit=] status and committed messages after the cursor
   GET  /conversations/{id}/invocations     one record per function invocation
   GET  /conversations/{id}/usage           the bill: per-invocation rows, totals per role and in all
+  POST /conversations/{id}/messages        {role, content}: a human participant's turn
+  POST /conversations/{id}/cancel          stop it
+
+Access: starting a conversation needs the deployment's API key; everything about a
+conversation needs that conversation's own token (both as `Authorization: Bearer ...`). The
+token is returned once, when the conversation is created; only its hash is stored.
 
 The gateway imports no MetaGPT: it builds the opening message as plain JSON in the shape of
 MetaGPT's Message, so its cold start stays small.
@@ -12,6 +19,7 @@ MetaGPT's Message, so its cold start stays small.
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import re
@@ -21,13 +29,18 @@ from typing import Callable
 from shared import scenarios
 from shared.billing import bill_fields, usage_report
 from shared.conversation import ConversationStore
-from shared.errors import BadRequest, MethodNotAllowed, NotFound, PayloadTooLarge, TroupeError
+from shared.errors import (BadRequest, Conflict, Forbidden, MethodNotAllowed, NoSuchKey, NotFound, ObjectExists,
+                           PayloadTooLarge,
+                           ServiceUnavailable, TroupeError, Unauthorized)
 from shared.events import HttpEvent
-from shared.ids import check_conversation_id, derive_id, new_conversation_id
+from shared.routing import decide, follow
+from shared.ids import check_conversation_id, derive_id, new_conversation_id, new_token, token_hash
 
 MAX_BODY = 64 * 1024
+MAX_SCENARIO_BODY = 32 * 1024
 USER_REQUIREMENT = "metagpt.actions.add_requirement.UserRequirement"
-_CONV = re.compile(r"^/conversations/([^/]+)(/invocations|/usage)?/?$")
+HUMAN_INPUT = "troupe.human"
+_CONV = re.compile(r"^/conversations/([^/]+)(/invocations|/usage|/messages|/cancel)?/?$")
 
 
 def response(status: int, body, headers: dict | None = None) -> dict:
@@ -40,11 +53,17 @@ def response(status: int, body, headers: dict | None = None) -> dict:
 
 class Gateway:
     def __init__(self, convs: ConversationStore, clock: Callable[[], float] = time.time,
-                 memory_mb: float | None = None):
+                 memory_mb: float | None = None, api_key: str | None = None,
+                 role_functions: set[str] | None = None):
         self.convs = convs
         self.clock = clock
         self.memory_mb = memory_mb
+        self.api_key = api_key or None
+        """The deployment's API key (TROUPE_API_KEY, from the environment): needed to start a
+        conversation. Each conversation then has its own token, needed to read or act on it."""
         self.request_id = ""
+        self.role_functions = role_functions or {"persona"}
+        """Functions that may play roles in user scenarios (s.yaml's inbox-triggered ones)."""
 
     def handle(self, event: bytes | str | dict, request_id: str = "") -> dict:
         self.request_id = request_id
@@ -58,23 +77,62 @@ class Gateway:
     def route(self, req: HttpEvent) -> dict:
         path = req.path.rstrip("/") or "/"
         if path == "/scenarios":
+            if req.method == "POST":
+                return self.add_scenario(req)
             self._method(req, "GET")
-            return response(200, {"scenarios": [self._scenario_view(s) for s in scenarios.builtin().values()]})
+            return response(200, {"scenarios": [self._scenario_view(s) for s in self._all_scenarios().values()]})
         if path == "/conversations":
             self._method(req, "POST")
             return self.create(req)
         m = _CONV.match(path)
         if m:
             cid = check_conversation_id(m.group(1))
-            self._method(req, "GET")
-            if not self.convs.exists(cid):
-                raise NotFound("no such conversation", id=cid)
+            action = m.group(2)
+            self._method(req, "POST" if action in ("/messages", "/cancel") else "GET")
+            meta = self._authorize(cid, req)
+            if action == "/messages":
+                return self.human_message(cid, meta, req)
+            if action == "/cancel":
+                return self.cancel(cid)
             if m.group(2) == "/invocations":
                 return response(200, {"id": cid, "invocations": self.convs.invocations(cid)})
             if m.group(2) == "/usage":
                 return response(200, {"id": cid, **usage_report(self.convs.invocations(cid))})
             return self.show(cid, req)
         raise NotFound(f"no route for {req.method} {path[:100]}")
+
+    # -- access control --------------------------------------------------------------------
+    @staticmethod
+    def _bearer(req: HttpEvent) -> str | None:
+        auth = req.headers.get("authorization", "")
+        scheme, _, value = auth.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+        return None
+
+    def _require_api_key(self, req: HttpEvent) -> None:
+        if not self.api_key:
+            raise ServiceUnavailable("this deployment has no TROUPE_API_KEY configured, so no conversation "
+                                     "can be started")
+        given = self._bearer(req)
+        if given is None:
+            raise Unauthorized("starting a conversation needs the deployment's API key: "
+                               "send 'Authorization: Bearer <key>'")
+        if not hmac.compare_digest(given.encode(), self.api_key.encode()):
+            raise Forbidden("the API key is not valid")
+
+    def _authorize(self, cid: str, req: HttpEvent) -> dict:
+        """The conversation's meta, if the request carries its token (compared in constant time)."""
+        try:
+            meta = self.convs.meta(cid)
+        except NoSuchKey:
+            raise NotFound("no such conversation", id=cid) from None
+        given = self._bearer(req)
+        if given is None:
+            raise Unauthorized("this conversation needs its access token: send 'Authorization: Bearer <token>'")
+        if not hmac.compare_digest(token_hash(given), meta.get("token_sha256", "")):
+            raise Forbidden("the token does not grant access to this conversation")
+        return meta
 
     @staticmethod
     def _method(req: HttpEvent, allowed: str) -> None:
@@ -88,47 +146,163 @@ class Gateway:
 
     # -- POST /conversations ---------------------------------------------------------------
     def create(self, req: HttpEvent) -> dict:
+        self._require_api_key(req)
         if len(req.body) > MAX_BODY:
             raise PayloadTooLarge(f"request body is larger than {MAX_BODY} bytes")
         body = req.json()
         if not isinstance(body, dict):
             raise BadRequest("request body must be a JSON object")
-        unknown = set(body) - {"scenario", "input", "limits"}
+        unknown = set(body) - {"scenario", "input", "limits", "humans", "rounds"}
         if unknown:
             raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))[:200]}", field=sorted(unknown)[0])
         if "scenario" not in body:
             raise BadRequest("field 'scenario' is required", field="scenario")
-        scenario = scenarios.get(body["scenario"])
+        scenario = self._scenario(body["scenario"])
         text = body.get("input")
         if not isinstance(text, str) or not text.strip():
             raise BadRequest("field 'input' must be a non-empty string", field="input")
         if len(text) > scenarios.MAX_INPUT_CHARS:
             raise PayloadTooLarge(f"field 'input' is longer than {scenarios.MAX_INPUT_CHARS} characters", field="input")
         limits = scenarios.check_limits(body.get("limits"), "limits", scenario["limits"])
+        scenario = self._with_humans(scenario, body.get("humans"))
+        if "rounds" in body:
+            rounds = body["rounds"]
+            if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= 100:
+                raise BadRequest("field 'rounds' must be an integer between 1 and 100", field="rounds")
+            scenario = {**scenario, "rounds": rounds}
 
         now = self.clock()
         cid = new_conversation_id(now)
-        meta = {"id": cid, "scenario": scenario, "input": text, "limits": limits, "created": now}
+        token = new_token()
+        meta = {"id": cid, "scenario": scenario, "input": text, "limits": limits, "created": now,
+                "token_sha256": token_hash(token)}
         self.convs.create(cid, meta)
-        first = scenario["roles"][0]
         opening_id = derive_id(cid, "input")
+        nxt = decide(meta, 0, "user", text, False)
         message = {"id": opening_id, "content": text, "instruct_content": None, "role": "user",
-                   "cause_by": USER_REQUIREMENT, "sent_from": "user", "send_to": [first["name"]]}
-        self.convs.commit(cid, 0, opening_id, {
-            "turn": 0, "id": opening_id, "role": "user", "profile": "user", "function": "gateway",
-            "content": text, "sent_from": "user", "send_to": [first["name"]], "cause_by": USER_REQUIREMENT,
-            "message": message, "recipients": [{"name": first["name"], "function": first["function"]}],
-        })
-        self.convs.deliver(first["function"], cid, 0, derive_id(opening_id, first["name"]),
-                           {"to": first["name"], "turn": 0, "message": message})
+                   "cause_by": USER_REQUIREMENT, "sent_from": "user", "send_to": [nxt["role"] or nxt["kind"]]}
+        record = {"turn": 0, "id": opening_id, "role": "user", "profile": "user", "function": "gateway",
+                  "content": text, "sent_from": "user", "send_to": message["send_to"], "cause_by": USER_REQUIREMENT,
+                  "message": message, "next": nxt, "recent": []}
+        self.convs.commit(cid, 0, opening_id, record)
+        follow(self.convs, cid, meta, record)
         duration = round((self.clock() - now) * 1000, 2)
         self.convs.record_invocation(cid, {
             "function": "gateway", "request_id": self.request_id or req.request_id, "start": now,
             "duration_ms": duration, "outcome": "created", "pid": os.getpid(), "turn": 0, "role": "user",
             **bill_fields(None, 0, 0, self.memory_mb, duration)})
-        return response(201, {"id": cid, "status": "running", "scenario": scenario["id"], "limits": limits,
+        return response(201, {"id": cid, "token": token, "status": "running", "scenario": scenario["id"],
+                              "limits": limits,
                               "links": {"self": f"conversations/{cid}",
-                                        "invocations": f"conversations/{cid}/invocations"}})
+                                        "invocations": f"conversations/{cid}/invocations",
+                                        "usage": f"conversations/{cid}/usage"}})
+
+    # -- scenarios: built in, and added by users -------------------------------------------
+    USER_PREFIX = "scenarios/"
+
+    def _stored(self, sid: str) -> dict | None:
+        try:
+            return json.loads(self.convs.store.get(f"{self.USER_PREFIX}{sid}.json"))
+        except NoSuchKey:
+            return None
+
+    def _scenario(self, sid) -> dict:
+        if isinstance(sid, str) and sid not in scenarios.builtin() and re.match(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$", sid):
+            found = self._stored(sid)
+            if found:
+                return found
+        return scenarios.get(sid)
+
+    def _all_scenarios(self) -> dict:
+        out = dict(scenarios.builtin())
+        for info in self.convs.store.iter(self.USER_PREFIX):
+            try:
+                sc = json.loads(self.convs.store.get(info.key))
+            except (NoSuchKey, ValueError):
+                continue
+            out.setdefault(sc["id"], sc)
+        return out
+
+    def add_scenario(self, req: HttpEvent) -> dict:
+        """POST /scenarios: a user's scenario as JSON, validated, stored create-only."""
+        self._require_api_key(req)
+        if len(req.body) > MAX_SCENARIO_BODY:
+            raise PayloadTooLarge(f"a scenario is larger than {MAX_SCENARIO_BODY} bytes")
+        data = req.json()
+        sc = scenarios.validate_scenario(data, "scenario", functions=self.role_functions)
+        if sc["id"] in scenarios.builtin():
+            raise Conflict(f"scenario {sc['id']!r} is built in; choose another id", field="id")
+        try:
+            self.convs.store.put(f"{self.USER_PREFIX}{sc['id']}.json", json.dumps(sc, ensure_ascii=False).encode(),
+                                 create_only=True)
+        except ObjectExists:
+            raise Conflict(f"scenario {sc['id']!r} already exists", field="id") from None
+        return response(201, self._scenario_view(sc))
+
+    @staticmethod
+    def _with_humans(scenario: dict, humans) -> dict:
+        """The scenario with the named roles played by people (`"humans": ["Candidate"]`)."""
+        if humans is None:
+            return scenario
+        names = {r["name"] for r in scenario["roles"]}
+        if not isinstance(humans, list) or not all(isinstance(h, str) for h in humans) or len(humans) > len(names):
+            raise BadRequest("field 'humans' must be a list of role names", field="humans")
+        unknown = [h for h in humans if h not in names]
+        if unknown:
+            raise BadRequest(f"field 'humans' names no role of this scenario: {', '.join(unknown)[:100]} "
+                             f"(roles: {', '.join(sorted(names))})", field="humans")
+        return {**scenario, "roles": [{**r, "human": r["human"] or r["name"] in humans} for r in scenario["roles"]]}
+
+    # -- POST /conversations/{id}/messages: a human participant's turn ------------------------
+    def human_message(self, cid: str, meta: dict, req: HttpEvent) -> dict:
+        if len(req.body) > MAX_BODY:
+            raise PayloadTooLarge(f"request body is larger than {MAX_BODY} bytes")
+        body = req.json()
+        if not isinstance(body, dict) or set(body) - {"role", "content"}:
+            raise BadRequest("body must be a JSON object with 'role' and 'content'")
+        content = body.get("content")
+        if not isinstance(content, str) or not content.strip():
+            raise BadRequest("field 'content' must be a non-empty string", field="content")
+        if len(content) > scenarios.MAX_INPUT_CHARS:
+            raise PayloadTooLarge(f"field 'content' is longer than {scenarios.MAX_INPUT_CHARS} characters", field="content")
+        end = self.convs.get_end(cid)
+        if end:
+            raise Conflict(f"the conversation has ended ({end['status']})", status=end["status"])
+        waiting = self.convs.waiting(cid)
+        if waiting is None:
+            raise Conflict("the conversation is not waiting for a human message")
+        if body.get("role") != waiting["role"]:
+            raise Conflict(f"the conversation waits for {waiting['role']!r}, not {str(body.get('role'))[:40]!r}",
+                           field="role")
+        now = self.clock()
+        turn = waiting["turn"] + 1
+        mid = self.convs.human_message_id(cid, waiting["turn"])
+        role = waiting["role"]
+        nxt = decide(meta, turn, role, content, bool(waiting.get("closing")))
+        message = {"id": mid, "content": content, "instruct_content": None, "role": role,
+                   "cause_by": HUMAN_INPUT, "sent_from": role, "send_to": [nxt["role"] or nxt["kind"]]}
+        spec = next(r for r in meta["scenario"]["roles"] if r["name"] == role)
+        record = {"turn": turn, "id": mid, "role": role, "profile": spec["profile"], "function": "human",
+                  "content": content, "sent_from": role, "send_to": message["send_to"], "cause_by": HUMAN_INPUT,
+                  "reply_to": waiting["message"].get("id"), "message": message, "next": nxt,
+                  "closing": bool(waiting.get("closing")), "spent": waiting.get("spent"),
+                  "recent": ((waiting.get("recent") or []) + [role])[-10:]}
+        if not self.convs.commit(cid, turn, mid, record):
+            raise Conflict("this wait has already been answered")
+        follow(self.convs, cid, meta, record)
+        duration = round((self.clock() - now) * 1000, 2)
+        self.convs.record_invocation(cid, {
+            "function": "gateway", "request_id": self.request_id or req.request_id, "start": now,
+            "duration_ms": duration, "outcome": "human_message", "pid": os.getpid(), "turn": turn, "role": role,
+            **bill_fields(None, 0, 0, self.memory_mb, duration)})
+        return response(201, {"id": cid, "turn": turn, "message_id": mid})
+
+    # -- POST /conversations/{id}/cancel ---------------------------------------------------
+    def cancel(self, cid: str) -> dict:
+        record = self.convs.end(cid, "cancelled", "cancelled by its owner")
+        if record.get("status") != "cancelled" or record.get("reason") != "cancelled by its owner":
+            raise Conflict(f"the conversation had already ended ({record['status']})", status=record["status"])
+        return response(200, {"id": cid, "status": "cancelled"})
 
     # -- GET /conversations/{id} -----------------------------------------------------------
     def show(self, cid: str, req: HttpEvent) -> dict:
@@ -143,11 +317,21 @@ class Gateway:
         if not 1 <= limit <= 500:
             raise BadRequest("query parameter 'limit' must be between 1 and 500", field="limit")
         end = self.convs.get_end(cid)
+        waiting = None if end else self.convs.waiting(cid)
         messages, cursor = self.convs.messages(cid, after=after, limit=limit)
         meta = self.convs.meta(cid)
+        status = end["status"] if end else ("waiting_for_human" if waiting else "running")
+        deliverable = None
+        if end and end.get("deliverable"):
+            d = end["deliverable"]
+            found = self.convs.message(cid, d["turn"], d["id"])
+            deliverable = {**d, "content": found["content"] if found else ""}
         return response(200, {
             "id": cid, "scenario": meta["scenario"]["id"], "input": meta["input"], "limits": meta["limits"],
-            "status": end["status"] if end else "running", "end": end,
+            "status": status, "end": end, "deliverable": deliverable,
+            "waiting_for": {"role": waiting["role"], "since": waiting["since"]} if waiting else None,
+            "roles": [{"name": r["name"], "profile": r["profile"], "human": r["human"]}
+                      for r in meta["scenario"]["roles"]],
             "messages": [self._message_view(m) for m in messages], "cursor": cursor,
         })
 

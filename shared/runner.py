@@ -15,6 +15,7 @@ Storage requests per turn are a constant (see `bench/`), whatever the transcript
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import os
@@ -24,20 +25,24 @@ from functools import lru_cache
 from typing import Callable
 
 import shared.mg  # noqa: F401  (pins MetaGPT's root before it is imported)
+from metagpt.actions import UserRequirement
+from metagpt.roles.role import Role
 from metagpt.schema import Message
-from metagpt.utils.common import any_to_str, is_send_to
 
 from shared.billing import Budget, bill_fields
 from shared.conversation import ConversationStore
 from shared.errors import BadRequest, NoSuchKey, RejectedEvent
 from shared.events import OssEvent
 from shared.ids import check_name, derive_id
+from shared.routing import RECENT, decide, follow
 from shared.llm.journal import JournalingLLM
 from shared.roles.character import Character
 
 log = logging.getLogger("troupe.runner")
 
-ROLE_CLASSES = {"character": Character}
+#: packages a scenario's `class:` may name: troupe's own roles, and `user_roles`, the package a
+#: deployment ships its own MetaGPT Role subclasses in (beside a function's index.py, or in the layer)
+ROLE_PACKAGES = ("shared.roles.", "user_roles.")
 
 
 @lru_cache(maxsize=1)
@@ -45,13 +50,25 @@ def _context():
     return shared.mg.make_context()
 
 
+@lru_cache(maxsize=32)
+def role_class(path: str | None):
+    """The MetaGPT Role subclass a scenario role names (`package.module:Class`), else Character."""
+    if not path:
+        return Character
+    module, _, name = path.partition(":")
+    if not module.startswith(ROLE_PACKAGES):
+        raise RejectedEvent(f"role class {path!r} is outside the allowed packages ({', '.join(ROLE_PACKAGES)})")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise RejectedEvent(f"role class {path!r} cannot be imported: {e}") from None
+    if not (isinstance(cls, type) and issubclass(cls, Role)):
+        raise RejectedEvent(f"{path!r} is not a MetaGPT Role subclass")
+    return cls
+
+
 def _role_class(spec: dict):
-    return ROLE_CLASSES[spec.get("kind", "character")]
-
-
-def role_addresses(spec: dict) -> set[str]:
-    """The addresses MetaGPT gives a role: its name and its class."""
-    return {spec["name"], any_to_str(_role_class(spec))}
+    return role_class(spec.get("class"))
 
 
 class RoleRunner:
@@ -132,7 +149,7 @@ class RoleRunner:
             # processed before: only re-assert what follows the commit
             record = convs.message(cid, new_turn, out_id)
             if record is not None:
-                self._after_commit(cid, meta, record)
+                follow(convs, cid, meta, record)
             return finish("duplicate")
 
         spent = delivery.get("spent") or {"tokens": 0, "cost_cny": 0.0}
@@ -142,7 +159,15 @@ class RoleRunner:
         llm = JournalingLLM(inner, convs, cid, delivery_id, budget=budget)
         role = self._load_role(state, spec, meta, llm)
         self._bind(role, llm)
+        closing = bool(delivery.get("closing")) and meta["scenario"].get("closing") is not None
+        instruction = meta["scenario"]["closing"]["instruction"] if closing else ""
+        if hasattr(role, "instruction"):
+            role.instruction = instruction
         role.put_message(Message.model_validate(delivery["message"]))
+        if closing:
+            # a cue for the closing turn, even when the closing role spoke last itself
+            role.put_message(Message(id=derive_id(delivery_id, "closing"), content=instruction, role="user",
+                                     cause_by=UserRequirement, sent_from="user", send_to={role_name}))
         try:
             rsp = await role.run()
         except Exception:
@@ -156,9 +181,13 @@ class RoleRunner:
             convs.save_state(cid, role_name, self._state(role, seen + [delivery_id], state))
             return finish("ignored", llm)
 
+        if hasattr(role, "instruction"):
+            role.instruction = ""
         rsp.id = out_id  # the message in the role's memory is this same object
+        nxt = decide(meta, new_turn, role_name, rsp.content, closing)
+        # the flow names the recipient; MetaGPT's send_to carries it (the director, a role, or nobody)
+        rsp.send_to = {nxt["role"] or nxt["kind"]} if nxt["kind"] != "end" else {role_name}
         msg_json = json.loads(rsp.model_dump_json())
-        recipients = self._recipients(rsp, meta["scenario"], role_name)
         duration = round((self.clock() - start) * 1000, 2)
         invocation = {**base, "outcome": "committed", "llm_calls": llm.calls, "llm_paid": llm.paid,
                       "llm_replayed": llm.replayed, "llm_ms": round(llm.llm_ms, 2), "usage": llm.usage,
@@ -169,14 +198,15 @@ class RoleRunner:
             "turn": new_turn, "id": out_id, "role": role_name, "profile": spec["profile"],
             "function": self.function, "content": rsp.content, "sent_from": rsp.sent_from,
             "send_to": sorted(rsp.send_to), "cause_by": rsp.cause_by, "reply_to": delivery["message"].get("id"),
-            "message": msg_json, "recipients": recipients, "invocation": invocation,
+            "message": msg_json, "next": nxt, "closing": closing, "invocation": invocation,
             "spent": {"tokens": budget.tokens, "cost_cny": round(budget.cost, 8)},
+            "recent": ((delivery.get("recent") or []) + [role_name])[-RECENT:],
         }
         if not convs.commit(cid, new_turn, out_id, record):
             # an earlier attempt committed first (it replayed the same journal): use its record
             record = convs.message(cid, new_turn, out_id) or record
         convs.save_state(cid, role_name, self._state(role, seen + [delivery_id], state, new_turn))
-        self._after_commit(cid, meta, record)
+        follow(convs, cid, meta, record)
         return invocation
 
     # -- steps -----------------------------------------------------------------------------
@@ -203,10 +233,11 @@ class RoleRunner:
         cls = _role_class(spec)
         if state:
             return cls.model_validate({**json.loads(state["role"]), "context": _context(), "llm": llm})
-        cast = [r["name"] for r in meta["scenario"]["roles"]]
-        return cls(name=spec["name"], profile=spec["profile"], goal=spec.get("goal", ""),
-                   constraints=spec.get("constraints", ""), cast=cast, topic=meta.get("input", ""),
-                   context=_context(), llm=llm)
+        kwargs = {"name": spec["name"], "profile": spec["profile"], "goal": spec.get("goal", ""),
+                  "constraints": spec.get("constraints", ""), "context": _context(), "llm": llm}
+        if issubclass(cls, Character):
+            kwargs.update(cast=[r["name"] for r in meta["scenario"]["roles"]], topic=meta.get("input", ""))
+        return cls(**kwargs)
 
     @staticmethod
     def _bind(role, llm) -> None:
@@ -221,23 +252,3 @@ class RoleRunner:
     def _state(role, seen: list[str], old: dict | None, turn: int | None = None) -> dict:
         return {"role": role.model_dump_json(), "seen": seen,
                 "turn": turn if turn is not None else (old or {}).get("turn", 0)}
-
-    @staticmethod
-    def _recipients(rsp: Message, scenario: dict, sender: str) -> list[dict]:
-        """MetaGPT's own routing (is_send_to over each role's addresses), minus the sender."""
-        return [{"name": r["name"], "function": r["function"]} for r in scenario["roles"]
-                if r["name"] != sender and is_send_to(rsp, role_addresses(r))]
-
-    def _after_commit(self, cid: str, meta: dict, record: dict) -> None:
-        """End the conversation at its turn limit, else deliver to every recipient (create-only)."""
-        turn = record["turn"]
-        if turn >= meta["limits"]["max_turns"]:
-            self.convs.end(cid, "completed", "turn_limit", turns=turn)
-            return
-        if not record["recipients"]:
-            self.convs.end(cid, "completed", "no_recipient", turns=turn)
-            return
-        for r in record["recipients"]:
-            did = derive_id(record["id"], r["name"])
-            self.convs.deliver(r["function"], cid, turn, did, {"to": r["name"], "turn": turn, "message": record["message"],
-                                                               "spent": record.get("spent")})

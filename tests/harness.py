@@ -16,6 +16,8 @@ from shared.gateway import Gateway
 from shared.runner import RoleRunner
 from shared.store.disk import DiskStore
 
+API_KEY = "test-deployment-key"
+
 
 class Harness:
     def __init__(self, root: str, llm_factory=None):
@@ -23,25 +25,44 @@ class Harness:
 
         self.store = DiskStore(root, emit_events=True)
         self.convs = ConversationStore(self.store)
-        self.gateway = Gateway(self.convs)
+        self.gateway = Gateway(self.convs, api_key=API_KEY)
+        self.tokens: dict[str, str] = {}
         self.llm_factory = llm_factory or (lambda model=None: ScriptedLLM())
         self.runners: dict[str, RoleRunner] = {}
 
-    def http(self, method: str, path: str, body=None, query=None) -> tuple[int, dict]:
+    def http(self, method: str, path: str, body=None, query=None, headers=None, auth=True) -> tuple[int, dict]:
+        """Call the gateway. With `auth`, send the API key (to start) or the conversation's token."""
         raw = body if isinstance(body, (bytes, str)) else (json.dumps(body) if body is not None else "")
         raw = raw.encode() if isinstance(raw, str) else raw
-        resp = self.gateway.handle(make_http_event(method, path, body=raw, query=query or {}))
-        return resp["statusCode"], json.loads(resp["body"])
+        headers = dict(headers or {})
+        if auth and "Authorization" not in headers:
+            parts = path.strip("/").split("/")
+            if parts[0] in ("conversations", "scenarios") and len(parts) == 1:
+                headers["Authorization"] = f"Bearer {API_KEY}"
+            elif parts[0] == "conversations" and parts[1] in self.tokens:
+                headers["Authorization"] = f"Bearer {self.tokens[parts[1]]}"
+        resp = self.gateway.handle(make_http_event(method, path, body=raw, query=query or {}, headers=headers))
+        body = json.loads(resp["body"])
+        if resp["statusCode"] == 201 and "token" in body:
+            self.tokens[body["id"]] = body["token"]
+        return resp["statusCode"], body
 
-    def start(self, scenario="debate", text="Should cities ban cars?", **limits) -> str:
+    def start(self, scenario="debate", text="Should cities ban cars?", rounds=None, **limits) -> str:
         status, body = self.http("POST", "/conversations", {"scenario": scenario, "input": text,
+                                                            **({"rounds": rounds} if rounds else {}),
                                                             **({"limits": limits} if limits else {})})
         assert status == 201, body
         return body["id"]
 
-    def runner(self, function: str) -> RoleRunner:
+    def runner(self, function: str):
+        """The core of the function that the inbox prefix names (Director or RoleRunner)."""
         if function not in self.runners:
-            self.runners[function] = RoleRunner(self.convs, function, self.llm_factory)
+            if function == "director":
+                from shared.director import Director
+
+                self.runners[function] = Director(self.convs, self.llm_factory)
+            else:
+                self.runners[function] = RoleRunner(self.convs, function, self.llm_factory)
         return self.runners[function]
 
     def pending(self) -> list[tuple[str, bytes]]:

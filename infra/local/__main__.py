@@ -3,13 +3,18 @@
   serve  --port 8000 --data DIR          the whole stack until Ctrl-C
   run    --scenario ID "input"           one conversation, transcript on stdout
   invoke FUNCTION --event FILE --data DIR  one event, synchronously (like `s local invoke -e`)
+
+`run` and `serve` use the embedded local model (`--llm local`: one shared llama.cpp server)
+unless TROUPE_LLM or --llm names another LLM (fake, openai, dashscope).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import logging
+import secrets
 import signal
 import sys
 import tempfile
@@ -35,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data", default=DEFAULT_DATA)
     serve.add_argument("--s-yaml", default=DEFAULT_S_YAML)
     serve.add_argument("--max-instances", type=int, default=2)
+    serve.add_argument("--llm", help="local (default unless TROUPE_LLM is set), fake, openai, dashscope")
 
     run = sub.add_parser("run", help="run one conversation and print its transcript")
     run.add_argument("--scenario", required=True)
@@ -43,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--s-yaml", default=DEFAULT_S_YAML)
     run.add_argument("--max-turns", type=int)
     run.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
+    run.add_argument("--keep-serving", action="store_true",
+                     help="after the end, keep the stack (and its web page) up until Ctrl-C")
+    run.add_argument("--llm", help="local (default unless TROUPE_LLM is set), fake, openai, dashscope")
 
     inv = sub.add_parser("invoke", help="deliver one event to a function, synchronously")
     inv.add_argument("function", help="resource id (persona) or function name (troupe-persona)")
@@ -52,15 +61,43 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _llm_choice(args) -> str:
+    return (args.llm or os.environ.get("TROUPE_LLM") or "local").strip().lower()
+
+
+def _progress(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _start(rt: LocalRuntime) -> bool:
+    """Start the runtime; False (with the reason on stderr) when the embedded model cannot run."""
+    from infra.local.model import ModelUnavailable
+
+    try:
+        rt.start()
+    except ModelUnavailable as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return False
+    srv = rt.model_server
+    if srv is not None:
+        print(f"model: {srv.alias} on {srv.openai_base_url} ({srv.threads} threads, started in "
+              f"{srv.startup_seconds:.1f} s, RSS {srv.rss_mb():.0f} MB, log {srv.log_path})",
+              file=sys.stderr, flush=True)
+    return True
+
+
 def serve(args) -> int:
     rt = LocalRuntime(args.data, args.s_yaml, http_port=args.port, api_port=args.api_port,
-                      max_instances=args.max_instances)
+                      max_instances=args.max_instances, llm=_llm_choice(args), model_progress=_progress)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: done.set())
-    rt.start()
+    if not _start(rt):
+        return 2
     try:
         print(f"troupe local runtime: {rt.http_url}", flush=True)
+        if not os.environ.get("TROUPE_API_KEY"):
+            print(f"  API key for this run (set TROUPE_API_KEY to choose one): {rt.api_key}", flush=True)
         for fid, url in rt.http_urls.items():
             print(f"  {fid}: {url}")
         print(f"  FC invoke API: {rt.api_url}")
@@ -93,16 +130,50 @@ def _request(method: str, url: str, body: dict | None = None, token: str | None 
             return e.code, {"error": "HTTPError", "message": raw.decode("utf-8", "replace")[:500]}
 
 
-def _print_message(m: dict) -> None:
-    print(f"[{m.get('turn')}] {m.get('role')}: {m.get('content')}", flush=True)
+def _tokens(m: dict) -> int | None:
+    """Tokens of the LLM call(s) behind a message: the record's `invocation.usage` when the view
+    carries it, else the view's prompt/completion token fields; None when neither is there."""
+    usage = (m.get("invocation") or {}).get("usage") or m.get("usage")
+    if not isinstance(usage, dict):
+        usage = m
+    counts = [usage.get(k) for k in ("prompt_tokens", "completion_tokens")]
+    if all(c is None for c in counts):
+        total = usage.get("total_tokens")
+        return total if isinstance(total, int) else None
+    return sum(c for c in counts if isinstance(c, (int, float))) or None
 
 
-def converse(base: str, scenario: str, text: str, max_turns: int | None, timeout: float) -> int:
+def _print_message(m: dict, elapsed: float | None = None) -> None:
+    """`[turn] Role (x.x s, N tokens): content`; seconds since the conversation started."""
+    detail = [f"{elapsed:.1f} s"] if elapsed is not None else []
+    tokens = _tokens(m)
+    if tokens:
+        detail.append(f"{int(tokens)} tokens")
+    head = f"[{m.get('turn')}] {m.get('role')}" + (f" ({', '.join(detail)})" if detail else "")
+    print(f"{head}: {m.get('content')}", flush=True)
+
+
+def _print_usage(base: str, cid: str, token: str | None) -> None:
+    """The conversation's bill, if the gateway has GET /conversations/{id}/usage."""
+    code, usage = _request("GET", f"{base}/conversations/{urllib.parse.quote(cid)}/usage", token=token)
+    total = usage.get("total") if code == 200 else None
+    if not isinstance(total, dict):
+        return
+    p, c = total.get("prompt_tokens") or 0, total.get("completion_tokens") or 0
+    cost = total.get("cost_cny")
+    print(f"usage: {total.get('invocations', 0)} invocations, {total.get('llm_calls', 0)} LLM calls, "
+          f"{p} prompt + {c} completion tokens" + (f", {cost:.6f} {usage.get('currency', 'CNY')}"
+                                                  if isinstance(cost, (int, float)) else ""), flush=True)
+
+
+def converse(base: str, scenario: str, text: str, max_turns: int | None, timeout: float,
+             api_key: str | None = None) -> int:
     """Start a conversation on the gateway at `base` and follow it to its end."""
     body: dict = {"scenario": scenario, "input": text}
     if max_turns is not None:
         body["limits"] = {"max_turns": max_turns}
-    status, created = _request("POST", f"{base}/conversations", body)
+    t0 = time.monotonic()
+    status, created = _request("POST", f"{base}/conversations", body, token=api_key or os.environ.get("TROUPE_API_KEY"))
     if status != 201:
         print(f"error {status}: {created.get('error')}: {created.get('message')}", file=sys.stderr)
         return 2
@@ -117,7 +188,7 @@ def converse(base: str, scenario: str, text: str, max_turns: int | None, timeout
             print(f"error {code}: {view.get('error')}: {view.get('message')}", file=sys.stderr)
             return 2
         for m in view.get("messages") or []:
-            _print_message(m)
+            _print_message(m, time.monotonic() - t0)
         cursor = view.get("cursor", cursor)
         state = view.get("status", state)
         if state != "running":
@@ -127,18 +198,36 @@ def converse(base: str, scenario: str, text: str, max_turns: int | None, timeout
             return 1
         time.sleep(0.2)
     print(f"status: {state}", flush=True)
+    try:
+        _print_usage(base, cid, token)
+    except (OSError, ValueError):
+        pass
     return 0 if state == "completed" else 1
 
 
 def run(args) -> int:
     with tempfile.TemporaryDirectory(prefix="troupe-") as tmp:
-        rt = LocalRuntime(args.data or tmp, args.s_yaml)
-        rt.start()
+        # the gateway starts conversations only for the deployment's API key: a one-off key
+        # for this run unless TROUPE_API_KEY is set (s.yaml gives it to the gateway)
+        api_key = os.environ.setdefault("TROUPE_API_KEY", secrets.token_urlsafe(24))
+        rt = LocalRuntime(args.data or tmp, args.s_yaml, llm=_llm_choice(args), model_progress=_progress)
+        if not _start(rt):
+            return 2
         try:
             if rt.http_url is None:
                 print("s.yaml declares no function with an HTTP trigger", file=sys.stderr)
                 return 2
-            return converse(rt.http_url, args.scenario, args.input, args.max_turns, args.timeout)
+            print(f"web: {rt.http_url}/ (up while this command runs)", file=sys.stderr, flush=True)
+            code = converse(rt.http_url, args.scenario, args.input, args.max_turns, args.timeout, api_key)
+            if args.keep_serving:
+                print(f"web: {rt.http_url}/ (serving until Ctrl-C)", flush=True)
+                try:
+                    threading.Event().wait()
+                except KeyboardInterrupt:
+                    pass
+            print(f"web: {rt.http_url}/ (stopped with this command; `--keep-serving` keeps it up, or "
+                  f"`serve --data DIR` on a kept --data dir)", flush=True)
+            return code
         except KeyboardInterrupt:
             return 130
         finally:

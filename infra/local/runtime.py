@@ -7,6 +7,11 @@
 
 Layout under the data dir: objects/ and events/ belong to the DiskStore; runtime/ holds
 logs/<function>.log (worker stderr), deadletters/<function>/, metagpt/<function>/ and a lock.
+
+With `llm="local"` (or TROUPE_LLM=local) the runtime joins/verifies the embedded model's weights,
+starts ONE llama.cpp server (infra/local/model.py; log runtime/logs/model-server.log) before any
+worker, and gives every worker TROUPE_LLM=openai pointing at it, so the role functions reach it
+through MetaGPT's openai provider exactly as they would a remote LLM. stop() stops it.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import statistics
 import sys
 import threading
@@ -43,6 +49,9 @@ DEFAULT_S_YAML = os.path.join(REPO_ROOT, "s.yaml")
 PASS_ENV = ("PATH", "HOME", "LANG", "TZ", "TMPDIR", "VIRTUAL_ENV")
 PASS_ENV_PREFIXES = ("TROUPE_", "LC_", "OMP_", "DASHSCOPE_")
 MAX_RETRY_DELAY = 30.0
+#: with the embedded model, unless set: short replies (a small model drifts in long ones) and a
+#: request timeout under the persona function's 120 s
+LOCAL_LLM_DEFAULTS = {"TROUPE_LLM_MAX_TOKENS": "256", "TROUPE_LLM_TIMEOUT": "100", "TROUPE_LLM_TEMPERATURE": "0.7"}
 
 
 @dataclasses.dataclass
@@ -61,7 +70,9 @@ class LocalRuntime:
                  poll_interval: float = 0.05, retry_delay: float = 0.5,
                  sleep: Callable[[float], None] | None = None, host: str = "127.0.0.1",
                  http_port: int = 0, api_port: int = 0, extra_env: dict[str, str] | None = None,
-                 python: str = sys.executable, stop_timeout: float = 30.0, scale_out_after: float = 1.0):
+                 python: str = sys.executable, stop_timeout: float = 30.0, scale_out_after: float = 1.0,
+                 llm: str | None = None, model_threads: int | None = None,
+                 model_progress: Callable[[str], None] | None = None):
         self.data_dir = os.path.abspath(data_dir)
         self.s_yaml_path = os.path.abspath(s_yaml_path or DEFAULT_S_YAML)
         self.specs = specs.load(self.s_yaml_path)
@@ -72,6 +83,9 @@ class LocalRuntime:
         self.retry_delay = retry_delay
         self.host, self.http_port, self.api_port = host, http_port, api_port
         self.extra_env = dict(extra_env or {})
+        self.api_key = os.environ.get("TROUPE_API_KEY") or secrets.token_urlsafe(24)
+        """The deployment API key the gateway requires to start a conversation: the caller's
+        TROUPE_API_KEY, or one made up for this runtime's life."""
         self.python = python
         self.stop_timeout = stop_timeout
         self.runtime_dir = os.path.join(self.data_dir, "runtime")
@@ -88,6 +102,13 @@ class LocalRuntime:
         self._dispatcher: EventDispatcher | None = None
         self._lock_file = None
         self._started = False
+        self.llm = (llm or os.environ.get("TROUPE_LLM") or "").strip().lower() or None
+        """`local`: the embedded model, one shared llama.cpp server for all workers (started with
+        the runtime); any other value is given to the workers as TROUPE_LLM unchanged."""
+        self.model_threads = model_threads
+        self.model_progress = model_progress
+        self.model_server = None  # infra.local.model.ModelServer while llm == "local"
+        self._llm_env: dict[str, str] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> "LocalRuntime":
@@ -106,6 +127,16 @@ class LocalRuntime:
             os.makedirs(os.path.join(self.runtime_dir, sub), exist_ok=True)
         if dispatch:
             self._take_lock()
+        try:
+            self._start_llm()
+            self._start_rest(dispatch, serve_http)
+        except BaseException:
+            self._stop_llm()
+            self._release_lock()
+            raise
+        self._started = True
+
+    def _start_rest(self, dispatch: bool, serve_http: bool) -> None:
         self._stopped.clear()
         self._pools = {s.id: Pool(s, self._spawn, self.max_instances, self.scale_out_after) for s in self.specs}
         threads = max(4, min(32, self.max_instances * len(self.specs) + 2))
@@ -124,7 +155,6 @@ class LocalRuntime:
         if serve_http:
             self.api_server = InvokeAPIServer(self.host, self.api_port, self)
             self.api_server.start()
-        self._started = True
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop taking events and requests, let in-flight work finish, then stop the workers."""
@@ -145,7 +175,39 @@ class LocalRuntime:
         self._executor.shutdown(wait=True)
         self._dispatcher = None
         self._started = False
+        self._stop_llm()
         self._release_lock()
+
+    def _start_llm(self) -> None:
+        """With llm="local": the verified weights, then ONE model server, before any worker."""
+        self._llm_env = {}
+        if self.llm != "local":
+            if self.llm:
+                self._llm_env = {"TROUPE_LLM": self.llm}
+            return
+        from infra.local import model
+
+        model.check_server_installed()
+        path = model.ensure_model(progress=self.model_progress)
+        server = model.ModelServer(path, threads=self.model_threads,
+                                   log_path=os.path.join(self.runtime_dir, "logs", "model-server.log"))
+        server.start()
+        try:
+            server.warm_up()
+        except BaseException:
+            server.stop()
+            raise
+        self.model_server = server
+        log.info("model server %s on %s: %s threads, started in %.1fs, RSS %s MB", server.alias,
+                 server.base_url, server.threads, server.startup_seconds, server.rss_mb())
+        self._llm_env = {k: v for k, v in LOCAL_LLM_DEFAULTS.items() if k not in os.environ}
+        self._llm_env.update({"TROUPE_LLM": "openai", "TROUPE_LLM_BASE_URL": server.openai_base_url,
+                              "TROUPE_LLM_MODEL": server.alias})
+
+    def _stop_llm(self) -> None:
+        if self.model_server is not None:
+            self.model_server.stop()
+            self.model_server = None
 
     def _take_lock(self) -> None:
         self._lock_file = open(os.path.join(self.runtime_dir, "lock"), "w")
@@ -402,6 +464,9 @@ class LocalRuntime:
             "TROUPE_FUNCTION_ID": spec.id, "TROUPE_STORE": "disk", "TROUPE_DATA": self.data_dir,
             "METAGPT_PROJECT_ROOT": os.path.join(self.runtime_dir, "metagpt", spec.id),
         })
+        env.update(self._llm_env)  # TROUPE_LLM=local becomes openai + the shared model server
+        if "TROUPE_API_KEY" in spec.env:
+            env["TROUPE_API_KEY"] = self.api_key
         env.update(self.extra_env)
         return env
 

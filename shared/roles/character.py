@@ -1,9 +1,8 @@
 """A scenario character: a real MetaGPT Role with one real Action, speaking in turn.
 
-The character reacts only to messages addressed to it (MetaGPT's `send_to`), answers with
-its Speak action, and addresses its reply to whoever speaks next in the cast. The routing
-itself is MetaGPT's own (`is_send_to` over each role's addresses); troupe only carries the
-message through OSS.
+The character reacts only to messages addressed to it (MetaGPT's `send_to`) and answers the
+last speaker with its Speak action. Who hears the reply is the scenario flow's decision
+(shared/flows.py), written into the reply's `send_to` by the runner.
 """
 
 from __future__ import annotations
@@ -20,30 +19,28 @@ class Speak(Action):
 
     name: str = "Speak"
 
-    async def run(self, topic: str, transcript: str, speaker: str, listener: str) -> str:
+    async def run(self, topic: str, transcript: str, speaker: str, listener: str, instruction: str = "") -> str:
+        task = (instruction or f"Reply to {listener} in at most three sentences, staying in your role.")
         prompt = (
             f"Scene topic: {topic}\n"
             f"Recent turns:\n{transcript or '(none yet)'}\n\n"
-            f"You are {speaker}. Reply to {listener} in at most three sentences, in the language "
-            f"of the topic, staying in your role. Do not prefix your reply with your name."
+            f"You are {speaker}. {task} Write in the language of the topic. Say something new: do not "
+            f"repeat or copy earlier turns. Do not prefix your reply with your name."
         )
         return (await self._aask(prompt)).strip()
 
 
 class Character(Role):
     cast: list[str] = []
-    """Every character's name in speaking order; the reply goes to the next one."""
+    """Every character's name, in the scenario's order."""
     topic: str = ""
+    instruction: str = ""
+    """This turn's special task (the closing deliverable), set by the runner for one turn."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.set_actions([Speak])
         self._watch([UserRequirement, Speak])
-
-    def next_speaker(self) -> str:
-        if self.name not in self.cast or len(self.cast) < 2:
-            return self.name
-        return self.cast[(self.cast.index(self.name) + 1) % len(self.cast)]
 
     async def _observe(self, ignore_memory=False) -> int:
         await super()._observe(ignore_memory)
@@ -55,8 +52,9 @@ class Character(Role):
         if not self.topic and memories:
             self.topic = memories[0].content
         transcript = "\n".join(f"{m.sent_from or m.role}: {m.content}" for m in memories[-HISTORY:])
-        listener = self.next_speaker()
-        text = await self.rc.todo.run(self.topic, transcript, self.name, listener)
+        last = self.rc.news[-1] if self.rc.news else (memories[-1] if memories else None)
+        listener = (last.sent_from if last and last.sent_from and last.sent_from != self.name else "everyone")
+        text = await self.rc.todo.run(self.topic, transcript, self.name, listener, self.instruction)
         msg = Message(content=text, role=self.profile, cause_by=type(self.rc.todo),
                       sent_from=self.name, send_to={listener})
         self.rc.memory.add(msg)

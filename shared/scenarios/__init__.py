@@ -16,12 +16,15 @@ from shared.errors import BadRequest
 from shared.ids import check_name
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FLOWS = ("round_robin",)
+FLOWS = ("round_robin", "selector")
 HARD_MAX_TURNS = 1000
 HARD_MAX_SECONDS = 7 * 24 * 3600
 MAX_INPUT_CHARS = 8000
 HARD_MAX_TOKENS = 100_000_000
 HARD_MAX_COST_CNY = 100_000.0
+MAX_ROLES = 12
+RESERVED = {"user", "director", "human", "system"}
+_CLASS = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 INT_LIMITS = {"max_turns": HARD_MAX_TURNS, "max_seconds": HARD_MAX_SECONDS, "max_tokens": HARD_MAX_TOKENS}
 
 
@@ -71,40 +74,124 @@ def check_limits(limits: Any, field: str = "limits", defaults: dict | None = Non
     return out
 
 
-def validate_scenario(data: Any, source: str = "scenario") -> dict:
+def _bilingual(value: Any, field: str, source: str) -> dict:
+    if isinstance(value, str):
+        value = {"en": value}
+    if not isinstance(value, dict) or not value or not all(
+            isinstance(k, str) and isinstance(v, str) and len(v) <= 2000 for k, v in value.items()):
+        raise BadRequest(f"{source}: {field} must be a text or a mapping of language to text", field=field)
+    return value
+
+
+def validate_scenario(data: Any, source: str = "scenario", functions: set[str] | None = None) -> dict:
+    """Check a scenario given as data; every error names the field. `functions`, when given, are
+    the functions that may host roles (those s.yaml declares with an inbox trigger)."""
     if not isinstance(data, dict):
         raise BadRequest(f"{source}: a scenario must be a mapping")
+    known = {"id", "title", "description", "flow", "roles", "order", "rounds", "closing", "end_when",
+             "limits", "director", "input"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise BadRequest(f"{source}: unknown field(s) {', '.join(unknown)[:200]}", field=unknown[0])
     sid = check_name(data.get("id"), f"{source}: id")
     flow = data.get("flow", "round_robin")
     if flow not in FLOWS:
-        raise BadRequest(f"{source}: flow must be one of {', '.join(FLOWS)}", field="flow")
+        raise BadRequest(f"{source}: flow must be one of {', '.join(FLOWS)}, not {str(flow)[:40]!r}", field="flow")
     roles = data.get("roles")
     if not isinstance(roles, list) or not roles:
         raise BadRequest(f"{source}: roles must be a non-empty list", field="roles")
+    if len(roles) > MAX_ROLES:
+        raise BadRequest(f"{source}: at most {MAX_ROLES} roles", field="roles")
     seen = set()
     out_roles = []
     for i, role in enumerate(roles):
         where = f"roles[{i}]"
         if not isinstance(role, dict):
             raise BadRequest(f"{source}: {where} must be a mapping", field=where)
+        extra = sorted(set(role) - {"name", "profile", "goal", "constraints", "function", "model", "human", "class"})
+        if extra:
+            raise BadRequest(f"{source}: {where} has unknown field(s) {', '.join(extra)[:100]}", field=f"{where}.{extra[0]}")
         name = check_name(role.get("name"), f"{source}: {where}.name")
-        if name in seen or name == "user":
+        if name.lower() in seen or name.lower() in RESERVED:
             raise BadRequest(f"{source}: {where}.name {name!r} is used twice or reserved", field=f"{where}.name")
-        seen.add(name)
+        seen.add(name.lower())
+        function = check_name(role.get("function", "persona"), f"{source}: {where}.function")
+        if functions is not None and function not in functions:
+            raise BadRequest(f"{source}: {where}.function {function!r} is not a function s.yaml declares with an "
+                             f"inbox trigger ({', '.join(sorted(functions))})", field=f"{where}.function")
+        human = role.get("human", False)
+        if not isinstance(human, bool):
+            raise BadRequest(f"{source}: {where}.human must be true or false", field=f"{where}.human")
+        cls = role.get("class")
+        if cls is not None and (not isinstance(cls, str) or not _CLASS.match(cls)):
+            raise BadRequest(f"{source}: {where}.class must be an import path like 'package.module:RoleClass'",
+                             field=f"{where}.class")
         out_roles.append({
             "name": name,
             "profile": _text(role.get("profile"), f"{where}.profile", max_len=200),
             "goal": _text(role.get("goal"), f"{where}.goal", required=False),
             "constraints": _text(role.get("constraints"), f"{where}.constraints", required=False),
-            "function": check_name(role.get("function", "persona"), f"{source}: {where}.function"),
+            "function": function,
             "model": _model(role.get("model"), f"{where}.model"),
+            "human": human,
+            "class": cls,
         })
+    names = [r["name"] for r in out_roles]
+    by_name = {r["name"].lower(): r["name"] for r in out_roles}
+
+    def role_ref(value: Any, field: str) -> str:
+        if not isinstance(value, str) or value.lower() not in by_name:
+            raise BadRequest(f"{source}: {field} must name one of the roles ({', '.join(names)})", field=field)
+        return by_name[value.lower()]
+
+    closing = data.get("closing")
+    if closing is not None:
+        if not isinstance(closing, dict) or set(closing) - {"role", "instruction", "title"}:
+            raise BadRequest(f"{source}: closing must be a mapping of role, instruction, title", field="closing")
+        closing = {"role": role_ref(closing.get("role"), "closing.role"),
+                   "instruction": _text(closing.get("instruction"), "closing.instruction"),
+                   "title": _bilingual(closing.get("title") or "Deliverable", "closing.title", source)}
+    end_when = data.get("end_when")
+    if end_when is not None:
+        if not isinstance(end_when, dict) or set(end_when) - {"role", "contains"}:
+            raise BadRequest(f"{source}: end_when must be a mapping of role and contains", field="end_when")
+        end_when = {"role": role_ref(end_when.get("role"), "end_when.role"),
+                    "contains": _text(end_when.get("contains"), "end_when.contains", max_len=100)}
+    order = data.get("order")
+    if order is None:
+        order = [n for n in names if not closing or n != closing["role"]]
+    elif not isinstance(order, list) or not order:
+        raise BadRequest(f"{source}: order must be a non-empty list of role names", field="order")
+    order = [role_ref(n, f"order[{i}]") for i, n in enumerate(order)]
+    rounds = data.get("rounds")
+    if rounds is not None and (isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= 100):
+        raise BadRequest(f"{source}: rounds must be an integer between 1 and 100", field="rounds")
+    director = data.get("director") or {}
+    if not isinstance(director, dict) or set(director) - {"mode", "max_consecutive", "model"}:
+        raise BadRequest(f"{source}: director must be a mapping of mode, max_consecutive, model", field="director")
+    mode = director.get("mode", "rule")
+    if mode not in ("rule", "llm"):
+        raise BadRequest(f"{source}: director.mode must be 'rule' or 'llm'", field="director.mode")
+    max_consecutive = director.get("max_consecutive", 1)
+    if isinstance(max_consecutive, bool) or not isinstance(max_consecutive, int) or not 1 <= max_consecutive <= 10:
+        raise BadRequest(f"{source}: director.max_consecutive must be an integer between 1 and 10",
+                         field="director.max_consecutive")
+    if flow == "selector" and len([r for r in out_roles if not closing or r["name"] != closing["role"]]) < 2:
+        raise BadRequest(f"{source}: a selector flow needs at least two speakers to choose from", field="roles")
     limits = check_limits(data.get("limits"), "limits", {"max_turns": 6, "max_seconds": 900})
+    if "max_turns" not in (data.get("limits") or {}) and rounds is None and end_when is None:
+        raise BadRequest(f"{source}: no termination: give limits.max_turns, rounds or end_when", field="limits")
     return {
         "id": sid,
-        "title": data.get("title") or {"en": sid},
-        "description": data.get("description") or {"en": ""},
+        "title": _bilingual(data.get("title") or sid, "title", source),
+        "description": _bilingual(data.get("description") or "", "description", source),
+        "input": _bilingual(data.get("input") or "Topic", "input", source),
         "flow": flow,
+        "order": order,
+        "rounds": rounds,
+        "closing": closing,
+        "end_when": end_when,
+        "director": {"mode": mode, "max_consecutive": max_consecutive, "model": _model(director.get("model"), "director.model")},
         "limits": limits,
         "roles": out_roles,
     }

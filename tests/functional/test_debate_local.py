@@ -16,13 +16,22 @@ from shared.conversation import ConversationStore
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+TOKENS = {}
+
+
 def _http(rt, method, path, body=None):
+    """Call the gateway with the API key (to start) or the conversation's token."""
     data = json.dumps(body).encode() if body is not None else None
+    parts = path.split("?")[0].strip("/").split("/")
+    secret = rt.api_key if len(parts) == 1 else TOKENS.get(parts[1], "")
     req = urllib.request.Request(rt.http_url + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+                                 headers={"Content-Type": "application/json", "Authorization": f"Bearer {secret}"})
     try:
         with urllib.request.urlopen(req, timeout=30) as resp:
-            return resp.status, json.loads(resp.read())
+            body = json.loads(resp.read())
+            if resp.status == 201 and "token" in body:
+                TOKENS[body["id"]] = body["token"]
+            return resp.status, body
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
 
@@ -47,22 +56,22 @@ def rt(tmp_path_factory):
 def test_debate_turns_are_separate_persona_invocations(rt):
     # GIVEN a debate started over the gateway's HTTP trigger
     status, created = _http(rt, "POST", "/conversations",
-                            {"scenario": "debate", "input": "Should cities ban cars?", "limits": {"max_turns": 6}})
+                            {"scenario": "debate", "input": "Should cities ban cars?", "limits": {"max_turns": 7}})
     assert status == 201
     # WHEN it runs to its end
     body = _wait_end(rt, created["id"])
     # THEN the characters alternated for exactly 6 turns and the conversation completed
     assert body["status"] == "completed"
     roles = [m["role"] for m in body["messages"]]
-    assert roles == ["user"] + ["Proponent", "Opponent"] * 3
+    assert roles == ["user"] + ["Proponent", "Opponent"] * 3 + ["Judge"]
     # AND every turn was its own persona invocation, in a process other than the gateway's
     _, inv = _http(rt, "GET", f"/conversations/{created['id']}/invocations")
     rows = inv["invocations"]
     gateway = [r for r in rows if r["function"] == "gateway"]
     turns = [r for r in rows if r["outcome"] == "committed"]
-    assert len(gateway) == 1 and len(turns) == 6
+    assert len(gateway) == 1 and len(turns) == 7
     assert all(r["function"] == "persona" for r in turns)
-    assert len({r["request_id"] for r in turns}) == 6
+    assert len({r["request_id"] for r in turns}) == 7
     assert gateway[0]["pid"] not in {r["pid"] for r in turns}
     assert os.getpid() not in {r["pid"] for r in rows}
 

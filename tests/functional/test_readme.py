@@ -49,10 +49,13 @@ def test_readme_run_command(tmp_path):
     out = _run([sys.executable] + shlex.split(cmd)[1:] + ["--data", str(tmp_path)],
                env={**os.environ, "TROUPE_LLM": "fake"})
     assert out.returncode == 0, out.stderr[-2000:]
-    turns = re.findall(r"^\[(\d+)\] (\w+):", out.stdout, re.M)
+    turns = re.findall(r"^\[(\d+)\] (\w+)(?: \([^)]*\))?:", out.stdout, re.M)
     assert [int(t) for t, _ in turns] == [0, 1, 2, 3, 4]
-    assert [r for _, r in turns][1:] == ["Proponent", "Opponent", "Proponent", "Opponent"]
+    assert [r for _, r in turns][1:] == ["Proponent", "Opponent", "Proponent", "Judge"]
     assert "status: completed" in out.stdout
+
+
+README_KEY = "change-me"
 
 
 def _free_port():
@@ -67,7 +70,8 @@ def served(tmp_path):
     port = _free_port()
     argv = shlex.split(cmd.replace("--port 8000", f"--port {port}").replace("--data data", f"--data {tmp_path}"))
     proc = subprocess.Popen([sys.executable] + argv[1:], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "TROUPE_LLM": "fake"})
+                            stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TROUPE_LLM": "fake", "TROUPE_API_KEY": README_KEY})
     deadline = time.time() + 60
     while time.time() < deadline:
         try:
@@ -87,21 +91,25 @@ def test_readme_curl_commands(served):
     def curl(line):
         line = line.replace("localhost:8000", f"127.0.0.1:{served}")
         line = line.replace("<id>", state.get("id", "")).replace("<cursor>", state.get("cursor", ""))
+        line = line.replace("$TROUPE_API_KEY", README_KEY).replace("<token>", state.get("token", ""))
         out = _run(shlex.split(line))
         assert out.returncode == 0, out.stderr
         return json.loads(out.stdout)
 
     created = curl(curls[0])
-    state["id"] = created["id"]
+    state["id"], state["token"] = created["id"], created["token"]
+    assert f"export TROUPE_API_KEY={README_KEY}" in README
     deadline = time.time() + 60
     while time.time() < deadline:
         body = curl(curls[1])
         if body["status"] != "running":
             break
         time.sleep(0.2)
-    assert body["status"] == "completed" and len(body["messages"]) == 5
+    assert body["status"] == "completed" and len(body["messages"]) == 6
+    assert body["deliverable"]["role"] == "Judge"
     state["cursor"] = body["messages"][2]["turn"] and f"{body['messages'][2]['turn']:06d}-{body['messages'][2]['id']}"
     newer = curl(curls[2])
-    assert [m["turn"] for m in newer["messages"]] == [3, 4]
-    assert len([r for r in curl(curls[3])["invocations"] if r["outcome"] == "committed"]) == 4
+    assert [m["turn"] for m in newer["messages"]] == [3, 4, 5]
+    bill = curl(curls[3])
+    assert len([r for r in bill["rows"] if r["outcome"] == "committed"]) == 5 and bill["currency"] == "CNY"
     assert any(s["id"] == "debate" for s in curl(curls[4])["scenarios"])

@@ -26,7 +26,8 @@ def test_create_then_read_with_cursor(harness):
     assert status == status2 == 200
     turns = [m["turn"] for m in first["messages"] + rest["messages"]]
     assert turns == [0, 1, 2, 3, 4]
-    assert rest["status"] == "completed" and rest["end"]["reason"] == "turn_limit"
+    assert rest["status"] == "completed" and rest["end"]["reason"] == "deliverable"
+    assert rest["deliverable"]["role"] == "Judge" and rest["deliverable"]["content"]
     # AND asking after the last cursor returns nothing new
     _, empty = harness.http("GET", f"/conversations/{cid}", query={"after": rest["cursor"]})
     assert empty["messages"] == [] and empty["cursor"] == rest["cursor"]
@@ -47,7 +48,7 @@ def test_scenarios_lists_debate(harness):
     status, body = harness.http("GET", "/scenarios")
     assert status == 200
     debate = next(s for s in body["scenarios"] if s["id"] == "debate")
-    assert debate["title"]["zh"] and [r["name"] for r in debate["roles"]] == ["Proponent", "Opponent"]
+    assert debate["title"]["zh"] and [r["name"] for r in debate["roles"]] == ["Proponent", "Opponent", "Judge"]
 
 
 @pytest.mark.parametrize("body, status, needle", [
@@ -85,8 +86,8 @@ def test_bad_create_is_4xx_names_the_problem_and_writes_nothing(harness, body, s
 @pytest.mark.parametrize("path, query, status", [
     ("/conversations/..%2F..%2Fetc", {}, 400),
     ("/conversations/not-an-id", {}, 400),
-    ("/conversations/20261124t021832-1f2e3d4c5b6a", {}, 404),
-    ("/conversations/20261124t021832-1f2e3d4c5b6a/invocations", {}, 404),
+    ("/conversations/20261124t021832-1f2e3d4c5b6a7f8e9d0c1b2a", {}, 404),
+    ("/conversations/20261124t021832-1f2e3d4c5b6a7f8e9d0c1b2a/invocations", {}, 404),
     ("/nowhere", {}, 404),
 ])
 def test_bad_reads(harness, path, query, status):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -411,7 +412,7 @@ def test_run_command_follows_a_conversation(rt, capsys):
     # WHEN the CLI's conversation loop follows it
     code = converse(rt.http_url, "debate", "AI and jobs", max_turns=4, timeout=30)
     # THEN every message is printed once, in order, and the exit code reflects the status
-    out = capsys.readouterr().out.splitlines()
+    out = [re.sub(r" \(\d+\.\d s\)", "", line) for line in capsys.readouterr().out.splitlines()]
     assert out == ["[1] host: hello", "[2] guest: hi", "status: completed"]
     assert code == 0
     posted = json.load(open(os.path.join(rt.data_dir, "conversation.json")))

@@ -18,10 +18,11 @@ def test_debate_alternates_and_ends_at_turn_limit(harness):
     cid = harness.start(max_turns=5)
     # WHEN every event is delivered once
     harness.pump()
-    # THEN the two characters alternate, turns are numbered 0..5, and the conversation completed
+    # THEN the debaters alternate, the last turn the limit allows is the judge's verdict,
+    # turns are numbered 0..5, and the conversation completed
     t = harness.transcript(cid)
     assert [m["turn"] for m in t] == [0, 1, 2, 3, 4, 5]
-    assert _roles(t) == ["user", "Proponent", "Opponent", "Proponent", "Opponent", "Proponent"]
+    assert _roles(t) == ["user", "Proponent", "Opponent", "Proponent", "Opponent", "Judge"]
     assert harness.convs.get_end(cid)["status"] == "completed"
     assert all(m["invocation"]["llm_paid"] == 1 for m in t[1:])
 
@@ -55,7 +56,7 @@ def test_reordered_duplicates_across_conversations(harness):
         harness.deliver(backlog.pop())
     # THEN each conversation has exactly its 4 turns, alternating
     for cid in cids:
-        assert _roles(harness.transcript(cid)) == ["user", "Proponent", "Opponent", "Proponent", "Opponent"]
+        assert _roles(harness.transcript(cid)) == ["user", "Proponent", "Opponent", "Proponent", "Judge"]
 
 
 def test_failure_after_llm_call_is_retried_without_paying_twice(harness, monkeypatch):
@@ -109,7 +110,7 @@ def test_crash_between_commit_and_state_recovers(harness, monkeypatch):
     harness.pump()
     # THEN no turn is lost or doubled and the role's memory holds its own turn once
     t = harness.transcript(cid)
-    assert _roles(t) == ["user", "Proponent", "Opponent", "Proponent"]
+    assert _roles(t) == ["user", "Proponent", "Opponent", "Judge"]
     state = harness.convs.load_state(cid, "Proponent")
     memory = json.loads(state["role"])["rc"]["memory"]["storage"]
     ids = [m["id"] for m in memory]
@@ -130,11 +131,11 @@ def test_turn_limit_is_never_exceeded_even_with_a_stray_delivery(harness):
 
 
 @pytest.mark.parametrize("key", [
-    "inbox/other/20261124t021832-1f2e3d4c5b6a/000000-0123456789abcdef.json",
+    "inbox/other/20261124t021832-1f2e3d4c5b6a7f8e9d0c1b2a/000000-0123456789abcdef.json",
     "inbox/persona/../../conversations/x/meta.json",
     "inbox/persona/not-a-cid/000000-0123456789abcdef.json",
-    "inbox/persona/20261124t021832-1f2e3d4c5b6a/0-0123456789abcdef.json",
-    "conversations/20261124t021832-1f2e3d4c5b6a/meta.json",
+    "inbox/persona/20261124t021832-1f2e3d4c5b6a7f8e9d0c1b2a/0-0123456789abcdef.json",
+    "conversations/20261124t021832-1f2e3d4c5b6a7f8e9d0c1b2a/meta.json",
 ])
 def test_event_outside_the_inbox_is_rejected_and_writes_nothing(harness, key):
     # GIVEN an OSS event for a key this function must not process
@@ -153,14 +154,14 @@ def test_malformed_event_is_rejected(harness):
 
 
 def test_delivery_for_unknown_conversation_is_rejected(harness):
-    harness.convs.deliver("persona", "20261124t021832-1f2e3d4c5b6a", 0, "0" * 16,
+    harness.convs.deliver("persona", "20261124t021832-1f2e3d4c5b6a7f8e9d0c1b2a", 0, "0" * 16,
                           {"to": "Proponent", "turn": 0, "message": {"content": "x"}})
     event, = harness.pending_inbox()
     assert harness.deliver(event)[0]["outcome"] == "rejected"
 
 
 def test_parse_delivery_key_round_trip(harness):
-    key = harness.convs.delivery_key("persona", "20261124t021832-1f2e3d4c5b6a", 12, "0123456789abcdef")
-    assert harness.convs.parse_delivery_key("persona", key) == ("20261124t021832-1f2e3d4c5b6a", 12, "0123456789abcdef")
+    key = harness.convs.delivery_key("persona", "20261124t021832-1f2e3d4c5b6a7f8e9d0c1b2a", 12, "0123456789abcdef")
+    assert harness.convs.parse_delivery_key("persona", key) == ("20261124t021832-1f2e3d4c5b6a7f8e9d0c1b2a", 12, "0123456789abcdef")
     with pytest.raises(RejectedEvent):
         harness.convs.parse_delivery_key("gateway", key)

@@ -1,0 +1,139 @@
+"""The director of selector flows: after each turn it picks who speaks next.
+
+One invocation per turn, commits no turn of its own: it hands the committed message to the
+speaker it picks (a delivery at the same turn), or to a human, or ends the scene.
+
+Rules (mode `rule`, the default): a speaker the last message names gets the floor; otherwise
+the one who has waited longest. In mode `llm` the director's LLM is asked for a name, and the
+rules decide when its answer is not one. Either way no one speaks more than
+`director.max_consecutive` turns in a row, which breaks the loops where two agents keep
+answering each other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import time
+import uuid
+from typing import Callable
+
+from shared.billing import bill_fields
+from shared.conversation import ConversationStore
+from shared.errors import BadRequest, NoSuchKey, RejectedEvent
+from shared.events import OssEvent
+from shared.flows import DIRECTOR
+from shared.ids import derive_id
+from shared.routing import role_spec
+
+log = logging.getLogger("troupe.director")
+
+
+def candidates(scenario: dict, recent: list[str]) -> list[str]:
+    """Speakers allowed next: the scenario's `order` (its speakers), minus whoever hit the
+    streak limit."""
+    cast = list(scenario["order"])
+    limit = scenario["director"]["max_consecutive"]
+    if len(recent) >= limit and len(set(recent[-limit:])) == 1:
+        cast = [n for n in cast if n != recent[-1]] or cast
+    return cast
+
+
+def pick_by_rule(scenario: dict, content: str, speaker: str, recent: list[str]) -> str:
+    allowed = candidates(scenario, recent)
+    named = [n for n in allowed if n != speaker and re.search(rf"\b{re.escape(n)}\b", content or "", re.I)]
+    if named:
+        return named[0]
+
+    def waited(name: str) -> int:  # turns since the name last spoke (never: the longest)
+        return recent[::-1].index(name) if name in recent else len(recent) + 1
+
+    return max(allowed, key=lambda n: (waited(n), -allowed.index(n)))
+
+
+class Director:
+    def __init__(self, convs: ConversationStore, llm_factory: Callable[..., object] | None = None,
+                 clock: Callable[[], float] = time.time, memory_mb: float | None = None):
+        self.convs, self.llm_factory, self.clock, self.memory_mb = convs, llm_factory, clock, memory_mb
+
+    def handle_event(self, event: bytes | str | dict, request_id: str = "") -> list[dict]:
+        try:
+            parsed = OssEvent.parse(event)
+        except BadRequest as e:
+            return [{"outcome": "rejected", "reason": e.message}]
+        out = []
+        for record in parsed.records:
+            try:
+                out.append(asyncio.run(self.handle_key(record.key, request_id)))
+            except RejectedEvent as e:
+                log.warning("rejected event for %r: %s", record.key[:200], e.message)
+                out.append({"outcome": "rejected", "reason": e.message})
+        return out
+
+    async def handle_key(self, key: str, request_id: str = "") -> dict:
+        start = self.clock()
+        cid, turn, delivery_id = self.convs.parse_delivery_key(DIRECTOR, key)
+        try:
+            delivery = self.convs.read_delivery(key)
+            meta = self.convs.meta(cid)
+        except (NoSuchKey, ValueError):
+            raise RejectedEvent("delivery or conversation not found", key=key[:200]) from None
+        if delivery.get("to") != DIRECTOR or delivery.get("turn") != turn or not isinstance(delivery.get("message"), dict):
+            raise RejectedEvent("not a delivery for the director", key=key[:200])
+        scenario = meta["scenario"]
+        message = delivery["message"]
+        recent = [r for r in delivery.get("recent") or [] if isinstance(r, str)]
+        speaker = message.get("sent_from", "")
+        chosen, how, llm = None, "rule", None
+        if not self.convs.is_ended(cid):
+            if scenario["director"]["mode"] == "llm" and self.llm_factory is not None:
+                chosen, llm = await self._ask_llm(cid, delivery_id, scenario, message, recent)
+                how = "llm" if chosen else "rule"
+            chosen = chosen or pick_by_rule(scenario, message.get("content", ""), speaker, recent)
+            spec = role_spec(meta, chosen)
+            message = {**message, "send_to": [chosen]}  # the director re-addresses the message
+            payload = {"turn": turn, "message": message, "spent": delivery.get("spent"), "recent": recent}
+            if spec["human"]:
+                self.convs.open_waiting(cid, {"turn": turn, "role": chosen, "closing": False, "since": self.clock(),
+                                              "message": message, "spent": delivery.get("spent"), "recent": recent,
+                                              "after": message.get("id")})
+            else:
+                self.convs.deliver(spec["function"], cid, turn, derive_id(delivery_id, chosen),
+                                   {**payload, "to": chosen, "closing": False})
+        duration = round((self.clock() - start) * 1000, 2)
+        usage = llm.usage if llm else {"prompt_tokens": 0, "completion_tokens": 0}
+        record = {"function": DIRECTOR, "request_id": request_id or uuid.uuid4().hex, "start": start,
+                  "pid": os.getpid(), "role": DIRECTOR, "turn": turn, "trigger": key,
+                  "outcome": "routed" if chosen else "ended", "chosen": chosen, "how": how,
+                  "duration_ms": duration,
+                  **bill_fields(llm.model if llm else None, usage["prompt_tokens"], usage["completion_tokens"],
+                                self.memory_mb, duration)}
+        self.convs.record_invocation(cid, record)
+        return record
+
+    async def _ask_llm(self, cid, delivery_id, scenario, message, recent):
+        from shared.llm.journal import JournalingLLM
+
+        allowed = candidates(scenario, recent)
+        inner = self.llm_factory(model=scenario["director"].get("model"))
+        llm = JournalingLLM(inner, self.convs, cid, derive_id(delivery_id, "director-llm"))
+        cast = "; ".join(f"{r['name']} ({r['profile']})" for r in scenario["roles"] if r["name"] in allowed)
+        prompt = (f"You direct a scene. Cast: {cast}.\nLast speaker: {message.get('sent_from')}.\n"
+                  f"Last message: {message.get('content', '')[:2000]}\n"
+                  f"Who should speak next? Answer with exactly one name from the cast.")
+        try:
+            answer = await llm.aask(prompt, system_msgs=["You are a concise scene director."])
+        except Exception as e:  # the rules decide when the LLM cannot
+            log.warning("director LLM failed, using rules: %s", str(e)[:200])
+            return None, llm
+        for name in allowed:
+            if re.search(rf"\b{re.escape(name)}\b", answer or "", re.I):
+                return name, llm
+        return None, llm
+
+
+def handle(event: bytes, convs: ConversationStore, llm_factory, request_id: str = "", memory_mb=None) -> str:
+    return json.dumps(Director(convs, llm_factory, memory_mb=memory_mb).handle_event(event, request_id))

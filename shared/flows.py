@@ -1,0 +1,58 @@
+"""Who speaks next: the scenario's flow, decided from the transcript's shape alone.
+
+round_robin  the cast speaks in `order` for `rounds` rounds; then the `closing` role (if any)
+             speaks once and the conversation ends. An `end_when` condition met early (a role's
+             message containing a phrase) skips straight to the closing role.
+selector     after every turn the `director` function picks the next speaker (see
+             shared/director.py); the same end rules apply.
+
+Decisions depend only on the scenario and the turn just committed, so every replay of a
+turn reaches the same decision (nothing here reads storage).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+DIRECTOR = "director"
+
+
+@dataclasses.dataclass(frozen=True)
+class Next:
+    kind: str
+    """"speak" (a role speaks next), "director" (ask the director), "end"."""
+    role: str | None = None
+    closing: bool = False
+    """The next turn is the closing one: the role delivers the scenario's deliverable."""
+    reason: str = ""
+
+
+def closing_role(scenario: dict) -> str | None:
+    closing = scenario.get("closing")
+    return closing["role"] if closing else None
+
+
+def end_condition_met(scenario: dict, speaker: str, content: str) -> bool:
+    cond = scenario.get("end_when")
+    return bool(cond and cond["role"] == speaker and cond["contains"].lower() in (content or "").lower())
+
+
+def after_turn(scenario: dict, turn: int, speaker: str, content: str, was_closing: bool) -> Next:
+    """What follows the message of `turn` (0 = the user's opening input) by `speaker`."""
+    if was_closing:
+        return Next("end", reason="deliverable")
+    if turn > 0 and end_condition_met(scenario, speaker, content):
+        role = closing_role(scenario)
+        if role:
+            return Next("speak", role, closing=True, reason="end_condition")
+        return Next("end", reason="end_condition")
+    if scenario["flow"] == "selector":
+        return Next(DIRECTOR)
+    order = scenario["order"]
+    rounds = scenario.get("rounds")
+    if rounds is not None and turn >= rounds * len(order):
+        role = closing_role(scenario)
+        if role:
+            return Next("speak", role, closing=True, reason="rounds_done")
+        return Next("end", reason="rounds_done")
+    return Next("speak", order[turn % len(order)])

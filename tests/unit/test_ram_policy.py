@@ -1,0 +1,129 @@
+"""Each function's RAM policy (infra/ram/<function>.json) grants what its code uses and no more
+than the prefixes it needs: a conversation runs through every function with a store that
+refuses whatever the function's policy does not allow."""
+
+import fnmatch
+import json
+import os
+
+import pytest
+
+from shared.conversation import ConversationStore
+from shared.deadletter import handle_failure
+from shared.director import Director
+from shared.errors import StoreError
+from shared.gateway import Gateway
+from shared.runner import RoleRunner
+from shared.store.base import ListPage, ObjectStore
+from tests.harness import API_KEY, Harness
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUCKET = "troupe-conversations"
+
+
+class AccessDenied(StoreError):
+    status = 403
+
+
+def load_policy(function):
+    with open(os.path.join(ROOT, "infra", "ram", f"{function}.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def allowed(policy, action, resource, prefix=None):
+    for st in policy["Statement"]:
+        if st["Effect"] != "Allow" or action not in st["Action"]:
+            continue
+        if not any(fnmatch.fnmatchcase(resource, r) for r in st["Resource"]):
+            continue
+        cond = st.get("Condition", {}).get("StringLike", {}).get("oss:Prefix")
+        if cond is not None and not any(fnmatch.fnmatchcase(prefix or "", c) for c in cond):
+            continue
+        return True
+    return False
+
+
+class PolicedStore(ObjectStore):
+    """Wraps a store; every call is checked against one function's policy first."""
+
+    def __init__(self, inner, policy):
+        super().__init__()
+        self.inner, self.policy, self.denied = inner, policy, []
+
+    def _check(self, action, key=None, prefix=None):
+        resource = f"acs:oss:cn-hangzhou:1234567890:{BUCKET}" + (f"/{key}" if key is not None else "")
+        if not allowed(self.policy, action, resource, prefix):
+            self.denied.append((action, key or prefix))
+            raise AccessDenied(f"{action} on {key or prefix} denied")
+
+    def _put(self, key, data, create_only):
+        self._check("oss:PutObject", key)
+        return self.inner.put(key, data, create_only=create_only)
+
+    def _get(self, key):
+        self._check("oss:GetObject", key)
+        return self.inner.get(key)
+
+    def _head(self, key):
+        self._check("oss:GetObject", key)
+        return self.inner.head(key)
+
+    def _list(self, prefix, marker, max_keys) -> ListPage:
+        self._check("oss:ListObjects", prefix=prefix)
+        return self.inner.list(prefix, marker=marker, max_keys=max_keys)
+
+    def _delete(self, key):
+        self._check("oss:DeleteObject", key)
+        self.inner.delete(key)
+
+
+@pytest.fixture
+def policed(tmp_path):
+    h = Harness(str(tmp_path))
+    stores = {fn: PolicedStore(h.store, load_policy(fn)) for fn in ("gateway", "persona", "deadletter", "director")}
+    h.gateway = Gateway(ConversationStore(stores["gateway"]), api_key=API_KEY)
+    h.runners["persona"] = RoleRunner(ConversationStore(stores["persona"]), "persona", h.llm_factory)
+    h.runners["director"] = Director(ConversationStore(stores["director"]), h.llm_factory)
+    return h, stores
+
+
+def test_a_whole_conversation_stays_within_each_functions_policy(policed):
+    h, stores = policed
+    # GIVEN a debate started and read through the gateway, played by persona
+    cid = h.start(max_turns=4)
+    h.pump()
+    status, body = h.http("GET", f"/conversations/{cid}")
+    assert status == 200 and body["status"] == "completed"
+    # AND a selector scene routed by director, with a human's turn taken by the gateway
+    _, sel = h.http("POST", "/conversations", {"scenario": "digital_employees", "input": "Refund?", "humans": ["Finance"]})
+    for _ in range(10):
+        h.pump()
+        waiting = h.http("GET", f"/conversations/{sel['id']}")[1]
+        if waiting["status"] != "waiting_for_human":
+            break
+        h.http("POST", f"/conversations/{sel['id']}/messages", {"role": "Finance", "content": "Refund is 42 yuan."})
+    assert h.http("GET", f"/conversations/{sel['id']}")[1]["status"] == "completed"
+    assert h.http("GET", f"/conversations/{cid}/usage")[0] == 200
+    # AND a dead letter handled by deadletter
+    cid2 = h.start()
+    event, = h.pending_inbox()
+    record = {"requestContext": {"condition": "RetriesExhausted"}, "requestPayload": event.decode(),
+              "responsePayload": "boom"}
+    out = handle_failure(json.dumps(record).encode(), ConversationStore(stores["deadletter"]))
+    assert out[0]["outcome"] == "dead-lettered"
+    # THEN no function needed anything its policy does not grant
+    assert {fn: s.denied for fn, s in stores.items()} == {"gateway": [], "persona": [], "deadletter": [], "director": []}
+    assert h.convs.get_end(cid2)["status"] == "failed"
+
+
+@pytest.mark.parametrize("function, action, key", [
+    ("gateway", "oss:GetObject", "inbox/persona/x.json"),
+    ("gateway", "oss:PutObject", "deadletters/persona/x.json"),
+    ("persona", "oss:GetObject", "inbox/gateway/x.json"),
+    ("persona", "oss:DeleteObject", "conversations/x/meta.json"),
+    ("deadletter", "oss:PutObject", "conversations/x/messages/000001-a.json"),
+    ("deadletter", "oss:PutObject", "inbox/persona/x.json"),
+    ("director", "oss:GetObject", "inbox/persona/x.json"),
+])
+def test_policies_refuse_what_a_function_never_needs(function, action, key):
+    assert not allowed(load_policy(function), action, f"acs:oss:cn-hangzhou:1:{BUCKET}/{key}")
