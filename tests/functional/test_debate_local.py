@@ -135,3 +135,49 @@ def test_handler_that_raises_once_is_retried_and_the_debate_completes(tmp_path, 
         assert len(failures) >= 4
         journal = list(rt.store.iter(f"conversations/{created['id']}/journal/"))
         assert len(journal) == 4
+
+
+CATALOG = ["debate", "interview", "customer_service", "newsroom", "digital_employees", "classroom"]
+
+
+def test_every_catalog_scenario_ends_with_its_deliverable_on_the_local_runtime(rt):
+    # GIVEN every built-in scenario started at once over HTTP
+    started = {}
+    for sid in CATALOG:
+        status, created = _http(rt, "POST", "/conversations", {"scenario": sid, "input": "开发一个记账APP"})
+        assert status == 201
+        started[sid] = created["id"]
+    # WHEN they run, each turn its own invocation of persona (and of director for selector flows)
+    for sid, cid in started.items():
+        body = _wait_end(rt, cid)
+        # THEN each completed and its deliverable is present, written by its closing role
+        assert body["status"] == "completed", (sid, body["end"])
+        assert body["deliverable"] and body["deliverable"]["content"], sid
+        assert body["messages"][-1]["role"] == body["deliverable"]["role"]
+    _, inv = _http(rt, "GET", f"/conversations/{started['digital_employees']}/invocations")
+    routed = [r for r in inv["invocations"] if r["function"] == "director"]
+    assert routed and all(r["outcome"] == "routed" for r in routed)
+
+
+def test_a_human_participant_over_http(rt):
+    # GIVEN an interview whose candidate is a person
+    _, created = _http(rt, "POST", "/conversations", {"scenario": "interview", "input": "Data engineer",
+                                                      "humans": ["Candidate"]})
+    cid = created["id"]
+    deadline = time.time() + 30
+    while _http(rt, "GET", f"/conversations/{cid}")[1]["status"] != "waiting_for_human":
+        assert time.time() < deadline
+        time.sleep(0.1)
+    # WHEN the person answers
+    status, _ = _http(rt, "POST", f"/conversations/{cid}/messages", {"role": "Candidate", "content": "I ran Spark jobs."})
+    assert status == 201
+    # THEN the interviewer answers them in a new invocation, and the conversation waits again
+    deadline = time.time() + 30
+    while True:
+        body = _http(rt, "GET", f"/conversations/{cid}")[1]
+        if body["status"] == "waiting_for_human" and len(body["messages"]) == 4:
+            break
+        assert time.time() < deadline
+        time.sleep(0.1)
+    assert [m["role"] for m in body["messages"]] == ["user", "Interviewer", "Candidate", "Interviewer"]
+    assert _http(rt, "POST", f"/conversations/{cid}/cancel")[1]["status"] == "cancelled"
