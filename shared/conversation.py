@@ -185,6 +185,27 @@ class ConversationStore:
         except ObjectExists:
             return _load(self.store.get(key))
 
+    # -- claims: who is paying for an LLM call right now ---------------------------------
+    def claim_key(self, cid: str, trigger: str, n: int) -> str:
+        return self.base(cid) + f"claims/{check_message_id(trigger)}-{n:03d}.json"
+
+    def claim(self, cid: str, trigger: str, n: int, holder: str, now: float) -> bool:
+        """Create-only: True if this caller now holds the right to make (and pay for) the call."""
+        try:
+            self.store.put(self.claim_key(cid, trigger, n), _dump({"holder": holder, "at": now}), create_only=True)
+            return True
+        except ObjectExists:
+            return False
+
+    def get_claim(self, cid: str, trigger: str, n: int) -> dict | None:
+        try:
+            return _load(self.store.get(self.claim_key(cid, trigger, n)))
+        except NoSuchKey:
+            return None
+
+    def release_claim(self, cid: str, trigger: str, n: int) -> None:
+        self.store.delete(self.claim_key(cid, trigger, n))
+
     # -- invocations -----------------------------------------------------------------------
     def record_invocation(self, cid: str, record: dict) -> None:
         rid = re.sub(r"[^A-Za-z0-9_-]", "", str(record.get("request_id", "")))[:64] or "none"

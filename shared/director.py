@@ -27,7 +27,7 @@ from shared.errors import BadRequest, NoSuchKey, RejectedEvent
 from shared.events import OssEvent
 from shared.flows import DIRECTOR
 from shared.ids import derive_id
-from shared.routing import role_spec
+from shared.routing import max_hops, role_spec
 
 log = logging.getLogger("troupe.director")
 
@@ -88,18 +88,22 @@ class Director:
         recent = [r for r in delivery.get("recent") or [] if isinstance(r, str)]
         speaker = message.get("sent_from", "")
         chosen, how, llm = None, "rule", None
-        if not self.convs.is_ended(cid):
+        hops = int(delivery.get("hops", 0))
+        if hops > max_hops(meta["limits"]):
+            self.convs.end(cid, "stopped", "invocation_cap", hops=hops, turns=turn)
+        elif not self.convs.is_ended(cid):
             if scenario["director"]["mode"] == "llm" and self.llm_factory is not None:
                 chosen, llm = await self._ask_llm(cid, delivery_id, scenario, message, recent)
                 how = "llm" if chosen else "rule"
             chosen = chosen or pick_by_rule(scenario, message.get("content", ""), speaker, recent)
             spec = role_spec(meta, chosen)
             message = {**message, "send_to": [chosen]}  # the director re-addresses the message
-            payload = {"turn": turn, "message": message, "spent": delivery.get("spent"), "recent": recent}
+            payload = {"turn": turn, "message": message, "spent": delivery.get("spent"), "recent": recent,
+                       "hops": hops + 1}
             if spec["human"]:
                 self.convs.open_waiting(cid, {"turn": turn, "role": chosen, "closing": False, "since": self.clock(),
                                               "message": message, "spent": delivery.get("spent"), "recent": recent,
-                                              "after": message.get("id")})
+                                              "after": message.get("id"), "hops": hops + 1})
             else:
                 self.convs.deliver(spec["function"], cid, turn, derive_id(delivery_id, chosen),
                                    {**payload, "to": chosen, "closing": False})

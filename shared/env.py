@@ -71,3 +71,12 @@ def memory_mb(context) -> float | None:
         return float(value) if value else None
     except (TypeError, ValueError):
         return None
+
+
+def function_timeout(context, default: float = 120.0) -> float:
+    """The function's timeout in seconds (FC context.function.timeout)."""
+    value = getattr(getattr(context, "function", None), "timeout", None)
+    try:
+        return float(value) if value else default
+    except (TypeError, ValueError):
+        return default

@@ -286,7 +286,7 @@ class Gateway:
                   "content": content, "sent_from": role, "send_to": message["send_to"], "cause_by": HUMAN_INPUT,
                   "reply_to": waiting["message"].get("id"), "message": message, "next": nxt,
                   "closing": bool(waiting.get("closing")), "spent": waiting.get("spent"),
-                  "recent": ((waiting.get("recent") or []) + [role])[-10:]}
+                  "recent": ((waiting.get("recent") or []) + [role])[-10:], "hops": waiting.get("hops", 0)}
         if not self.convs.commit(cid, turn, mid, record):
             raise Conflict("this wait has already been answered")
         follow(self.convs, cid, meta, record)

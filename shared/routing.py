@@ -17,6 +17,19 @@ from shared.ids import derive_id
 RECENT = 10  # speakers carried along with each delivery, for the director's rules
 
 
+def max_hops(limits: dict) -> int:
+    """The hard cap on invocations along a conversation's chain of deliveries.
+
+    Every delivery carries `hops`, its parent's plus one, whatever the turn numbers say, so a
+    flow that loops without advancing turns (a bug, a misconfigured scenario, a trigger that
+    re-fires) still stops: a turn takes at most two hops (the director's and the role's).
+    """
+    return min(int(limits.get("max_invocations") or 0) or (2 * limits["max_turns"] + 10), HARD_MAX_HOPS)
+
+
+HARD_MAX_HOPS = 5000
+
+
 def decide(meta: dict, turn: int, speaker: str, content: str, was_closing: bool) -> dict:
     """The next step after `turn`, as stored in the turn's record (`record["next"]`)."""
     scenario, limits = meta["scenario"], meta["limits"]
@@ -40,7 +53,8 @@ def follow(convs: ConversationStore, cid: str, meta: dict, record: dict) -> None
     """Carry out `record["next"]` for the committed `record`."""
     nxt, turn = record["next"], record["turn"]
     recent = (record.get("recent") or [])[-RECENT:]
-    payload = {"turn": turn, "message": record["message"], "spent": record.get("spent"), "recent": recent}
+    payload = {"turn": turn, "message": record["message"], "spent": record.get("spent"), "recent": recent,
+               "hops": int(record.get("hops", 0)) + 1}
     if nxt["kind"] == "end":
         end_turn(convs, cid, meta, record, nxt.get("reason") or "completed")
         return
@@ -52,7 +66,7 @@ def follow(convs: ConversationStore, cid: str, meta: dict, record: dict) -> None
     if spec["human"]:
         convs.open_waiting(cid, {"turn": turn, "role": spec["name"], "closing": nxt["closing"], "since": time.time(),
                                  "message": record["message"], "spent": record.get("spent"), "recent": recent,
-                                 "after": record["id"]})
+                                 "after": record["id"], "hops": payload["hops"]})
         return
     did = derive_id(record["id"], spec["name"])
     convs.deliver(spec["function"], cid, turn, did, {**payload, "to": spec["name"], "closing": nxt["closing"]})

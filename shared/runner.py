@@ -34,8 +34,8 @@ from shared.conversation import ConversationStore
 from shared.errors import BadRequest, NoSuchKey, RejectedEvent
 from shared.events import OssEvent
 from shared.ids import check_name, derive_id
-from shared.routing import RECENT, decide, follow
-from shared.llm.journal import JournalingLLM
+from shared.routing import RECENT, decide, follow, max_hops
+from shared.llm.journal import InFlight, JournalingLLM
 from shared.roles.character import Character
 
 log = logging.getLogger("troupe.runner")
@@ -73,13 +73,16 @@ def _role_class(spec: dict):
 
 class RoleRunner:
     def __init__(self, convs: ConversationStore, function: str, llm_factory: Callable[..., object],
-                 clock: Callable[[], float] = time.time, memory_mb: float | None = None):
+                 clock: Callable[[], float] = time.time, memory_mb: float | None = None,
+                 timeout_s: float = 120.0):
         self.convs = convs
         self.function = check_name(function, "function")
         self.llm_factory = llm_factory
         self.clock = clock
         self.memory_mb = memory_mb
         """The function's memory size, for the compute part of the bill."""
+        self.timeout_s = timeout_s
+        """The function's timeout: a claim on an LLM call older than this was abandoned."""
 
     # -- entry points ----------------------------------------------------------------------
     def handle_event(self, event: bytes | str | dict, request_id: str = "") -> list[dict]:
@@ -138,6 +141,10 @@ class RoleRunner:
         if new_turn > limits["max_turns"]:
             convs.end(cid, "completed", "turn_limit", turns=turn_in)
             return finish("ended", reason="turn_limit")
+        hops = int(delivery.get("hops", 0))
+        if hops > max_hops(limits):
+            convs.end(cid, "stopped", "invocation_cap", hops=hops, turns=turn_in)
+            return finish("ended", reason="invocation_cap")
         if start - meta["created"] > limits["max_seconds"]:
             convs.end(cid, "stopped", "time_limit", turns=turn_in)
             return finish("ended", reason="time_limit")
@@ -156,7 +163,8 @@ class RoleRunner:
         inner = self.llm_factory(model=spec.get("model"))
         model = getattr(inner, "model", None) or inner.config.model
         budget = Budget(limits, spent, model, inner.config.max_token)
-        llm = JournalingLLM(inner, convs, cid, delivery_id, budget=budget)
+        llm = JournalingLLM(inner, convs, cid, delivery_id, budget=budget, holder=base["request_id"],
+                            stale_after=self.timeout_s, clock=self.clock)
         role = self._load_role(state, spec, meta, llm)
         self._bind(role, llm)
         closing = bool(delivery.get("closing")) and meta["scenario"].get("closing") is not None
@@ -173,6 +181,9 @@ class RoleRunner:
         except Exception:
             if llm.stopped is None:
                 raise
+            if isinstance(llm.stopped, InFlight):
+                # a duplicate racing the invocation that is paying for this turn: leave it the turn
+                return finish("in_flight", llm, holder=llm.stopped.details.get("holder"))
             # a budget refused the next call: end the conversation, naming the budget
             convs.end(cid, "budget_exhausted", llm.stopped.message, budget=llm.stopped.details.get("budget"),
                       turns=turn_in)
@@ -201,6 +212,7 @@ class RoleRunner:
             "message": msg_json, "next": nxt, "closing": closing, "invocation": invocation,
             "spent": {"tokens": budget.tokens, "cost_cny": round(budget.cost, 8)},
             "recent": ((delivery.get("recent") or []) + [role_name])[-RECENT:],
+            "hops": int(delivery.get("hops", 0)),
         }
         if not convs.commit(cid, new_turn, out_id, record):
             # an earlier attempt committed first (it replayed the same journal): use its record

@@ -4,6 +4,14 @@ The n-th LLM call made while handling one trigger is journaled under a key deriv
 trigger (`journal/<trigger>-<n>`). A retried or duplicated trigger replays the journaled reply
 instead of paying for a new one, and because the role runs the same code on the same inputs,
 it reaches the same commit.
+
+Before paying, a caller claims the call (`claims/<trigger>-<n>`, create-only). The claim
+replaces the journal lookup of the common path, so it costs no extra request: the first
+caller wins it and pays; anyone else reads the journal. A duplicate that finds the claim held
+and no reply yet is racing the holder: it stops (`InFlight`) and leaves the turn to it. A
+retry of the holder itself (same request id: FC retries an async invocation under its id),
+or anyone once the claim is older than the function's timeout, takes the claim over: the
+holder died mid-call and its reply was never received.
 """
 
 from __future__ import annotations
@@ -13,11 +21,20 @@ from metagpt.provider.base_llm import BaseLLM
 
 from shared.billing import Budget, BudgetExhausted
 from shared.conversation import ConversationStore
+from shared.errors import TroupeError
+
+
+class InFlight(TroupeError):
+    """Another invocation holds the claim on this LLM call and is still within its time."""
+
+    status = 409
+    code = "InFlight"
 
 
 class JournalingLLM(BaseLLM):
     def __init__(self, inner: BaseLLM, convs: ConversationStore, cid: str, trigger: str,
-                 budget: Budget | None = None):
+                 budget: Budget | None = None, holder: str = "", stale_after: float = 900.0,
+                 clock=time.time):
         self.inner = inner
         self.config = inner.config
         self.model = getattr(inner, "model", None) or inner.config.model
@@ -25,25 +42,31 @@ class JournalingLLM(BaseLLM):
         self.use_system_prompt = inner.use_system_prompt
         self.convs, self.cid, self.trigger = convs, cid, trigger
         self.budget = budget
-        self.stopped: BudgetExhausted | None = None
-        """Set when the budget refused a call (MetaGPT re-raises errors as plain Exceptions)."""
+        self.stopped: BudgetExhausted | InFlight | None = None
+        """Set when the budget refused a call, or another invocation holds it (MetaGPT re-raises
+        errors as plain Exceptions, so the runner looks here)."""
+        self.holder, self.stale_after, self.clock = holder, stale_after, clock
         self.calls = 0
         self.paid = 0
         self.replayed = 0
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
         self.llm_ms = 0.0
         """Time spent in paid LLM calls during this invocation."""
+        self._owns = False
 
     async def acompletion_text(self, messages: list[dict], stream: bool = False, timeout: int = 3) -> str:
         n = self.calls
         self.calls += 1
-        entry = self.convs.journal_get(self.cid, self.trigger, n)
+        entry = None if self._claim(n) else self.convs.journal_get(self.cid, self.trigger, n)
+        if entry is None and not self._owns:
+            self._take_over(n)
         if entry is None:
             if self.budget is not None:
                 try:
                     self.budget.check(messages)  # before every paid call
                 except BudgetExhausted as e:
                     self.stopped = e
+                    self.convs.release_claim(self.cid, self.trigger, n)
                     raise
             before = _tokens(self.inner)
             started = time.time()
@@ -63,6 +86,21 @@ class JournalingLLM(BaseLLM):
         if self.budget is not None:
             self.budget.add(entry.get("model"), entry.get("prompt_tokens", 0), entry.get("completion_tokens", 0))
         return entry["reply"]
+
+    def _claim(self, n: int) -> bool:
+        self._owns = self.convs.claim(self.cid, self.trigger, n, self.holder, self.clock())
+        return self._owns
+
+    def _take_over(self, n: int) -> None:
+        """Claimed by someone else and not journaled: take it over if that was us, or is stale."""
+        claim = self.convs.get_claim(self.cid, self.trigger, n) or {}
+        mine = bool(self.holder) and claim.get("holder") == self.holder
+        if mine or self.clock() - float(claim.get("at", 0)) > self.stale_after:
+            self.convs.release_claim(self.cid, self.trigger, n)
+            if self._claim(n):
+                return
+        self.stopped = InFlight("another invocation is making this LLM call", holder=claim.get("holder"))
+        raise self.stopped
 
     # BaseLLM's abstract surface: everything goes through acompletion_text above
     async def _achat_completion(self, messages, timeout=3):

@@ -25,7 +25,8 @@ HARD_MAX_COST_CNY = 100_000.0
 MAX_ROLES = 12
 RESERVED = {"user", "director", "human", "system"}
 _CLASS = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-INT_LIMITS = {"max_turns": HARD_MAX_TURNS, "max_seconds": HARD_MAX_SECONDS, "max_tokens": HARD_MAX_TOKENS}
+INT_LIMITS = {"max_turns": HARD_MAX_TURNS, "max_seconds": HARD_MAX_SECONDS, "max_tokens": HARD_MAX_TOKENS,
+              "max_invocations": 5000}
 
 
 def _text(value: Any, field: str, *, required: bool = True, max_len: int = 2000) -> str:

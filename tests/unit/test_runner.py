@@ -2,6 +2,7 @@
 
 import json
 import random
+import time
 
 import pytest
 
@@ -165,3 +166,72 @@ def test_parse_delivery_key_round_trip(harness):
     assert harness.convs.parse_delivery_key("persona", key) == ("20261124t021832-1f2e3d4c5b6a7f8e9d0c1b2a", 12, "0123456789abcdef")
     with pytest.raises(RejectedEvent):
         harness.convs.parse_delivery_key("gateway", key)
+
+
+def test_racing_duplicates_pay_once_and_commit_once(tmp_path):
+    import threading
+
+    from shared.llm.fake import ScriptedLLM
+    from tests.harness import Harness
+
+    # GIVEN an LLM slow enough for two copies of one delivery to overlap
+    h = Harness(str(tmp_path), llm_factory=lambda model=None: ScriptedLLM(latency=0.3))
+    cid = h.start(max_turns=2)
+    event, = h.pending_inbox()
+    outcomes = []
+    # WHEN two instances handle the same event at once
+    threads = [threading.Thread(target=lambda: outcomes.extend(h.deliver(event))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # THEN one paid and committed; the other stood down without paying
+    assert sorted(o["outcome"] for o in outcomes) in (["committed", "in_flight"], ["committed", "duplicate"])
+    assert sum(o.get("llm_paid", 0) for o in outcomes) == 1
+    h.pump()
+    assert [m["role"] for m in h.transcript(cid)] == ["user", "Proponent", "Judge"]
+
+
+def test_a_retry_of_the_holder_takes_over_an_abandoned_call(tmp_path):
+    from tests.harness import Harness
+
+    # GIVEN a claim on turn 1's LLM call left behind by an instance that died mid-call
+    h = Harness(str(tmp_path))
+    cid = h.start(max_turns=2)
+    event, = h.pending_inbox()
+    key = json.loads(event)["events"][0]["oss"]["object"]["key"]
+    _, _, delivery = h.convs.parse_delivery_key("persona", key)
+    h.convs.claim(cid, delivery, 0, "req-dead", time.time())
+    # WHEN a duplicate event (another request id) arrives while the claim is fresh
+    dup = h.runner("persona").handle_event(event, request_id="req-other")
+    # THEN it stands down without paying
+    assert dup[0]["outcome"] == "in_flight" and dup[0]["llm_paid"] == 0
+    # WHEN FC retries the dead invocation under its own request id
+    out = h.runner("persona").handle_event(event, request_id="req-dead")
+    # THEN the retry takes the call over, pays once and commits the turn
+    assert out[0]["outcome"] == "committed" and out[0]["llm_paid"] == 1
+
+
+def test_invocation_cap_holds_even_if_the_turn_counter_is_wrong(harness, monkeypatch):
+    # GIVEN a writer whose turn counter is stuck (every delivery claims turn 1), so the turn
+    # limit can never trigger, and a conversation allowed 1000 turns but 12 invocations
+    real_deliver = harness.convs.deliver
+
+    def stuck(function, cid, turn, did, payload):
+        return real_deliver(function, cid, 1, did, {**payload, "turn": 1})
+
+    monkeypatch.setattr(harness.convs, "deliver", stuck)
+    monkeypatch.setattr("shared.routing.decide", lambda meta, turn, speaker, content, closing:
+                        {"kind": "speak", "role": "Proponent" if speaker != "Proponent" else "Opponent",
+                         "closing": False, "reason": ""})
+    monkeypatch.setattr("shared.runner.decide", lambda meta, turn, speaker, content, closing:
+                        {"kind": "speak", "role": "Proponent" if speaker != "Proponent" else "Opponent",
+                         "closing": False, "reason": ""})
+    cid = harness.start(max_turns=1000, max_invocations=12, rounds=100)
+    # WHEN it runs
+    harness.pump(max_rounds=100)
+    # THEN it stops at the cap, naming it
+    end = harness.convs.get_end(cid)
+    assert end["status"] == "stopped" and end["reason"] == "invocation_cap"
+    committed = [r for r in harness.convs.invocations(cid) if r["outcome"] == "committed"]
+    assert len(committed) <= 13
