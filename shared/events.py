@@ -14,7 +14,31 @@ import time
 import uuid
 from typing import Any
 
-from shared.errors import BadRequest
+from shared.errors import BadRequest, PayloadTooLarge
+
+MAX_JSON_DEPTH = 20
+
+
+def _nesting(raw: bytes) -> int:
+    """The deepest bracket nesting of a JSON text, outside strings (checked before parsing)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in raw:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):  # [ {
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
 
 
 def _loads(event: bytes | str | dict, what: str) -> dict:
@@ -175,14 +199,19 @@ class HttpEvent(DictWrapper):
     def source_ip(self) -> str:
         return self._data.get("requestContext", {}).get("http", {}).get("sourceIp", "")
 
-    def json(self) -> Any:
+    def json(self, max_bytes: int = 64 * 1024, max_depth: int = MAX_JSON_DEPTH) -> Any:
+        """The body as JSON, refused (4xx, naming the limit) if too large or too deeply nested."""
         raw = self.body
+        if len(raw) > max_bytes:
+            raise PayloadTooLarge(f"request body is larger than {max_bytes} bytes")
         if not raw.strip():
             raise BadRequest("request body is empty; expected a JSON object")
+        if _nesting(raw) > max_depth:
+            raise BadRequest(f"request body is nested deeper than {max_depth} levels")
         try:
             return json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise BadRequest(f"request body is not valid JSON: {e}") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as e:
+            raise BadRequest(f"request body is not valid JSON: {str(e)[:200]}") from None
 
 
 def make_http_event(method: str, path: str, *, body: bytes = b"", headers: dict | None = None,

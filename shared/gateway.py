@@ -1,5 +1,6 @@
 """The REST API behind the gateway's HTTP trigger. Pure: an HttpEvent in, an FC response out.
 
+  GET  /openapi.json                       this API, as an OpenAPI 3.0 document
   GET  /scenarios                          the catalog (built-in and user scenarios)
   POST /scenarios                          add a user scenario (API key)
   POST /conversations                      {scenario, input, limits?} → 201 {id, status, ...}
@@ -21,12 +22,13 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
 import os
 import re
 import time
 from typing import Callable
 
-from shared import scenarios
+from shared import openapi, scenarios
 from shared.billing import bill_fields, usage_report
 from shared.conversation import ConversationStore
 from shared.errors import (BadRequest, Conflict, Forbidden, MethodNotAllowed, NoSuchKey, NotFound, ObjectExists,
@@ -35,6 +37,8 @@ from shared.errors import (BadRequest, Conflict, Forbidden, MethodNotAllowed, No
 from shared.events import HttpEvent
 from shared.routing import decide, follow
 from shared.ids import check_conversation_id, derive_id, new_conversation_id, new_token, token_hash
+
+log = logging.getLogger("troupe.gateway")
 
 MAX_BODY = 64 * 1024
 MAX_SCENARIO_BODY = 32 * 1024
@@ -73,9 +77,15 @@ class Gateway:
         except TroupeError as e:
             status = e.status if 400 <= e.status < 600 else 500
             return response(status, e.to_dict())
+        except Exception:  # a bug, not the caller's fault: logged with its traceback, never echoed
+            log.exception("unexpected error in the gateway")
+            return response(500, {"error": "InternalError", "message": "internal error; see the function's log"})
 
     def route(self, req: HttpEvent) -> dict:
         path = req.path.rstrip("/") or "/"
+        if path == "/openapi.json":
+            self._method(req, "GET")
+            return response(200, openapi.document())
         if path == "/scenarios":
             if req.method == "POST":
                 return self.add_scenario(req)
@@ -228,7 +238,7 @@ class Gateway:
         self._require_api_key(req)
         if len(req.body) > MAX_SCENARIO_BODY:
             raise PayloadTooLarge(f"a scenario is larger than {MAX_SCENARIO_BODY} bytes")
-        data = req.json()
+        data = req.json(max_bytes=MAX_SCENARIO_BODY)
         sc = scenarios.validate_scenario(data, "scenario", functions=self.role_functions)
         if sc["id"] in scenarios.builtin():
             raise Conflict(f"scenario {sc['id']!r} is built in; choose another id", field="id")
