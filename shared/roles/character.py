@@ -19,12 +19,15 @@ class Speak(Action):
 
     name: str = "Speak"
 
-    async def run(self, topic: str, transcript: str, speaker: str, listener: str, instruction: str = "") -> str:
+    async def run(self, topic: str, transcript: str, speaker: str, listener: str, instruction: str = "",
+                  profile: str = "", goal: str = "") -> str:
         task = (instruction or f"Reply to {listener} in at most three sentences, staying in your role.")
+        who = f"You are {speaker}" + (f", the {profile}" if profile else "") + "."
+        aim = f" Your goal: {goal}." if goal else ""
         prompt = (
             f"Scene topic: {topic}\n"
             f"Recent turns:\n{transcript or '(none yet)'}\n\n"
-            f"You are {speaker}. {task} Write in the language of the topic. Say something new: do not "
+            f"{who}{aim} {task} Write in the language of the topic. Say something new: do not "
             f"repeat or copy earlier turns. Do not prefix your reply with your name."
         )
         return (await self._aask(prompt)).strip()
@@ -54,7 +57,8 @@ class Character(Role):
         transcript = "\n".join(f"{m.sent_from or m.role}: {m.content}" for m in memories[-HISTORY:])
         last = self.rc.news[-1] if self.rc.news else (memories[-1] if memories else None)
         listener = (last.sent_from if last and last.sent_from and last.sent_from != self.name else "everyone")
-        text = await self.rc.todo.run(self.topic, transcript, self.name, listener, self.instruction)
+        text = await self.rc.todo.run(self.topic, transcript, self.name, listener, self.instruction,
+                                      self.profile, self.goal)
         msg = Message(content=text, role=self.profile, cause_by=type(self.rc.todo),
                       sent_from=self.name, send_to={listener})
         self.rc.memory.add(msg)
