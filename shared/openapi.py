@@ -114,5 +114,12 @@ def document() -> dict:
                         "responses": {**_ok("rows and totals", {"type": "object"}), **_errors(401, 403, 404)}},
             },
             "/openapi.json": {"get": {"summary": "this document", "responses": _ok("OpenAPI 3.0", {"type": "object"})}},
+            "/": {"get": {"summary": "the web page: start, watch and join conversations",
+                          "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}}}},
+            "/static/{file}": {"get": {"summary": "the web page's assets",
+                                       "parameters": [{"name": "file", "in": "path", "required": True,
+                                                       "schema": {"type": "string"}}],
+                                       "responses": {"200": {"description": "a script, style or image"},
+                                                     **_errors(404)}}},
         },
     }

@@ -1,0 +1,703 @@
+// troupe's web page: start, watch and join conversations. Plain DOM, no library, no build step.
+// Every API path is relative to the page (new URL(path, document.baseURI)), so the page works
+// wherever the gateway is mounted. Text from the API is only ever put in the page as text
+// (textContent, createTextNode): no HTML from a message is ever parsed.
+"use strict";
+(function () {
+  const $ = (id) => document.getElementById(id);
+  const TERMINAL = new Set(["completed", "budget_exhausted", "stopped", "cancelled", "failed"]);
+  const COLORS = ["#2456c7", "#c2410c", "#15803d", "#7c3aed", "#be185d", "#0e7490", "#a16207", "#4d7c0f",
+                  "#9f1239", "#334155"];
+  const USER_COLOR = "#6b7280";
+  const POLL_MS = 1000, POLL_WAITING_MS = 2500, POLL_HIDDEN_MS = 5000, POLL_MAX_MS = 15000, PAGE = 100;
+  const KEY_STORE = "troupe.apiKey", LANG_STORE = "troupe.lang";
+
+  const I18N = {
+    en: {
+      tagline: "MetaGPT teams on Function Compute: each role runs as its own function invocation.",
+      dismiss: "Dismiss", loading: "Loading…", start_title: "Start a conversation", scenario: "Scenario",
+      input: "Input", humans: "These roles are played by people",
+      humans_hint: "When a person's turn comes, the conversation waits (using no compute) until they answer here.",
+      limits: "Limits (optional)", max_turns: "Max turns", max_cost: "Money budget (CNY)", api_key: "API key",
+      api_key_hint: "Needed to start a conversation. Kept only in this browser (localStorage) and sent only to this server.",
+      start: "Start", starting: "Starting…", cancel: "Cancel", cancel_confirm: "Click again to cancel",
+      new: "New conversation",
+      link_hint: "Link to come back (it grants access: keep it private):", send: "Send", sending: "Sending…",
+      transcript: "Transcript", timeline: "Invocations",
+      timeline_hint: "One lane per function; each bar is one invocation, placed by its start and as wide as it ran.",
+      bill: "Bill", role: "Role", invocations: "Invocations", tokens: "Tokens", gb_s: "GB-s", cost: "Cost (CNY)",
+      total: "Total", artifacts: "Artifacts", roles_label: "Roles:", person: "person",
+      user_role: "Input", your_turn: "Your turn as {role}", waiting_for: "Waiting for {role} to answer…",
+      deliverable: "Result", delivered_by: "by {role}, turn {turn}", no_invocations: "No invocations yet.",
+      no_bill: "Nothing billed yet.", lanes_summary: "{n} invocations in {p} processes",
+      tokens_n: "{n} tokens", turn_n: "#{n}",
+      status_running: "running", status_waiting_for_human: "waiting for a person",
+      status_completed: "completed", status_budget_exhausted: "budget exhausted", status_stopped: "stopped",
+      status_cancelled: "cancelled", status_failed: "failed", status_loading: "loading…",
+      reason: "Ended: {reason}", reason_function: "Ended: {reason} (in {function})",
+      reason_deliverable: "the closing role delivered", reason_turn_limit: "the turn limit was reached",
+      reason_end_condition: "the end condition was met", reason_time_limit: "the time limit was reached",
+      reason_invocation_cap: "the invocation cap was reached", reason_rounds_done: "all rounds were done",
+      err_input_empty: "Enter the input for the conversation (it is empty).",
+      err_max_turns: "Max turns must be a whole number of at least 1.",
+      err_max_cost: "The money budget must be a number greater than 0.",
+      err_api_key: "Enter the API key: starting a conversation needs it.",
+      err_scenario: "Choose a scenario.", err_human_empty: "Write your answer first (it is empty).",
+      err_prefix: "Error: ", network_error: "Could not reach the server (network error). The page keeps trying.",
+      http_error: "The server answered HTTP {status}.", bad_response: "The server's answer was not JSON.",
+      catalog_failed: "Could not load the scenarios: ", link_failed: "This conversation cannot be shown: ",
+      started: "Started.", unexpected: "Something went wrong on this page: ",
+    },
+    zh: {
+      tagline: "在函数计算上运行的 MetaGPT 团队：每个角色都是一次独立的函数调用。",
+      dismiss: "关闭", loading: "加载中…", start_title: "发起对话", scenario: "场景",
+      input: "输入", humans: "由真人扮演的角色",
+      humans_hint: "轮到真人发言时，对话会等待（不消耗算力），直到其在此页面作答。",
+      limits: "限制（可选）", max_turns: "最多轮次", max_cost: "费用预算（元）", api_key: "API 密钥",
+      api_key_hint: "发起对话时需要。只保存在本浏览器（localStorage）中，只发送给本服务器。",
+      start: "开始", starting: "正在开始…", cancel: "取消对话", cancel_confirm: "再点一次以取消",
+      new: "新对话",
+      link_hint: "回到此对话的链接（持有即可访问，请勿外传）：", send: "发送", sending: "发送中…",
+      transcript: "对话记录", timeline: "函数调用",
+      timeline_hint: "每个函数一行；每个色块是一次调用，位置为开始时间，宽度为运行时长。",
+      bill: "账单", role: "角色", invocations: "调用次数", tokens: "Token 数", gb_s: "GB-秒", cost: "费用（元）",
+      total: "合计", artifacts: "产出文件", roles_label: "角色：", person: "真人",
+      user_role: "输入", your_turn: "轮到你以 {role} 的身份发言", waiting_for: "等待 {role} 作答…",
+      deliverable: "结果", delivered_by: "由 {role} 给出，第 {turn} 轮", no_invocations: "还没有调用。",
+      no_bill: "还没有费用。", lanes_summary: "{n} 次调用，分布在 {p} 个进程中",
+      tokens_n: "{n} 个 token", turn_n: "第 {n} 轮",
+      status_running: "进行中", status_waiting_for_human: "等待真人发言",
+      status_completed: "已完成", status_budget_exhausted: "预算已用尽", status_stopped: "已停止",
+      status_cancelled: "已取消", status_failed: "失败", status_loading: "加载中…",
+      reason: "结束原因：{reason}", reason_function: "结束原因：{reason}（函数 {function}）",
+      reason_deliverable: "收尾角色已给出结果", reason_turn_limit: "达到轮次上限",
+      reason_end_condition: "满足结束条件", reason_time_limit: "达到时间上限",
+      reason_invocation_cap: "达到调用次数上限", reason_rounds_done: "所有轮次已完成",
+      err_input_empty: "请填写对话的输入（当前为空）。",
+      err_max_turns: "最多轮次必须是不小于 1 的整数。",
+      err_max_cost: "费用预算必须是大于 0 的数。",
+      err_api_key: "请填写 API 密钥：发起对话需要它。",
+      err_scenario: "请选择一个场景。", err_human_empty: "请先写下你的回答（当前为空）。",
+      err_prefix: "错误：", network_error: "无法连接服务器（网络错误），页面会继续重试。",
+      http_error: "服务器返回 HTTP {status}。", bad_response: "服务器的回答不是 JSON。",
+      catalog_failed: "无法加载场景列表：", link_failed: "无法显示此对话：",
+      started: "已开始。", unexpected: "页面出错：",
+    },
+  };
+
+  let lang = pickLang();
+  let catalog = [];
+  // the conversation being watched; `gen` changes whenever another one is opened, which
+  // retires the previous poll loop
+  const W = { gen: 0, id: null, token: null, cursor: "", messages: [], seen: new Set(), colors: {}, roles: [],
+              data: null, invocations: null, usage: null, timer: null, failures: 0, lastStatus: null,
+              extrasBusy: false };
+
+  function pickLang() {
+    let saved = null;
+    try { saved = localStorage.getItem(LANG_STORE); } catch (e) { /* storage disabled */ }
+    if (saved === "en" || saved === "zh") return saved;
+    return /^zh\b/i.test(navigator.language || "") ? "zh" : "en";
+  }
+
+  function t(key, vars) {
+    let s = (I18N[lang] && I18N[lang][key]) || I18N.en[key] || key;
+    if (vars) for (const k of Object.keys(vars)) s = s.split("{" + k + "}").join(String(vars[k]));
+    return s;
+  }
+
+  function bi(value, fallback) {  // a {en, zh} text in the page's language
+    if (value && typeof value === "object") return value[lang] || value.en || value.zh || fallback || "";
+    return value == null ? (fallback || "") : String(value);
+  }
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (v == null || v === false) continue;
+      if (k === "class") node.className = v;
+      else if (k === "text") node.textContent = v;
+      else node.setAttribute(k, v === true ? "" : String(v));
+    }
+    for (const c of children) if (c != null) node.append(c);
+    return node;
+  }
+
+  // -- errors: always a readable line on the page ----------------------------------------
+  class ApiError extends Error {
+    constructor(status, code, message, details) {
+      super(message);
+      this.status = status; this.code = code; this.details = details || null;
+    }
+  }
+
+  function describe(err) {
+    if (err instanceof ApiError) {
+      let s = err.message;
+      const field = err.details && err.details.field;
+      const tags = [err.code, err.status ? "HTTP " + err.status : null, field ? "field: " + field : null];
+      return s + " [" + tags.filter(Boolean).join(", ") + "]";
+    }
+    return String((err && err.message) || err);
+  }
+
+  function showError(err, prefix) {
+    $("error-text").textContent = (prefix == null ? t("err_prefix") : prefix) + describe(err);
+    $("error").hidden = false;
+  }
+
+  function clearError() { $("error").hidden = true; $("error-text").textContent = ""; }
+
+  window.addEventListener("error", (e) => showError(e.message || e, t("unexpected")));
+  window.addEventListener("unhandledrejection", (e) => showError(e.reason || e, t("unexpected")));
+
+  // -- the API -----------------------------------------------------------------------------
+  async function api(method, path, opts) {
+    const { body, secret } = opts || {};
+    const headers = { Accept: "application/json" };
+    if (body !== undefined) headers["Content-Type"] = "application/json";
+    if (secret) headers.Authorization = "Bearer " + secret;
+    let resp;
+    try {
+      resp = await fetch(new URL(path, document.baseURI), {
+        method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+        cache: "no-store", credentials: "omit", referrerPolicy: "no-referrer" });
+    } catch (e) {
+      throw new ApiError(0, "NetworkError", t("network_error"));
+    }
+    let data = null;
+    try { data = JSON.parse(await resp.text()); } catch (e) { data = null; }
+    if (!resp.ok) {
+      const d = data && typeof data === "object" ? data : {};
+      throw new ApiError(resp.status, d.error || "HTTPError", d.message || t("http_error", { status: resp.status }),
+                         d.details);
+    }
+    if (data === null || typeof data !== "object") throw new ApiError(resp.status, "BadResponse", t("bad_response"));
+    return data;
+  }
+
+  const convPath = (suffix) => "conversations/" + encodeURIComponent(W.id) + (suffix || "");
+
+  // -- formatting ----------------------------------------------------------------------------
+  function fmtMs(ms) {
+    if (ms == null || isNaN(ms)) return "";
+    return ms < 1000 ? Math.round(ms) + " ms" : (ms / 1000).toFixed(ms < 10000 ? 2 : 1) + " s";
+  }
+
+  function fmtCny(v) {
+    v = Number(v) || 0;
+    if (v === 0) return "¥0";
+    if (v >= 0.01) return "¥" + v.toFixed(4);
+    return "¥" + v.toFixed(8).replace(/0+$/, "");
+  }
+
+  const fmtInt = (n) => (Number(n) || 0).toLocaleString(lang === "zh" ? "zh-CN" : "en-US");
+
+  function roleColor(role) {
+    if (!role || role === "user") return USER_COLOR;
+    if (!(role in W.colors)) W.colors[role] = COLORS[Object.keys(W.colors).length % COLORS.length];
+    return W.colors[role];
+  }
+
+  // Markdown-ish, safely: paragraphs with their line breaks, ``` code blocks, `code`,
+  // **bold**, # headings. Every piece is a text node.
+  function renderText(container, text) {
+    container.textContent = "";
+    const lines = String(text == null ? "" : text).replace(/\r\n?/g, "\n").split("\n");
+    let para = [], code = null;
+    const flush = () => {
+      if (para.length) container.append(inline(el("p"), para.join("\n")));
+      para = [];
+    };
+    for (const line of lines) {
+      if (/^\s*```/.test(line)) {
+        if (code === null) { flush(); code = []; }
+        else { container.append(el("pre", {}, el("code", { text: code.join("\n") }))); code = null; }
+        continue;
+      }
+      if (code !== null) { code.push(line); continue; }
+      const h = /^\s{0,3}#{1,6}\s+(.*)$/.exec(line);
+      if (h) { flush(); container.append(inline(el("h4"), h[1])); continue; }
+      if (!line.trim()) { flush(); continue; }
+      para.push(line);
+    }
+    if (code !== null) container.append(el("pre", {}, el("code", { text: code.join("\n") })));
+    flush();
+    return container;
+  }
+
+  function inline(node, text) {
+    const parts = text.split(/(`[^`\n]+`|\*\*[^*\n]+\*\*)/);
+    parts.forEach((part, i) => {
+      if (i % 2 === 0) { if (part) node.append(document.createTextNode(part)); }
+      else if (part[0] === "`") node.append(el("code", { text: part.slice(1, -1) }));
+      else node.append(el("strong", { text: part.slice(2, -2) }));
+    });
+    return node;
+  }
+
+  // -- language ----------------------------------------------------------------------------
+  function applyLang() {
+    document.documentElement.lang = lang === "zh" ? "zh-CN" : "en";
+    for (const node of document.querySelectorAll("[data-i18n]")) node.textContent = t(node.dataset.i18n);
+    for (const node of document.querySelectorAll("[data-i18n-label]")) node.setAttribute("aria-label", t(node.dataset.i18nLabel));
+    $("lang").textContent = lang === "zh" ? "English" : "中文";
+    renderCatalog(true);
+    if (W.id) {
+      renderTranscript();
+      if (W.data) renderState(W.data);
+      renderTimeline();
+      renderBill();
+    }
+  }
+
+  $("lang").addEventListener("click", () => {
+    lang = lang === "zh" ? "en" : "zh";
+    try { localStorage.setItem(LANG_STORE, lang); } catch (e) { /* storage disabled */ }
+    applyLang();
+  });
+
+  // -- the start form ----------------------------------------------------------------------
+  async function loadCatalog() {
+    try {
+      const data = await api("GET", "scenarios");
+      catalog = Array.isArray(data.scenarios) ? data.scenarios : [];
+      renderCatalog(false);
+      if (W.data) renderState(W.data);
+    } catch (e) {
+      $("scenario").textContent = "";
+      $("scenario").append(el("option", { value: "", text: "—" }));
+      showError(e, t("catalog_failed"));
+    }
+  }
+
+  function renderCatalog(keepSelection) {
+    if (!catalog.length) return;
+    const select = $("scenario");
+    const previous = select.value;
+    select.textContent = "";
+    for (const s of catalog) select.append(el("option", { value: s.id, text: bi(s.title, s.id) }));
+    if (previous && catalog.some((s) => s.id === previous)) select.value = previous;
+    renderScenario(keepSelection);
+  }
+
+  function currentScenario() { return catalog.find((s) => s.id === $("scenario").value) || null; }
+
+  function renderScenario(keepHumans) {
+    const s = currentScenario();
+    if (!s) return;
+    $("scenario-desc").textContent = bi(s.description);
+    const roles = Array.isArray(s.roles) ? s.roles : [];
+    $("scenario-roles").textContent = t("roles_label") + " " +
+      roles.map((r) => r.name + (r.profile ? " (" + r.profile + ")" : "")).join(", ");
+    $("input").placeholder = bi(s.input);
+    const box = $("humans");
+    const checked = new Set(keepHumans ? [...box.querySelectorAll("input:checked")].map((i) => i.value) : []);
+    box.textContent = "";
+    for (const r of roles) {
+      const cb = el("input", { type: "checkbox", name: "humans", value: r.name });
+      cb.checked = keepHumans ? checked.has(r.name) : !!r.human;
+      box.append(el("label", {}, cb, document.createTextNode(r.name)));
+    }
+  }
+
+  $("scenario").addEventListener("change", () => renderScenario(false));
+  for (const form of ["start-form", "human-form"]) {
+    $(form).addEventListener("input", (ev) => ev.target.removeAttribute("aria-invalid"));
+  }
+
+  function fieldError(id, message) {
+    const field = $(id);
+    const folded = field.closest("details");
+    if (folded) folded.open = true;
+    field.setAttribute("aria-invalid", "true");
+    field.focus();
+    showError(message, "");
+  }
+
+  function readLimits() {
+    const limits = {};
+    const turns = $("max-turns"), cost = $("max-cost");
+    if (turns.validity.badInput || turns.value.trim() !== "") {
+      const n = Number(turns.value);
+      if (turns.validity.badInput || !Number.isInteger(n) || n < 1) return fieldError("max-turns", t("err_max_turns"));
+      limits.max_turns = n;
+    }
+    if (cost.validity.badInput || cost.value.trim() !== "") {
+      const v = Number(cost.value);
+      if (cost.validity.badInput || !isFinite(v) || v <= 0) return fieldError("max-cost", t("err_max_cost"));
+      limits.max_cost_cny = v;
+    }
+    return limits;
+  }
+
+  $("start-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    clearError();
+    for (const f of document.querySelectorAll("#start-form [aria-invalid]")) f.removeAttribute("aria-invalid");
+    const scenario = $("scenario").value;
+    if (!scenario) return fieldError("scenario", t("err_scenario"));
+    const input = $("input").value;
+    if (!input.trim()) return fieldError("input", t("err_input_empty"));
+    const limits = readLimits();
+    if (!limits) return;
+    const key = $("api-key").value.trim();
+    if (!key) return fieldError("api-key", t("err_api_key"));
+    saveKey(key);
+    const body = { scenario, input };
+    const humans = [...$("humans").querySelectorAll("input:checked")].map((i) => i.value);
+    if (humans.length) body.humans = humans;
+    if (Object.keys(limits).length) body.limits = limits;
+    const button = $("start-btn");
+    button.disabled = true; button.textContent = t("starting");
+    try {
+      const created = await api("POST", "conversations", { body, secret: key });
+      location.hash = "c=" + encodeURIComponent(created.id) + "&t=" + encodeURIComponent(created.token);
+    } catch (e) {
+      showError(e);
+    } finally {
+      button.disabled = false; button.textContent = t("start");
+    }
+  });
+
+  function saveKey(key) {
+    try { if (key) localStorage.setItem(KEY_STORE, key); else localStorage.removeItem(KEY_STORE); } catch (e) { /* disabled */ }
+  }
+  $("api-key").addEventListener("change", () => saveKey($("api-key").value.trim()));
+
+  // -- watching a conversation ---------------------------------------------------------------
+  function route() {
+    const p = new URLSearchParams(location.hash.slice(1));
+    const id = p.get("c"), token = p.get("t");
+    if (id && token) {
+      if (id !== W.id || token !== W.token) watch(id, token);
+    } else {
+      stopWatching();
+      $("conv").hidden = true;
+      $("start").hidden = false;
+    }
+  }
+
+  function stopWatching() {
+    W.gen += 1;
+    clearTimeout(W.timer);
+    Object.assign(W, { id: null, token: null, cursor: "", messages: [], seen: new Set(), colors: {}, roles: [],
+                       data: null, invocations: null, usage: null, failures: 0, lastStatus: null, inflight: 0, again: false,
+                       extrasAgain: false });
+  }
+
+  function watch(id, token) {
+    stopWatching();
+    W.id = id; W.token = token;
+    clearError();
+    $("start").hidden = true;
+    $("conv").hidden = false;
+    $("transcript").textContent = "";
+    $("timeline").textContent = "";
+    $("bill").tBodies[0].textContent = "";
+    $("bill").tFoot.textContent = "";
+    for (const part of ["deliverable", "human-form", "artifacts", "end-reason", "cancel"]) $(part).hidden = true;
+    $("conv-title").textContent = "";
+    $("conv-input").textContent = "";
+    $("waiting").textContent = "";
+    setStatus("loading");
+    $("conv-link").href = location.href;
+    $("conv-link").textContent = location.href;
+    poll(W.gen);
+  }
+
+  function setStatus(status) {
+    const badge = $("status");
+    badge.className = "status " + status;
+    badge.dataset.status = status;
+    badge.textContent = t("status_" + status);
+  }
+
+  async function poll(gen) {
+    if (gen !== W.gen) return;
+    if (W.inflight === gen) { W.again = true; return; }  // one request at a time: ask again when it answers
+    W.inflight = gen;
+    clearTimeout(W.timer);
+    let delay = POLL_MS;
+    try {
+      const query = W.cursor ? "?after=" + encodeURIComponent(W.cursor) : "";
+      const data = await api("GET", convPath(query), { secret: W.token });
+      if (gen !== W.gen) return;
+      if (W.failures) { W.failures = 0; clearError(); }
+      const fresh = (data.messages || []).filter((m) => !W.seen.has(m.id));
+      for (const m of fresh) { W.seen.add(m.id); W.messages.push(m); appendTurn(m, true); }
+      if (data.cursor) W.cursor = data.cursor;
+      W.data = data;
+      renderState(data);
+      const changed = fresh.length > 0 || data.status !== W.lastStatus;
+      W.lastStatus = data.status;
+      if (changed || W.invocations === null) refreshExtras(gen);
+      if ((data.messages || []).length >= PAGE) delay = 0;              // more is waiting: read on
+      else if (TERMINAL.has(data.status) && !W.again) {                 // ended: the last records, then stop
+        W.timer = setTimeout(() => refreshExtras(gen), 1500);
+        return;
+      } else if (data.status === "waiting_for_human") delay = POLL_WAITING_MS;
+      if (document.hidden) delay = Math.max(delay, POLL_HIDDEN_MS);
+    } catch (e) {
+      if (gen !== W.gen) return;
+      if (e.status >= 400 && e.status < 500 && e.status !== 429) {     // the link is wrong: retrying won't help
+        setStatus("failed");
+        $("status").textContent = "—";
+        showError(e, t("link_failed"));
+        return;
+      }
+      W.failures += 1;
+      showError(e);
+      delay = Math.min(POLL_MAX_MS, POLL_MS * 2 ** W.failures);
+    } finally {
+      if (W.inflight === gen) W.inflight = 0;
+    }
+    if (gen !== W.gen) return;
+    if (W.again) { W.again = false; delay = 0; }
+    W.timer = setTimeout(() => poll(gen), delay);
+  }
+
+  function pollNow() {
+    clearTimeout(W.timer);
+    poll(W.gen);
+  }
+
+  async function refreshExtras(gen) {
+    if (W.extrasBusy) { W.extrasAgain = true; return; }
+    W.extrasBusy = true;
+    try {
+      const [inv, usage] = await Promise.all([api("GET", convPath("/invocations"), { secret: W.token }),
+                                              api("GET", convPath("/usage"), { secret: W.token })]);
+      if (gen !== W.gen) return;
+      W.invocations = Array.isArray(inv.invocations) ? inv.invocations : [];
+      W.usage = usage;
+      renderTimeline();
+      renderBill();
+    } catch (e) {
+      if (gen === W.gen) showError(e);
+    } finally {
+      W.extrasBusy = false;
+      if (W.extrasAgain) { W.extrasAgain = false; if (gen === W.gen) refreshExtras(gen); }
+    }
+  }
+
+  function renderState(data) {
+    if (!W.roles.length && Array.isArray(data.roles)) {
+      W.roles = data.roles;
+      for (const r of data.roles) roleColor(r.name);
+      renderTranscript();
+    }
+    const sc = catalog.find((s) => s.id === data.scenario);
+    $("conv-title").textContent = bi(sc && sc.title, data.scenario || "");
+    $("conv-input").textContent = data.input || "";
+    setStatus(data.status);
+    const ended = TERMINAL.has(data.status);
+    $("cancel").hidden = ended;
+    // why it ended
+    const end = data.end;
+    const reasonBox = $("end-reason");
+    if (end && end.reason) {
+      const known = I18N.en["reason_" + end.reason] ? t("reason_" + end.reason) : end.reason;
+      reasonBox.textContent = end.function ? t("reason_function", { reason: known, function: end.function })
+                                           : t("reason", { reason: known });
+      reasonBox.hidden = false;
+    } else reasonBox.hidden = true;
+    // the deliverable
+    const d = data.deliverable;
+    if (d && d.content != null) {
+      $("deliverable-title").textContent = bi(d.title, t("deliverable"));
+      $("deliverable-by").textContent = t("delivered_by", { role: d.role, turn: d.turn });
+      renderText($("deliverable-body"), d.content);
+      $("deliverable").style.setProperty("--role", roleColor(d.role));
+      $("deliverable").hidden = false;
+    } else $("deliverable").hidden = true;
+    // a person's turn
+    const form = $("human-form");
+    const waiting = data.status === "waiting_for_human" && data.waiting_for ? data.waiting_for.role : null;
+    if (waiting) {
+      if (form.dataset.role !== waiting) { form.dataset.role = waiting; $("human-input").value = ""; }
+      $("human-label").textContent = t("your_turn", { role: waiting });
+      form.style.setProperty("--role", roleColor(waiting));
+      if (form.hidden) { form.hidden = false; }
+      $("waiting").textContent = t("waiting_for", { role: waiting });
+    } else {
+      form.hidden = true;
+      delete form.dataset.role;
+      $("waiting").textContent = "";
+    }
+    // artifacts: another issue's; shown only once the API returns some
+    const artifacts = Array.isArray(data.artifacts) ? data.artifacts : [];
+    const list = $("artifacts-list");
+    list.textContent = "";
+    for (const a of artifacts) {
+      const name = a && typeof a === "object" ? (a.name || a.path || a.key || JSON.stringify(a)) : String(a);
+      list.append(el("li", { text: name }));
+    }
+    $("artifacts").hidden = artifacts.length === 0;
+  }
+
+  function turnNode(m, isNew) {
+    const color = roleColor(m.role);
+    const human = m.function === "human";
+    const tokens = (Number(m.prompt_tokens) || 0) + (Number(m.completion_tokens) || 0);
+    const head = el("div", { class: "turn-head" },
+      el("span", { class: "turn-no", text: t("turn_n", { n: m.turn }) }),
+      el("span", { class: "role-name", text: m.role === "user" ? t("user_role") : m.role }),
+      m.profile && m.role !== "user" ? el("span", { class: "profile", text: m.profile }) : null,
+      human ? el("span", { class: "badge", text: t("person") }) : null,
+      m.duration_ms != null ? el("span", { class: "latency", title: "duration_ms", text: fmtMs(m.duration_ms) }) : null,
+      m.function && m.function !== "human" && m.function !== "gateway"
+        ? el("span", { class: "cost", title: "cost_cny", text: fmtCny(m.cost_cny) }) : null,
+      tokens ? el("span", { class: "tokens", title: (m.prompt_tokens || 0) + " + " + (m.completion_tokens || 0),
+                            text: t("tokens_n", { n: fmtInt(tokens) }) }) : null,
+      m.function ? el("span", { class: "fn", text: m.function + (m.pid ? " · pid " + m.pid : "") }) : null);
+    const li = el("li", { class: "turn" + (isNew ? " new" : ""), "data-turn": m.turn, "data-role": m.role }, head);
+    li.style.setProperty("--role", color);
+    li.append(renderText(el("div", { class: "text" }), m.content));
+    return li;
+  }
+
+  function appendTurn(m, isNew) { $("transcript").append(turnNode(m, isNew)); }
+
+  function renderTranscript() {
+    const list = $("transcript");
+    list.textContent = "";
+    for (const m of W.messages) list.append(turnNode(m, false));
+  }
+
+  // -- the timeline: one lane per function, one bar per invocation (SVG, no library) ---------
+  const SVG = "http://www.w3.org/2000/svg";
+  function svg(tag, attrs, ...children) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) if (v != null) node.setAttribute(k, String(v));
+    for (const c of children) if (c != null) node.append(c);
+    return node;
+  }
+
+  function renderTimeline() {
+    const box = $("timeline");
+    box.textContent = "";
+    const rows = (W.invocations || []).filter((r) => typeof r.start === "number");
+    if (!rows.length) { box.append(el("p", { class: "hint", text: t("no_invocations") })); return; }
+    const lanes = [];
+    for (const r of rows) if (!lanes.includes(r.function)) lanes.push(r.function);
+    const t0 = Math.min(...rows.map((r) => r.start));
+    const t1 = Math.max(...rows.map((r) => r.start + (Number(r.duration_ms) || 0) / 1000));
+    const span = Math.max(t1 - t0, 0.001);
+    const width = 800, label = 96, right = 12, top = 20, laneH = 28, barH = 18;
+    const plot = width - label - right;
+    const height = top + lanes.length * laneH + 4;
+    const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": t("timeline"),
+                               preserveAspectRatio: "xMinYMin meet" });
+    for (let i = 0; i <= 4; i++) {
+      const x = label + (plot * i) / 4;
+      chart.append(svg("line", { class: "grid", x1: x, x2: x, y1: top - 4, y2: height }),
+                   svg("text", { class: "tick", x, y: 12, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" },
+                       document.createTextNode("+" + ((span * i) / 4).toFixed(span < 10 ? 2 : 1) + " s")));
+    }
+    lanes.forEach((fn, i) => {
+      const y = top + i * laneH;
+      chart.append(svg("text", { class: "lane-label", x: 0, y: y + laneH / 2 + 4 }, document.createTextNode(fn)));
+      chart.append(svg("line", { class: "grid", x1: label, x2: width - right, y1: y + laneH, y2: y + laneH }));
+    });
+    const sorted = rows.slice().sort((a, b) => a.start - b.start);
+    for (const r of sorted) {
+      const y = top + lanes.indexOf(r.function) * laneH + (laneH - barH) / 2;
+      const x = label + ((r.start - t0) / span) * plot;
+      const w = Math.max(2, (((Number(r.duration_ms) || 0) / 1000) / span) * plot);
+      const committed = r.outcome === "committed" || r.outcome === "created" || r.outcome === "human_message";
+      const tip = [r.function, r.role, r.turn != null ? "turn " + r.turn : null, r.outcome, fmtMs(r.duration_ms),
+                   r.pid ? "pid " + r.pid : null, r.request_id ? "request " + r.request_id : null,
+                   new Date(r.start * 1000).toLocaleTimeString()].filter(Boolean).join(" · ");
+      chart.append(svg("rect", { class: "bar", x: x.toFixed(2), y, width: Math.min(w, width - right - x).toFixed(2),
+                                 height: barH, rx: 3, fill: roleColor(r.role), "fill-opacity": committed ? 0.9 : 0.4,
+                                 stroke: /fail|error/i.test(r.outcome || "") ? "#b42318" : "none",
+                                 "data-function": r.function, "data-role": r.role || "", "data-turn": r.turn,
+                                 "data-outcome": r.outcome || "" },
+                       svg("title", {}, document.createTextNode(tip))));
+    }
+    box.append(chart);
+    const pids = new Set(rows.map((r) => r.pid).filter(Boolean));
+    box.append(el("p", { class: "hint", id: "timeline-summary",
+                         text: t("lanes_summary", { n: rows.length, p: pids.size }) }));
+  }
+
+  function renderBill() {
+    const table = $("bill");
+    const body = table.tBodies[0], foot = table.tFoot;
+    body.textContent = ""; foot.textContent = "";
+    const u = W.usage;
+    const byRole = (u && u.by_role) || {};
+    const names = Object.keys(byRole);
+    if (!names.length) {
+      body.append(el("tr", {}, el("td", { colspan: 5, text: t("no_bill") })));
+      return;
+    }
+    const row = (name, r, isTotal) => {
+      const nameCell = el("td", { text: isTotal ? t("total") : name === "user" ? t("user_role") : name });
+      if (!isTotal) nameCell.style.color = roleColor(name);
+      return el("tr", { "data-role": isTotal ? null : name }, nameCell,
+        el("td", { text: fmtInt(r.invocations) }),
+        el("td", { text: fmtInt((Number(r.prompt_tokens) || 0) + (Number(r.completion_tokens) || 0)) }),
+        el("td", { text: (Number(r.gb_s) || 0).toFixed(3) }),
+        el("td", { class: "cost", text: fmtCny(r.cost_cny) }));
+    };
+    for (const n of names) body.append(row(n, byRole[n], false));
+    if (u.total) foot.append(row("", u.total, true));
+  }
+
+  // -- a person's turn, and cancel --------------------------------------------------------------
+  $("human-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    clearError();
+    const role = $("human-form").dataset.role;
+    const content = $("human-input").value;
+    if (!content.trim()) return fieldError("human-input", t("err_human_empty"));
+    const button = $("human-send");
+    button.disabled = true; button.textContent = t("sending");
+    try {
+      await api("POST", convPath("/messages"), { body: { role, content }, secret: W.token });
+      $("human-input").value = "";
+      $("human-form").hidden = true;
+      pollNow();
+    } catch (e) {
+      showError(e);
+    } finally {
+      button.disabled = false; button.textContent = t("send");
+    }
+  });
+
+  let cancelArmed = null;
+  $("cancel").addEventListener("click", async () => {
+    const button = $("cancel");
+    if (!cancelArmed) {  // two clicks, so that a stray one does not end the conversation
+      button.textContent = t("cancel_confirm");
+      cancelArmed = setTimeout(() => { cancelArmed = null; button.textContent = t("cancel"); }, 4000);
+      return;
+    }
+    clearTimeout(cancelArmed); cancelArmed = null;
+    button.textContent = t("cancel");
+    clearError();
+    try {
+      await api("POST", convPath("/cancel"), { secret: W.token });
+    } catch (e) {
+      showError(e);
+    }
+    pollNow();
+  });
+
+  $("new").addEventListener("click", () => {
+    history.pushState(null, "", location.pathname + location.search);
+    route();
+  });
+  $("error-close").addEventListener("click", clearError);
+  window.addEventListener("hashchange", route);
+  window.addEventListener("popstate", route);
+  document.addEventListener("visibilitychange", () => { if (!document.hidden && W.id && !TERMINAL.has(W.lastStatus)) pollNow(); });
+
+  // -- start ---------------------------------------------------------------------------------
+  try { $("api-key").value = localStorage.getItem(KEY_STORE) || ""; } catch (e) { /* storage disabled */ }
+  applyLang();
+  route();
+  loadCatalog();
+})();

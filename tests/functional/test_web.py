@@ -1,0 +1,169 @@
+"""The web page in a real browser: headless Debian Chromium, driven by playwright-core
+(tests/functional/web_driver.mjs), against the local runtime with the scripted LLM.
+
+`make test` installs both (apt's chromium, `npm ci` for playwright-core); the tests skip, saying
+why, only where they cannot be installed (no root for apt, no node). Screenshots go to
+tests/artifacts/ (gitignored).
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import urllib.request
+
+import pytest
+
+from infra.local.runtime import LocalRuntime
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DRIVER = os.path.join(ROOT, "tests", "functional", "web_driver.mjs")
+ARTIFACTS = os.path.join(ROOT, "tests", "artifacts")
+CHROMIUM = os.environ.get("TROUPE_CHROMIUM", "/usr/bin/chromium")
+NODE = shutil.which("node")
+PLAYWRIGHT = os.path.join(ROOT, "node_modules", "playwright-core", "package.json")
+
+
+def _missing() -> str | None:
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"{CHROMIUM} is not installed (`make test` installs it as root: apt-get install -y chromium)"
+    if NODE is None:
+        return "node is not installed (needed to run playwright-core)"
+    if not os.path.exists(PLAYWRIGHT):
+        return "playwright-core is not installed (`make test` runs `npm ci`)"
+    return None
+
+
+pytestmark = pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
+
+
+@pytest.fixture(scope="module")
+def rt(tmp_path_factory):
+    # turns that take a moment each, so the page visibly receives them one poll at a time
+    with LocalRuntime(str(tmp_path_factory.mktemp("web")), os.path.join(ROOT, "s.yaml"), llm="fake",
+                      extra_env={"TROUPE_FAKE_LATENCY_MS": "300"}) as runtime:
+        yield runtime
+
+
+def drive(rt, mode: str) -> dict:
+    """Run the browser driver in one mode; its JSON report."""
+    out = subprocess.run([NODE, DRIVER, mode, rt.http_url, rt.api_key, ARTIFACTS], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, f"web driver {mode} failed:\n{out.stderr[-6000:]}"
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def api(rt, path: str, token: str) -> dict:
+    req = urllib.request.Request(rt.http_url + path, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def conversation_count(rt) -> int:
+    return sum(1 for o in rt.store.iter("conversations/") if o.key.endswith("/meta.json"))
+
+
+def test_start_a_debate_and_watch_it_to_the_verdict(rt):
+    # GIVEN the page; WHEN a debate is started through its form and watched to its end
+    seen = drive(rt, "debate")
+    cid, token = seen["cid"], seen["token"]
+    truth = api(rt, f"/conversations/{cid}", token)
+    # THEN every committed turn is on the page, in order, with the API's roles
+    assert seen["final"] == truth["status"] == "completed"
+    assert [(t["turn"], t["role"]) for t in seen["turns"]] == [(m["turn"], m["role"]) for m in truth["messages"]]
+    assert [t["role"] for t in seen["turns"]] == ["user", "Proponent", "Opponent", "Proponent", "Opponent", "Judge"]
+    # AND each role has its own colour, and each turn shows its latency, cost and tokens
+    colours = {t["role"]: t["color"] for t in seen["turns"]}
+    assert len(set(colours.values())) == len(colours) == 4
+    for t in seen["turns"][1:]:
+        assert " ms" in t["head"] or " s" in t["head"]
+        assert "¥" in t["head"] and "tokens" in t["head"] and f"#{t['turn']}" in t["head"]
+    # AND the turns arrived while the page watched, over several polls, without a reload
+    arrivals = seen["arrivals"]
+    assert [a["turn"] for a in arrivals] == [0, 1, 2, 3, 4, 5]
+    assert arrivals[-1]["at"] - arrivals[0]["at"] > 500, arrivals
+    assert seen["navigations"] == 1
+    # AND polling asked only for what was new: every read after the first carries the cursor
+    reads = [r["url"] for r in seen["requests"] if r["method"] == "GET" and f"/conversations/{cid}" in r["url"]
+             and "/invocations" not in r["url"] and "/usage" not in r["url"]]
+    assert len(reads) >= 2 and "after=" not in reads[0] and all("after=" in u for u in reads[1:])
+    # AND the token never travels in a URL: only in the fragment, which browsers do not send
+    assert all(token not in r["url"] for r in seen["requests"])
+    assert seen["url"].split("#")[0] == rt.http_url + "/" and f"#c={cid}&t=" in seen["url"]
+    # AND the verdict is highlighted, and why it ended is said
+    assert seen["deliverable"]["title"] == "Verdict"
+    assert seen["deliverable"]["body"].strip() == truth["deliverable"]["content"].strip()
+    assert "closing role delivered" in seen["endReason"]
+    # AND the timeline has one bar per invocation, in a lane per function
+    invocations = api(rt, f"/conversations/{cid}/invocations", token)["invocations"]
+    assert len(seen["bars"]) == len(invocations)
+    assert seen["lanes"][:2] == ["gateway", "persona"]
+    assert sorted(b["function"] for b in seen["bars"]) == sorted(r["function"] for r in invocations)
+    assert all(b["width"] >= 2 for b in seen["bars"])
+    # AND the bill has a row per role and the total, as the API sums them
+    usage = api(rt, f"/conversations/{cid}/usage", token)
+    assert {row[0] for row in seen["bill"]} == {"Input" if r == "user" else r for r in usage["by_role"]}
+    assert seen["billTotal"][0][0] == "Total" and seen["billTotal"][0][1] == str(usage["total"]["invocations"])
+    # AND the artifacts placeholder stays hidden (the API has no artifacts yet)
+    assert seen["artifactsHidden"]
+    # AND the page speaks Chinese on request
+    assert seen["zh"] == {"status": "已完成", "transcriptTitle": "对话记录", "lang": "zh-CN"}
+    # AND the API key stayed in this browser's localStorage
+    assert seen["storedKey"] == rt.api_key
+    # AND opening the link alone resumes watching the whole conversation
+    assert seen["resumed"]["turns"] == [0, 1, 2, 3, 4, 5] and seen["resumed"]["startHidden"]
+    assert seen["resumed"]["link"] == seen["url"]
+    assert not seen["consoleErrors"], seen["consoleErrors"]
+    assert os.path.getsize(os.path.join(ARTIFACTS, "web-debate.png")) > 10_000
+
+
+def test_answer_as_the_candidate_then_cancel_another(rt):
+    # GIVEN an interview whose Candidate is played by a person, started on the page
+    seen = drive(rt, "human")
+    cid, token = seen["cid"], seen["token"]
+    truth = api(rt, f"/conversations/{cid}", token)
+    # THEN the page asked for each of the Candidate's turns, and an empty answer was refused there
+    assert seen["sent"][0] == {"emptyError": "Write your answer first (it is empty)."}
+    answers = [s for s in seen["sent"] if "answer" in s]
+    assert len(answers) == 3 and all(s["label"] == "Your turn as Candidate" for s in answers)
+    # AND the answers are the Candidate's turns, alternating with the Interviewer's, to the evaluation
+    assert seen["final"] == truth["status"] == "completed"
+    roles = [t["role"] for t in seen["turns"]]
+    assert roles == ["user"] + ["Interviewer", "Candidate"] * 3 + ["Interviewer"]
+    mine = [t for t in seen["turns"] if t["role"] == "Candidate"]
+    assert all("person" in t["head"] for t in mine)
+    assert [m["content"] for m in truth["messages"] if m["role"] == "Candidate"] == [s["answer"] for s in answers]
+    assert seen["deliverable"]["title"] == "Evaluation"
+    # AND a message's text is shown as text: its code block and bold are rendered, its HTML is not
+    assert "<pre><code>SELECT 1;</code></pre>" in mine[0]["html"] and "<strong>idempotent</strong>" in mine[0]["html"]
+    assert "<img" in mine[1]["text"] and "<script>" in mine[1]["text"]
+    assert "<img" not in mine[1]["html"] and "<script" not in mine[1]["html"] and "&lt;img" in mine[1]["html"]
+    assert seen["xss"] is False
+    # AND the human turns are the gateway's own invocations on the timeline
+    assert sum(1 for b in seen["bars"] if b["function"] == "gateway" and b["outcome"] == "human_message") == 3
+    # AND the second interview was cancelled from the page, after a confirming second click
+    assert seen["cancelLabel"] == "Click again to cancel"
+    c = seen["cancelled"]
+    assert c["status"] == "cancelled" and "cancelled by its owner" in c["endReason"]
+    assert c["formHidden"] and c["cancelHidden"]
+    assert api(rt, f"/conversations/{c['cid']}", c["token"])["status"] == "cancelled"
+    assert not seen["consoleErrors"], seen["consoleErrors"]
+
+
+def test_bad_input_is_refused_on_the_page_and_starts_nothing(rt):
+    before = conversation_count(rt)
+    seen = drive(rt, "errors")
+    # THEN an empty input and a negative turn limit are refused on the page, before any request
+    assert seen["empty"] == "Enter the input for the conversation (it is empty)." and seen["emptyInvalid"] == "true"
+    assert seen["negative"] == "Max turns must be a whole number of at least 1."
+    assert seen["zeroCost"] == "The money budget must be a number greater than 0."
+    assert seen["postsAfterEmpty"] == seen["postsAfterNegative"] == seen["postsAfterZeroCost"] == 0
+    # AND the server's refusal of a wrong key is shown as a sentence, with its code
+    assert seen["postsAfterBadKey"] == 1 and seen["formStillShown"]
+    assert "the API key is not valid" in seen["badKey"] and "HTTP 403" in seen["badKey"]
+    # AND a link with a wrong token says so, and a failed network says so too
+    assert seen["badLink"].startswith("This conversation cannot be shown:") and "HTTP 404" in seen["badLink"]
+    assert "Could not reach the server" in seen["network"] and seen["bodyText"] > 100
+    # AND nothing was started
+    assert conversation_count(rt) == before
+    assert os.path.getsize(os.path.join(ARTIFACTS, "web-error.png")) > 5_000

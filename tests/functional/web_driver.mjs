@@ -1,0 +1,245 @@
+// Drives the gateway's web page in headless Chromium (Debian's /usr/bin/chromium, driven by
+// playwright-core; nothing is downloaded). Called by tests/functional/test_web.py:
+//
+//   node tests/functional/web_driver.mjs <mode> <base url> <api key> <out dir>
+//
+// mode: debate | human | errors. Prints one JSON line of what it saw; the Python test asserts on
+// it and cross-checks the API. A step that cannot happen (a timeout) exits 1 with the reason,
+// after a screenshot of the page at that moment.
+import { chromium } from "playwright-core";
+import fs from "node:fs";
+import path from "node:path";
+
+const [mode, base, apiKey, outDir] = process.argv.slice(2);
+const CHROMIUM = process.env.TROUPE_CHROMIUM || "/usr/bin/chromium";
+// the flags this machine's notes give: no sandbox as root, and none of Chromium's own traffic
+const ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+              "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"];
+const LONG = 90_000;
+
+fs.mkdirSync(outDir, { recursive: true });
+const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ARGS });
+const context = await browser.newContext({ viewport: { width: 1100, height: 900 }, locale: "en-US" });
+const page = await context.newPage();
+const requests = [];
+const consoleErrors = [];
+page.on("request", (r) => requests.push({ method: r.method(), url: r.url() }));
+page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
+page.on("pageerror", (e) => consoleErrors.push(String(e)));
+let navigations = 0;  // full page loads (a change of the URL's fragment is not one)
+page.on("load", () => { navigations += 1; });
+// when each turn entered the transcript, so the test sees turns arriving without a reload
+await context.addInitScript(() => {
+  window.__arrivals = [];
+  new MutationObserver((records) => {
+    for (const r of records) for (const n of r.addedNodes) {
+      if (n.nodeType === 1 && n.classList.contains("turn") && n.classList.contains("new")) {
+        window.__arrivals.push({ turn: Number(n.dataset.turn), role: n.dataset.role, at: performance.now() });
+      }
+    }
+  }).observe(document, { childList: true, subtree: true });
+});
+
+const shot = (name) => page.screenshot({ path: path.join(outDir, name), fullPage: true });
+const status = () => page.$eval("#status", (s) => s.dataset.status || "");
+const errorText = () => page.$eval("#error", (e) => (e.hidden ? "" : e.querySelector("#error-text").textContent));
+
+async function open() {
+  await page.goto(base + "/", { waitUntil: "domcontentloaded" });
+  await page.waitForFunction(() => document.querySelectorAll("#scenario option[value]:not([value=''])").length > 0,
+                             null, { timeout: 30_000 });
+}
+
+async function fillStart({ scenario, input, maxTurns = "", maxCost = "", humans = [], key = apiKey }) {
+  await page.selectOption("#scenario", scenario);
+  await page.fill("#input", input);
+  const open = await page.$eval("#limits", (d) => d.open);
+  if (maxTurns !== "" || maxCost !== "" || open) {
+    if (!open) await page.click("#limits summary");
+    await page.fill("#max-turns", String(maxTurns));
+    await page.fill("#max-cost", String(maxCost));
+  }
+  for (const h of humans) await page.check(`#humans input[value="${h}"]`);
+  await page.fill("#api-key", key);
+}
+
+async function startAndWatch(opts) {
+  await fillStart(opts);
+  await page.click("#start-btn");
+  await page.waitForFunction(() => /^#c=[^&]+&t=.+/.test(location.hash), null, { timeout: 30_000 });
+  const params = new URLSearchParams(new URL(page.url()).hash.slice(1));
+  return { cid: params.get("c"), token: params.get("t"), url: page.url() };
+}
+
+async function waitStatus(wanted, timeout = LONG) {
+  await page.waitForFunction((w) => w.includes(document.querySelector("#status").dataset.status), wanted,
+                             { timeout });
+  return status();
+}
+
+async function seen() {
+  return {
+    turns: await page.$$eval("#transcript li.turn", (ls) => ls.map((l) => ({
+      turn: Number(l.dataset.turn), role: l.dataset.role, color: getComputedStyle(l).borderLeftColor,
+      head: l.querySelector(".turn-head").textContent, text: l.querySelector(".text").textContent,
+      html: l.querySelector(".text").innerHTML }))),
+    bars: await page.$$eval("#timeline rect.bar", (rs) => rs.map((r) => ({
+      function: r.dataset.function, role: r.dataset.role, turn: r.dataset.turn, outcome: r.dataset.outcome,
+      x: Number(r.getAttribute("x")), width: Number(r.getAttribute("width")) }))),
+    lanes: await page.$$eval("#timeline text.lane-label", (ts) => ts.map((t) => t.textContent)),
+    timelineSummary: await page.$eval("#timeline", (t) => t.textContent),
+    bill: await page.$$eval("#bill tbody tr", (rs) => rs.map((r) => [...r.cells].map((c) => c.textContent))),
+    billTotal: await page.$$eval("#bill tfoot tr", (rs) => rs.map((r) => [...r.cells].map((c) => c.textContent))),
+    deliverable: await page.$eval("#deliverable", (d) => (d.hidden ? null : {
+      title: d.querySelector("#deliverable-title").textContent, body: d.querySelector("#deliverable-body").textContent })),
+    endReason: await page.$eval("#end-reason", (e) => (e.hidden ? "" : e.textContent)),
+    statusText: await page.$eval("#status", (s) => s.textContent),
+    artifactsHidden: await page.$eval("#artifacts", (a) => a.hidden),
+    arrivals: await page.evaluate(() => window.__arrivals),
+    xss: await page.evaluate(() => window.__xss === 1),
+  };
+}
+
+async function debate() {
+  await open();
+  const started = await startAndWatch({ scenario: "debate", input: "Should cities ban cars?", maxTurns: 5 });
+  const midway = await page.$$eval("#transcript li.turn", (ls) => ls.length);
+  const final = await waitStatus(["completed", "budget_exhausted", "stopped", "failed", "cancelled"]);
+  // the last records arrive after the end (one more read of invocations and usage)
+  await page.waitForTimeout(2500);
+  const result = { ...started, final, midway, ...(await seen()) };
+  await shot("web-debate.png");
+  // Chinese, then back
+  await page.click("#lang");
+  result.zh = { status: await page.$eval("#status", (s) => s.textContent),
+                transcriptTitle: await page.$eval("[data-i18n=transcript]", (h) => h.textContent),
+                lang: await page.evaluate(() => document.documentElement.lang) };
+  await page.click("#lang");
+  result.storedKey = await page.evaluate(() => localStorage.getItem("troupe.apiKey"));
+  result.navigations = navigations;
+  // the link alone brings the owner back, in a fresh page
+  const again = await context.newPage();
+  await again.goto(started.url, { waitUntil: "domcontentloaded" });
+  await again.waitForFunction(() => document.querySelector("#status").dataset.status === "completed", null,
+                              { timeout: 30_000 });
+  await again.waitForFunction(() => document.querySelectorAll("#timeline rect.bar").length > 0, null,
+                              { timeout: 30_000 });
+  result.resumed = {
+    turns: await again.$$eval("#transcript li.turn", (ls) => ls.map((l) => Number(l.dataset.turn))),
+    startHidden: await again.$eval("#start", (s) => s.hidden),
+    link: await again.$eval("#conv-link", (a) => a.href),
+  };
+  await again.close();
+  return result;
+}
+
+async function human() {
+  await open();
+  const started = await startAndWatch({ scenario: "interview", input: "A backend engineer for a payments team",
+                                        humans: ["Candidate"] });
+  const answers = [
+    "I built a ledger service.\n\n```\nSELECT 1;\n```\nIt had **idempotent** writes.",
+    "<img src=x onerror=\"window.__xss=1\"><script>window.__xss=1</script> I'd say: <b>not bold</b>",
+    "Thank you for your time.",
+  ];
+  const sent = [];
+  for (let i = 0; ; i++) {
+    const s = await waitStatus(["waiting_for_human", "completed", "failed", "cancelled", "stopped",
+                                "budget_exhausted"]);
+    if (s !== "waiting_for_human") break;
+    if (i >= 10) throw new Error("still waiting for a person after 10 answers");
+    await page.waitForSelector("#human-form:not([hidden])");
+    const label = await page.$eval("#human-label", (l) => l.textContent);
+    if (i === 0) {  // an empty answer is refused on the page and sends nothing
+      await page.click("#human-send");
+      sent.push({ emptyError: await errorText() });
+    }
+    const before = await page.$$eval('#transcript li[data-role="Candidate"]', (ls) => ls.length);
+    const answer = answers[Math.min(i, answers.length - 1)];
+    await page.fill("#human-input", answer);
+    if (i === 0) await shot("web-human-waiting.png");
+    await page.click("#human-send");
+    await page.waitForFunction((n) => document.querySelectorAll('#transcript li[data-role="Candidate"]').length > n,
+                               before, { timeout: 30_000 });
+    sent.push({ label, answer });
+  }
+  await page.waitForTimeout(2000);
+  const result = { ...started, final: await status(), sent, ...(await seen()) };
+  await shot("web-human.png");
+  // another interview, cancelled while it waits for the candidate
+  await page.click("#new");
+  await page.waitForSelector("#start:not([hidden])");
+  const second = await startAndWatch({ scenario: "interview", input: "A data analyst", humans: ["Candidate"] });
+  await waitStatus(["waiting_for_human"]);
+  await page.click("#cancel");
+  result.cancelLabel = await page.$eval("#cancel", (b) => b.textContent);
+  await page.click("#cancel");
+  result.cancelled = { ...second, status: await waitStatus(["cancelled"], 30_000),
+                       endReason: await page.$eval("#end-reason", (e) => e.textContent),
+                       formHidden: await page.$eval("#human-form", (f) => f.hidden),
+                       cancelHidden: await page.$eval("#cancel", (b) => b.hidden) };
+  return result;
+}
+
+async function errors() {
+  const posts = () => requests.filter((r) => r.method === "POST").length;
+  await open();
+  const out = {};
+  // an empty input
+  await fillStart({ scenario: "debate", input: "   " });
+  await page.click("#start-btn");
+  out.empty = await errorText();
+  out.emptyInvalid = await page.$eval("#input", (i) => i.getAttribute("aria-invalid"));
+  out.postsAfterEmpty = posts();
+  // a negative turn limit
+  await fillStart({ scenario: "debate", input: "Tea or coffee?", maxTurns: "-3" });
+  await page.click("#start-btn");
+  out.negative = await errorText();
+  out.postsAfterNegative = posts();
+  await shot("web-error.png");
+  // a zero money budget
+  await fillStart({ scenario: "debate", input: "Tea or coffee?", maxTurns: "", maxCost: "0" });
+  await page.click("#start-btn");
+  out.zeroCost = await errorText();
+  out.postsAfterZeroCost = posts();
+  // a wrong API key: the server's refusal, shown as a sentence
+  await fillStart({ scenario: "debate", input: "Tea or coffee?", maxTurns: "", maxCost: "", key: "not-the-key" });
+  await page.click("#start-btn");
+  await page.waitForFunction(() => !document.querySelector("#error").hidden, null, { timeout: 30_000 });
+  out.badKey = await errorText();
+  out.postsAfterBadKey = posts();
+  out.formStillShown = await page.$eval("#start", (s) => !s.hidden);
+  // a link whose token is wrong
+  await page.goto(base + "/#c=20260101t000000-0123456789abcdef01234567&t=wrong", { waitUntil: "domcontentloaded" });
+  await page.waitForFunction(() => !document.querySelector("#error").hidden, null, { timeout: 30_000 });
+  out.badLink = await errorText();
+  // the network gone: the catalog request fails
+  await page.route("**/scenarios", (route) => route.abort("connectionrefused"));
+  await page.goto(base + "/", { waitUntil: "domcontentloaded" });
+  await page.waitForFunction(() => !document.querySelector("#error").hidden, null, { timeout: 30_000 });
+  out.network = await errorText();
+  out.bodyText = (await page.textContent("body")).trim().length;
+  await page.unroute("**/scenarios");
+  return out;
+}
+
+let code = 0;
+try {
+  const modes = { debate, human, errors };
+  if (!modes[mode]) throw new Error(`unknown mode ${mode}`);
+  const result = await modes[mode]();
+  result.requests = requests;
+  result.consoleErrors = consoleErrors;
+  process.stdout.write(JSON.stringify(result) + "\n");
+} catch (e) {
+  code = 1;
+  process.stderr.write(`web driver (${mode}) failed: ${e && e.stack || e}\n`);
+  try {
+    await shot(`web-${mode}-failure.png`);
+    process.stderr.write(`page error banner: ${await errorText()}\nstatus: ${await status()}\n`);
+    process.stderr.write(`requests: ${JSON.stringify(requests.slice(-20))}\nconsole: ${JSON.stringify(consoleErrors)}\n`);
+  } catch (e2) { /* the page itself is gone */ }
+} finally {
+  await browser.close();
+}
+process.exit(code);
