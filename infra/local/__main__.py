@@ -3,6 +3,7 @@
   serve  --port 8000 --data DIR          the whole stack until Ctrl-C
   run    --scenario ID "input"           one conversation, transcript on stdout
   invoke FUNCTION --event FILE --data DIR  one event, synchronously (like `s local invoke -e`)
+  redrive --data DIR [--function F] [--conversation CID]   re-drive dead letters (see redrive.py)
 
 `run` and `serve` use the embedded local model (`--llm local`: one shared llama.cpp server)
 unless TROUPE_LLM or --llm names another LLM (fake, openai, dashscope).
@@ -58,6 +59,17 @@ def _parser() -> argparse.ArgumentParser:
     inv.add_argument("--event", required=True, help="file with the event bytes, or - for stdin")
     inv.add_argument("--data", default=DEFAULT_DATA)
     inv.add_argument("--s-yaml", default=DEFAULT_S_YAML)
+
+    rd = sub.add_parser("redrive", help="re-invoke dead-lettered events once their cause is fixed")
+    rd.add_argument("--data", default=DEFAULT_DATA)
+    rd.add_argument("--s-yaml", default=DEFAULT_S_YAML)
+    rd.add_argument("--function", help="only this function's dead letters (resource id, e.g. persona)")
+    rd.add_argument("--conversation", help="only this conversation's dead letters")
+    rd.add_argument("--endpoint", help="the FC invoke API of a running `serve` on DIR (it prints it); "
+                                       "default: run a runtime on DIR until the re-driven work is done")
+    rd.add_argument("--wait", type=float, default=600.0, help="without --endpoint: wait at most this long")
+    rd.add_argument("--dry-run", action="store_true", help="list what would be re-driven")
+    rd.add_argument("--llm", help="without --endpoint: as for serve (local unless TROUPE_LLM is set)")
     return p
 
 
@@ -260,11 +272,28 @@ def invoke(args) -> int:
     return 0
 
 
+def redrive(args) -> int:
+    from infra.local.model import ModelUnavailable
+    from infra.local.redrive import redrive as run_redrive
+
+    try:
+        run_redrive(args.data, args.s_yaml, function=args.function, conversation=args.conversation,
+                    endpoint=args.endpoint, wait=args.wait, dry_run=args.dry_run,
+                    llm=None if args.endpoint else _llm_choice(args))
+    except ModelUnavailable as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return 2
+    except (RuntimeError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return {"serve": serve, "run": run, "invoke": invoke}[args.command](args)
+    return {"serve": serve, "run": run, "invoke": invoke, "redrive": redrive}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -72,7 +72,8 @@ class LocalRuntime:
                  http_port: int = 0, api_port: int = 0, extra_env: dict[str, str] | None = None,
                  python: str = sys.executable, stop_timeout: float = 30.0, scale_out_after: float = 1.0,
                  llm: str | None = None, model_threads: int | None = None,
-                 model_progress: Callable[[str], None] | None = None):
+                 model_progress: Callable[[str], None] | None = None,
+                 event_delays: Callable[[bytes], list[float]] | None = None):
         self.data_dir = os.path.abspath(data_dir)
         self.s_yaml_path = os.path.abspath(s_yaml_path or DEFAULT_S_YAML)
         self.specs = specs.load(self.s_yaml_path)
@@ -109,6 +110,10 @@ class LocalRuntime:
         self.model_progress = model_progress
         self.model_server = None  # infra.local.model.ModelServer while llm == "local"
         self._llm_env: dict[str, str] = {}
+        self.event_delays = event_delays
+        """Test hook (fault injection, infra/local/faults.py): given an OSS event's bytes, the
+        delays in seconds of the copies to deliver, each a separate async invocation with its own
+        request id, as duplicated OSS notifications are. Default: one copy, at once."""
 
     # -- lifecycle -------------------------------------------------------------------------
     def __enter__(self) -> "LocalRuntime":
@@ -443,8 +448,33 @@ class LocalRuntime:
         if not targets:
             log.debug("event %s matches no trigger", name)
             return
+        delays = self.event_delays(data) if self.event_delays else [0.0]
         for s in targets:
-            self._enqueue(_Job(s, data, uuid.uuid4().hex, "oss", written))
+            for delay in delays:
+                job = _Job(s, data, uuid.uuid4().hex, "oss", written)
+                if delay > 0:
+                    self._enqueue_later(job, delay)
+                else:
+                    self._enqueue(job)
+
+    def _enqueue_later(self, job: _Job, delay: float) -> None:
+        """Enqueue after `delay` seconds; counted as pending meanwhile (wait_idle, stop wait)."""
+        with self._cv:
+            self._pending += 1
+
+        def fire() -> None:
+            try:
+                self._enqueue(job)
+            except RuntimeError:
+                log.warning("dropped a delayed copy of an event for %s: the runtime is stopping", job.spec.id)
+            finally:
+                with self._cv:
+                    self._pending -= 1
+                    self._cv.notify_all()
+
+        timer = threading.Timer(delay, fire)
+        timer.daemon = True
+        timer.start()
 
     # -- workers ---------------------------------------------------------------------------
     def _gateway_id(self) -> str | None:

@@ -6,7 +6,9 @@ Run by the local runtime as
 Requests and responses are frames (see _frames.py) on the stdin/stdout the worker was started
 with. Those two fds are moved aside at start-up: fd 1 then points at stderr and fd 0 at
 /dev/null, so a handler that prints (even from C code) cannot corrupt the protocol.
-This module imports only the standard library: it runs inside the function's process.
+This module imports only the standard library: it runs inside the function's process. (The one
+exception is a test hook: with TROUPE_FAULTS set, infra/local/faults.py is imported after the
+handler, to inject faults into this process.)
 """
 
 from __future__ import annotations
@@ -201,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         handler = load_handler(args.handler)
+        if os.environ.get("TROUPE_FAULTS"):  # fault-injection tests only: see infra/local/faults.py
+            from infra.local import faults
+
+            faults.install()
     except BaseException as exc:  # noqa: BLE001 - an import error fails the instance
         write_frame(proto_out, {"ready": False, "pid": os.getpid(), **_error_fields(exc)})
         return 1

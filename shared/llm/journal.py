@@ -16,12 +16,16 @@ holder died mid-call and its reply was never received.
 
 from __future__ import annotations
 
+import logging
 import time
+
 from metagpt.provider.base_llm import BaseLLM
 
 from shared.billing import Budget, BudgetExhausted
 from shared.conversation import ConversationStore
 from shared.errors import TroupeError
+
+log = logging.getLogger("troupe.journal")
 
 
 class InFlight(TroupeError):
@@ -53,6 +57,8 @@ class JournalingLLM(BaseLLM):
         self.llm_ms = 0.0
         """Time spent in paid LLM calls during this invocation."""
         self._owns = False
+        self.failed_call: int | None = None
+        """The index of a claimed call whose provider raised (no reply was journaled)."""
 
     async def acompletion_text(self, messages: list[dict], stream: bool = False, timeout: int = 3) -> str:
         n = self.calls
@@ -70,7 +76,11 @@ class JournalingLLM(BaseLLM):
                     raise
             before = _tokens(self.inner)
             started = time.time()
-            text = await self.inner.acompletion_text(messages, stream=stream, timeout=timeout)
+            try:
+                text = await self.inner.acompletion_text(messages, stream=stream, timeout=timeout)
+            except BaseException:
+                self.failed_call = n  # still claimed: see abandon()
+                raise
             after = _tokens(self.inner)
             self.llm_ms += (time.time() - started) * 1000
             entry = self.convs.journal_put(self.cid, self.trigger, n, {
@@ -90,6 +100,23 @@ class JournalingLLM(BaseLLM):
     def _claim(self, n: int) -> bool:
         self._owns = self.convs.claim(self.cid, self.trigger, n, self.holder, self.clock())
         return self._owns
+
+    def abandon(self) -> None:
+        """Give back the claim on a call that failed (the invocation is failing with it).
+
+        Nobody is paying for that call any more. Kept, the claim would make every invocation
+        under another request id, such as a dead letter re-driven once the cause is fixed, stand
+        down as `in_flight` until the claim went stale (the function's timeout), and the
+        conversation would stay stuck with nothing in flight.
+        """
+        n, self.failed_call = self.failed_call, None
+        if n is None:
+            return
+        self._owns = False
+        try:
+            self.convs.release_claim(self.cid, self.trigger, n)
+        except Exception:  # noqa: BLE001 - the claim then goes stale after the function's timeout
+            log.warning("could not release the claim on LLM call %s-%d", self.trigger, n, exc_info=True)
 
     def _take_over(self, n: int) -> None:
         """Claimed by someone else and not journaled: take it over if that was us, or is stale."""

@@ -1,0 +1,140 @@
+"""A failed LLM call gives its claim back, so a re-driven delivery is not told to wait for it."""
+
+import json
+
+import pytest
+
+
+class DownLLM:
+    """The scripted LLM, but its endpoint is down until `up` is set."""
+
+    up = False
+
+    def __new__(cls, model=None):
+        from shared.llm.fake import ScriptedLLM
+
+        class _Down(ScriptedLLM):
+            async def _achat_completion(self, messages, timeout=60):
+                if not DownLLM.up:
+                    raise ConnectionError("model endpoint down")
+                return await super()._achat_completion(messages, timeout)
+
+        return _Down()
+
+
+def test_a_failed_llm_call_releases_its_claim_for_a_redrive(tmp_path):
+    from tests.harness import Harness
+
+    # GIVEN a delivery whose LLM call fails (the endpoint is down) on every attempt of its request
+    DownLLM.up = False
+    h = Harness(str(tmp_path), llm_factory=DownLLM)
+    cid = h.start(max_turns=2)
+    event, = h.pending_inbox()
+    for _ in range(3):
+        with pytest.raises(Exception):
+            h.runner("persona").handle_event(event, request_id="req-failed")
+    # WHEN the cause is fixed and the event is re-driven at once, as a new request
+    DownLLM.up = True
+    out = h.runner("persona").handle_event(event, request_id="req-redrive")
+    # THEN it does the turn (it is not told another invocation is making the call)
+    assert out[0]["outcome"] == "committed" and out[0]["llm_paid"] == 1
+    h.pump()
+    assert [m["role"] for m in h.transcript(cid)] == ["user", "Proponent", "Judge"]
+
+
+def test_a_late_duplicate_does_not_roll_the_role_state_back(tmp_path):
+    import threading
+
+    from shared.conversation import ConversationStore
+    from shared.runner import RoleRunner
+    from tests.harness import Harness
+
+    # GIVEN a 7-turn debate, and a duplicate B of the first delivery that read the Proponent's
+    # state (empty) and then stalled before its LLM call
+    h = Harness(str(tmp_path))
+    cid = h.start(rounds=3, max_turns=7)
+    first, = h.pending_inbox()
+    gate, waiting = threading.Event(), threading.Event()
+
+    class Stalled(ConversationStore):
+        def claim(self, *a, **kw):
+            waiting.set()
+            gate.wait(30)
+            return super().claim(*a, **kw)
+
+    late = RoleRunner(Stalled(h.store), "persona", h.llm_factory)
+    out_b = []
+    b = threading.Thread(target=lambda: out_b.extend(late.handle_event(first, request_id="req-b")))
+    b.start()
+    assert waiting.wait(30)
+    # WHEN the original does turn 1, and the chain goes on to the Proponent's turn 3
+    h.deliver(first)
+    for _ in range(2):
+        event, = h.pending_inbox()
+        h.deliver(event)
+    state3 = h.convs.load_state(cid, "Proponent")
+    assert state3["turn"] == 3
+    # AND only then the stalled duplicate goes on (it replays turn 1 from the journal)
+    gate.set()
+    b.join(30)
+    # THEN the Proponent's state still holds turn 3: the duplicate did not write its stale state
+    assert h.convs.load_state(cid, "Proponent") == state3
+    h.pump()
+    assert [m["turn"] for m in h.transcript(cid)] == list(range(8))
+
+
+def test_racing_copies_of_a_director_delivery_name_one_next_speaker(tmp_path):
+    import threading
+
+    from shared.director import pick_by_rule
+    from shared.llm.fake import ScriptedLLM
+    from tests.harness import Harness
+
+    # GIVEN a selector scene whose director asks a (slow) LLM, which names someone the rules would not
+    h = Harness(str(tmp_path), llm_factory=lambda model=None: ScriptedLLM(latency=0.3, script={"assistant": ["Finance"]}))
+    cid = h.start(scenario="digital_employees", text="a refund request")
+    meta = json.loads(h.store.get(h.convs.meta_key(cid)))
+    meta["scenario"]["director"]["mode"] = "llm"
+    h.store.put(h.convs.meta_key(cid), json.dumps(meta).encode())
+    h.convs._meta_cache.clear()
+    event, = h.pending_inbox()
+    delivery = h.convs.read_delivery(json.loads(event)["events"][0]["oss"]["object"]["key"])
+    assert pick_by_rule(meta["scenario"], delivery["message"]["content"], "user", []) != "Finance"
+    # WHEN two copies of its delivery run at once
+    outcomes = []
+    threads = [threading.Thread(target=lambda r=r: outcomes.extend(h.runner("director").handle_event(event, request_id=r)))
+               for r in ("req-a", "req-b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # THEN one routes the turn to the LLM's choice and the other stands down: one next speaker
+    assert sorted(o["outcome"] for o in outcomes) == ["in_flight", "routed"]
+    nxt = [i.key for i in h.store.iter("inbox/persona/")]
+    assert len(nxt) == 1 and h.convs.read_delivery(nxt[0])["to"] == "Finance"
+
+
+def test_a_commit_whose_answer_was_lost_is_billed_once(harness):
+    from shared.errors import TransientStoreError
+
+    # GIVEN a store whose first put of a message goes through but answers with a timeout, so
+    # the store's retry meets the object it wrote itself (409)
+    real_put = harness.store._put
+    lost = []
+
+    def put(key, data, create_only):
+        info = real_put(key, data, create_only)
+        if "/messages/" in key and not lost:
+            lost.append(key)
+            raise TransientStoreError("timeout after the put went through")
+        return info
+
+    cid = harness.start(max_turns=2)
+    harness.store._put = put
+    # WHEN the debate runs
+    out = harness.runner("persona").handle_event(harness.pending_inbox()[0])
+    harness.pump()
+    # THEN that invocation counts as the turn's committer, with one invocation record, not two
+    assert lost and out[0]["outcome"] == "committed"
+    rows = [r for r in harness.convs.invocations(cid) if r["function"] == "persona"]
+    assert [r["outcome"] for r in rows] == ["committed", "committed"]
