@@ -12,11 +12,10 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from infra.local.httpd import LoopbackServer
+from infra.local.httpd import FCResponder, LoopbackServer
 
 if TYPE_CHECKING:
     from infra.local.runtime import LocalRuntime
@@ -24,7 +23,7 @@ if TYPE_CHECKING:
 _PATH = re.compile(r"^/(?:(?:2016-08-15|2021-04-06)/services/[^/]+|2023-03-30)/functions/([^/]+)/invocations/?$")
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(FCResponder):
     server: "InvokeAPIServer"
     protocol_version = "HTTP/1.1"
 
@@ -57,15 +56,6 @@ class _Handler(BaseHTTPRequestHandler):
     def _error(self, status: int, code: str, message: str, request_id: str) -> None:
         body = json.dumps({"ErrorCode": code, "ErrorMessage": message, "RequestId": request_id})
         self._send(status, {"Content-Type": "application/json"}, body.encode("utf-8"), request_id)
-
-    def _send(self, status: int, headers: dict[str, str], body: bytes, request_id: str) -> None:
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("x-fc-request-id", request_id)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
     def log_message(self, fmt: str, *args) -> None:
         pass

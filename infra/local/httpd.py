@@ -83,7 +83,21 @@ def _json(value) -> bytes:
     return json.dumps(value, ensure_ascii=False).encode("utf-8")
 
 
-class _Handler(BaseHTTPRequestHandler):
+class FCResponder(BaseHTTPRequestHandler):
+    """Writes an answer with FC's request-id header (HEAD answers carry no body)."""
+
+    def _send(self, status: int, headers: dict[str, str], body: bytes, request_id: str) -> None:
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("x-fc-request-id", request_id)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+
+class _Handler(FCResponder):
     server: "FunctionHTTPServer"
     protocol_version = "HTTP/1.1"
 
@@ -127,15 +141,7 @@ class _Handler(BaseHTTPRequestHandler):
             raise ValueError("request body too large")
         return self.rfile.read(length) if length > 0 else b""
 
-    def _send(self, status: int, headers: dict[str, str], body: bytes, request_id: str) -> None:
-        self.send_response(status)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.send_header("x-fc-request-id", request_id)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD = _serve
 

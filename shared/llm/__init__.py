@@ -145,27 +145,24 @@ def _url(env: Mapping[str, str], name: str, default: str | None, kind: str) -> s
     return value
 
 
-def _float_env(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+def _num_env(env: Mapping[str, str], name: str, default, low, high, kind=int):
+    """A number from the environment, within [low, high], else a clear LLMConfigError."""
     raw = (env.get(name) or "").strip()
     if not raw:
         return default
     try:
-        value = float(raw)
+        value = kind(raw)
     except ValueError:
         value = None
     if value is None or not low <= value <= high:
-        raise LLMConfigError(f"{name} must be a number between {low} and {high}")
+        what = "an integer" if kind is int else "a number"
+        raise LLMConfigError(f"{name} must be {what} between {low} and {high}")
     return value
 
 
 def _int_env(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = (env.get(name) or "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = None
-    if value is None or not low <= value <= high:
-        raise LLMConfigError(f"{name} must be an integer between {low} and {high}")
-    return value
+    return _num_env(env, name, default, low, high, int)
+
+
+def _float_env(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    return _num_env(env, name, default, low, high, float)
