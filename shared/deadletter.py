@@ -44,8 +44,24 @@ def handle_failure(event: bytes | str | dict, convs: ConversationStore) -> list[
                   "reason": reason, "condition": ctx.get("condition", ""),
                   "attempts": ctx.get("approximateInvokeCount"), "request_id": ctx.get("requestId", ""),
                   "event": json.loads(json.dumps(parsed.raw))}
+        if _processed(convs, cid, rec.key, msgid):
+            # a twin of this event (a duplicate delivery) did the work: nothing failed
+            letter["superseded"] = True
+            convs.store.put(f"deadletters/{function}/{cid}/{turn:06d}-{msgid}.json", _dump(letter))
+            out.append({"outcome": "superseded", "conversation": cid, "function": function})
+            continue
         convs.store.put(f"deadletters/{function}/{cid}/{turn:06d}-{msgid}.json", _dump(letter))
         if convs.exists(cid):
             convs.end(cid, "failed", reason, function=function, turn=turn)
         out.append({"outcome": "dead-lettered", "conversation": cid, "function": function})
     return out
+
+
+def _processed(convs: ConversationStore, cid: str, key: str, delivery_id: str) -> bool:
+    """Whether the role this delivery was for has consumed it already (its state says so)."""
+    try:
+        role = convs.read_delivery(key).get("to")
+        state = convs.load_state(cid, role) if isinstance(role, str) and role != "director" else None
+    except Exception:  # noqa: BLE001 - unreadable: treat as not processed, and fail visibly
+        return False
+    return bool(state and delivery_id in state.get("seen", []))

@@ -28,3 +28,19 @@ def test_failure_record_without_a_delivery_is_rejected(harness):
     out = handle_failure(json.dumps({"requestPayload": "{}"}).encode(), harness.convs)
     assert out[0]["outcome"] == "rejected"
     assert list(harness.store.iter("")) == before
+
+
+def test_a_dead_duplicate_does_not_fail_a_conversation_its_twin_served(harness):
+    # GIVEN a delivery processed successfully by one copy of its event
+    cid = harness.start(max_turns=3)
+    event, = harness.pending_inbox()
+    harness.deliver(event)
+    # WHEN another copy of the same event exhausts its retries (e.g. a storage outage)
+    record = {"requestContext": {"condition": "RetriesExhausted"}, "requestPayload": event.decode(),
+              "responsePayload": "TransientStoreError"}
+    out = handle_failure(json.dumps(record).encode(), harness.convs)
+    # THEN the letter is kept as superseded and the conversation carries on
+    assert out[0]["outcome"] == "superseded"
+    assert harness.convs.get_end(cid) is None
+    harness.pump()
+    assert harness.convs.get_end(cid)["status"] == "completed"
