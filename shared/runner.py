@@ -165,7 +165,12 @@ class RoleRunner:
         budget = Budget(limits, spent, model, inner.config.max_token)
         llm = JournalingLLM(inner, convs, cid, delivery_id, budget=budget, holder=base["request_id"],
                             stale_after=self.timeout_s, clock=self.clock)
-        role = self._load_role(state, spec, meta, llm)
+        try:
+            role = self._load_role(state, spec, meta, llm)
+        except RejectedEvent as e:
+            # the scenario names a role class that cannot run: no retry will fix it, so say so
+            convs.end(cid, "failed", e.message, function=self.function, role=role_name, turn=turn_in)
+            return finish("failed", reason=e.message)
         self._bind(role, llm)
         closing = bool(delivery.get("closing")) and meta["scenario"].get("closing") is not None
         instruction = meta["scenario"]["closing"]["instruction"] if closing else ""

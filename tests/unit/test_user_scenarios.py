@@ -63,8 +63,10 @@ def test_a_role_class_outside_the_allowed_packages_never_runs(harness):
         {"name": "A", "profile": "a", "class": "os:system"}, {"name": "B", "profile": "b"}]})
     cid = harness.start("evil", "x")
     outcomes = [o for _, e in [(None, e) for e in harness.pending_inbox()] for o in harness.deliver(e)]
-    assert outcomes[0]["outcome"] == "rejected" and "outside the allowed packages" in outcomes[0]["reason"]
+    assert outcomes[0]["outcome"] == "failed" and "outside the allowed packages" in outcomes[0]["reason"]
     assert len(harness.transcript(cid)) == 1
+    end = harness.convs.get_end(cid)
+    assert end["status"] == "failed" and end["role"] == "A" and "outside the allowed packages" in end["reason"]
 
 
 def test_adding_a_scenario_needs_the_api_key(harness):
