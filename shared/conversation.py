@@ -45,6 +45,13 @@ class ConversationStore:
         self.store = store
         self._meta_cache: dict[str, dict] = {}
 
+    def _get_json(self, key: str) -> Any:
+        """The object at `key` as JSON, or None when it is absent."""
+        try:
+            return _load(self.store.get(key))
+        except NoSuchKey:
+            return None
+
     # -- keys ------------------------------------------------------------------------------
     @staticmethod
     def base(cid: str) -> str:
@@ -118,10 +125,7 @@ class ConversationStore:
             return False
 
     def message(self, cid: str, turn: int, msgid: str) -> dict | None:
-        try:
-            return _load(self.store.get(self.message_key(cid, turn, msgid)))
-        except NoSuchKey:
-            return None
+        return self._get_json(self.message_key(cid, turn, msgid))
 
     def messages(self, cid: str, after: str = "", limit: int = 100) -> tuple[list[dict], str]:
         """Committed messages after the cursor, oldest first, and the cursor for the next call.
@@ -133,10 +137,9 @@ class ConversationStore:
         page = self.store.list(prefix, marker=marker, max_keys=limit)
         out = []
         for info in page.objects:
-            try:
-                out.append(_load(self.store.get(info.key)))
-            except NoSuchKey:
-                continue
+            found = self._get_json(info.key)
+            if found is not None:
+                out.append(found)
         cursor = page.objects[-1].key[len(prefix):-5] if page.objects else after
         return out, cursor
 
@@ -161,20 +164,14 @@ class ConversationStore:
 
     # -- role state ------------------------------------------------------------------------
     def load_state(self, cid: str, role: str) -> dict | None:
-        try:
-            return _load(self.store.get(self.state_key(cid, role)))
-        except NoSuchKey:
-            return None
+        return self._get_json(self.state_key(cid, role))
 
     def save_state(self, cid: str, role: str, state: dict) -> None:
         self.store.put(self.state_key(cid, role), _dump(state))
 
     # -- journal ---------------------------------------------------------------------------
     def journal_get(self, cid: str, trigger: str, n: int) -> dict | None:
-        try:
-            return _load(self.store.get(self.journal_key(cid, trigger, n)))
-        except NoSuchKey:
-            return None
+        return self._get_json(self.journal_key(cid, trigger, n))
 
     def journal_put(self, cid: str, trigger: str, n: int, entry: dict) -> dict:
         """Create-only: if another attempt journaled first, its entry wins and is returned."""
@@ -198,10 +195,7 @@ class ConversationStore:
             return False
 
     def get_claim(self, cid: str, trigger: str, n: int) -> dict | None:
-        try:
-            return _load(self.store.get(self.claim_key(cid, trigger, n)))
-        except NoSuchKey:
-            return None
+        return self._get_json(self.claim_key(cid, trigger, n))
 
     def release_claim(self, cid: str, trigger: str, n: int) -> None:
         self.store.delete(self.claim_key(cid, trigger, n))
@@ -215,10 +209,9 @@ class ConversationStore:
     def invocations(self, cid: str) -> list[dict]:
         rows = [m["invocation"] for m in self.iter_messages(cid) if m.get("invocation")]
         for info in self.store.iter(self.base(cid) + "invocations/"):
-            try:
-                rows.append(_load(self.store.get(info.key)))
-            except NoSuchKey:
-                continue
+            found = self._get_json(info.key)
+            if found is not None:
+                rows.append(found)
         rows.sort(key=lambda r: r.get("start", 0))
         return rows
 
@@ -244,9 +237,8 @@ class ConversationStore:
             last = info
         if last is None:
             return None
-        try:
-            record = _load(self.store.get(last.key))
-        except NoSuchKey:
+        record = self._get_json(last.key)
+        if record is None:
             return None
         answered = self.store.head(self.message_key(cid, record["turn"] + 1, self.human_message_id(cid, record["turn"])))
         return None if answered else record
@@ -262,10 +254,7 @@ class ConversationStore:
             return self.get_end(cid) or record
 
     def get_end(self, cid: str) -> dict | None:
-        try:
-            return _load(self.store.get(self.end_key(cid)))
-        except NoSuchKey:
-            return None
+        return self._get_json(self.end_key(cid))
 
     def is_ended(self, cid: str) -> bool:
         return self.store.head(self.end_key(cid)) is not None
