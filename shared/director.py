@@ -12,7 +12,6 @@ answering each other.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -23,8 +22,8 @@ from typing import Callable
 
 from shared.billing import bill_fields
 from shared.conversation import ConversationStore
-from shared.errors import BadRequest, NoSuchKey, RejectedEvent
-from shared.events import OssEvent
+from shared.errors import NoSuchKey, RejectedEvent
+from shared.events import for_each_created
 from shared.flows import DIRECTOR
 from shared.ids import derive_id
 from shared.routing import max_hops, role_spec
@@ -60,18 +59,7 @@ class Director:
         self.convs, self.llm_factory, self.clock, self.memory_mb = convs, llm_factory, clock, memory_mb
 
     def handle_event(self, event: bytes | str | dict, request_id: str = "") -> list[dict]:
-        try:
-            parsed = OssEvent.parse(event)
-        except BadRequest as e:
-            return [{"outcome": "rejected", "reason": e.message}]
-        out = []
-        for record in parsed.records:
-            try:
-                out.append(asyncio.run(self.handle_key(record.key, request_id)))
-            except RejectedEvent as e:
-                log.warning("rejected event for %r: %s", record.key[:200], e.message)
-                out.append({"outcome": "rejected", "reason": e.message})
-        return out
+        return for_each_created(event, self.handle_key, request_id, log)
 
     async def handle_key(self, key: str, request_id: str = "") -> dict:
         start = self.clock()

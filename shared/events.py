@@ -123,6 +123,34 @@ class OssEvent(DictWrapper):
         return [OssEventRecord(r) for r in self._data["events"]]
 
 
+def for_each_created(event: bytes | str | dict, handle_key, request_id: str, log) -> list[dict]:
+    """Run the async `handle_key(key, request_id)` for every ObjectCreated record of an OSS event.
+
+    One outcome per record; a malformed event, a record of another kind, or a key its handler
+    rejects (RejectedEvent) becomes a logged `rejected` outcome, never an error to retry.
+    """
+    import asyncio
+
+    from shared.errors import RejectedEvent
+
+    try:
+        parsed = OssEvent.parse(event)
+    except BadRequest as e:
+        log.warning("rejected event: %s", e.message)
+        return [{"outcome": "rejected", "reason": e.message}]
+    outcomes = []
+    for record in parsed.records:
+        if not record.is_created:
+            outcomes.append({"outcome": "rejected", "reason": f"event {record.event_name} is not ObjectCreated"})
+            continue
+        try:
+            outcomes.append(asyncio.run(handle_key(record.key, request_id)))
+        except RejectedEvent as e:
+            log.warning("rejected event for %r: %s", record.key[:200], e.message)
+            outcomes.append({"outcome": "rejected", "reason": e.message, "key": record.key[:200]})
+    return outcomes
+
+
 def make_oss_event(bucket: str, region: str, key: str, size: int, etag: str,
                    event_name: str = "ObjectCreated:PutObject", account: str = "1234567890") -> dict:
     """An OSS trigger event in the shape OSS delivers (see tests/events/oss-event.json)."""

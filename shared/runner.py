@@ -32,7 +32,7 @@ from metagpt.schema import Message
 from shared.billing import Budget, bill_fields
 from shared.conversation import ConversationStore
 from shared.errors import BadRequest, NoSuchKey, RejectedEvent
-from shared.events import OssEvent
+from shared.events import for_each_created
 from shared.ids import check_name, derive_id
 from shared.routing import RECENT, decide, follow, max_hops
 from shared.llm.journal import InFlight, JournalingLLM
@@ -87,24 +87,7 @@ class RoleRunner:
     # -- entry points ----------------------------------------------------------------------
     def handle_event(self, event: bytes | str | dict, request_id: str = "") -> list[dict]:
         """Handle an OSS trigger event (one or more records). Returns one outcome per record."""
-        import asyncio
-
-        try:
-            parsed = OssEvent.parse(event)
-        except BadRequest as e:
-            log.warning("rejected event: %s", e.message)
-            return [{"outcome": "rejected", "reason": e.message}]
-        outcomes = []
-        for record in parsed.records:
-            if not record.is_created:
-                outcomes.append({"outcome": "rejected", "reason": f"event {record.event_name} is not ObjectCreated"})
-                continue
-            try:
-                outcomes.append(asyncio.run(self.handle_key(record.key, request_id)))
-            except RejectedEvent as e:
-                log.warning("rejected event for %r: %s", record.key[:200], e.message)
-                outcomes.append({"outcome": "rejected", "reason": e.message, "key": record.key[:200]})
-        return outcomes
+        return for_each_created(event, self.handle_key, request_id, log)
 
     async def handle_key(self, key: str, request_id: str = "") -> dict:
         start = self.clock()
