@@ -26,7 +26,7 @@ from shared.errors import NoSuchKey, RejectedEvent
 from shared.events import for_each_created
 from shared.flows import DIRECTOR
 from shared.ids import derive_id
-from shared.routing import max_hops, role_spec
+from shared.routing import hand_to, max_hops
 
 log = logging.getLogger("troupe.director")
 
@@ -89,17 +89,11 @@ class Director:
                 outcome = "in_flight"
             else:
                 chosen = chosen or pick_by_rule(scenario, message.get("content", ""), speaker, recent)
-                spec = role_spec(meta, chosen)
                 message = {**message, "send_to": [chosen]}  # the director re-addresses the message
                 payload = {"turn": turn, "message": message, "spent": delivery.get("spent"), "recent": recent,
                            "hops": hops + 1}
-                if spec["human"]:
-                    self.convs.open_waiting(cid, {"turn": turn, "role": chosen, "closing": False, "since": self.clock(),
-                                                  "message": message, "spent": delivery.get("spent"), "recent": recent,
-                                                  "after": message.get("id"), "hops": hops + 1})
-                else:
-                    self.convs.deliver(spec["function"], cid, turn, derive_id(delivery_id, chosen),
-                                       {**payload, "to": chosen, "closing": False})
+                hand_to(self.convs, cid, meta, chosen, payload, parent=delivery_id, after=message.get("id"),
+                        closing=False, now=self.clock())
         duration = round((self.clock() - start) * 1000, 2)
         usage = llm.usage if llm else {"prompt_tokens": 0, "completion_tokens": 0}
         record = {"function": DIRECTOR, "request_id": request_id or uuid.uuid4().hex, "start": start,

@@ -36,7 +36,7 @@ from shared.errors import (BadRequest, Conflict, Forbidden, MethodNotAllowed, No
                            PayloadTooLarge,
                            ServiceUnavailable, TroupeError, Unauthorized)
 from shared.events import HttpEvent
-from shared.routing import decide, follow
+from shared.routing import RECENT, decide, follow, role_spec
 from shared.ids import check_conversation_id, derive_id, new_conversation_id, new_token, token_hash
 
 log = logging.getLogger("troupe.gateway")
@@ -202,16 +202,20 @@ class Gateway:
                   "message": message, "next": nxt, "recent": []}
         self.convs.commit(cid, 0, opening_id, record)
         follow(self.convs, cid, meta, record)
-        duration = round((self.clock() - now) * 1000, 2)
-        self.convs.record_invocation(cid, {
-            "function": "gateway", "request_id": self.request_id or req.request_id, "start": now,
-            "duration_ms": duration, "outcome": "created", "pid": os.getpid(), "turn": 0, "role": "user",
-            **bill_fields(None, 0, 0, self.memory_mb, duration)})
+        self._record(cid, req, now, "created", 0, "user")
         return response(201, {"id": cid, "token": token, "status": "running", "scenario": scenario["id"],
                               "limits": limits,
                               "links": {"self": f"conversations/{cid}",
                                         "invocations": f"conversations/{cid}/invocations",
                                         "usage": f"conversations/{cid}/usage"}})
+
+    def _record(self, cid: str, req: HttpEvent, start: float, outcome: str, turn: int, role: str) -> None:
+        """This invocation's record in the conversation (it wrote a turn there), with its compute."""
+        duration = round((self.clock() - start) * 1000, 2)
+        self.convs.record_invocation(cid, {
+            "function": "gateway", "request_id": self.request_id or req.request_id, "start": start,
+            "duration_ms": duration, "outcome": outcome, "pid": os.getpid(), "turn": turn, "role": role,
+            **bill_fields(None, 0, 0, self.memory_mb, duration)})
 
     # -- scenarios: built in, and added by users -------------------------------------------
     USER_PREFIX = "scenarios/"
@@ -297,20 +301,16 @@ class Gateway:
         nxt = decide(meta, turn, role, content, bool(waiting.get("closing")))
         message = {"id": mid, "content": content, "instruct_content": None, "role": role,
                    "cause_by": HUMAN_INPUT, "sent_from": role, "send_to": [nxt["role"] or nxt["kind"]]}
-        spec = next(r for r in meta["scenario"]["roles"] if r["name"] == role)
+        spec = role_spec(meta, role)
         record = {"turn": turn, "id": mid, "role": role, "profile": spec["profile"], "function": "human",
                   "content": content, "sent_from": role, "send_to": message["send_to"], "cause_by": HUMAN_INPUT,
                   "reply_to": waiting["message"].get("id"), "message": message, "next": nxt,
                   "closing": bool(waiting.get("closing")), "spent": waiting.get("spent"),
-                  "recent": ((waiting.get("recent") or []) + [role])[-10:], "hops": waiting.get("hops", 0)}
+                  "recent": ((waiting.get("recent") or []) + [role])[-RECENT:], "hops": waiting.get("hops", 0)}
         if not self.convs.commit(cid, turn, mid, record):
             raise Conflict("this wait has already been answered")
         follow(self.convs, cid, meta, record)
-        duration = round((self.clock() - now) * 1000, 2)
-        self.convs.record_invocation(cid, {
-            "function": "gateway", "request_id": self.request_id or req.request_id, "start": now,
-            "duration_ms": duration, "outcome": "human_message", "pid": os.getpid(), "turn": turn, "role": role,
-            **bill_fields(None, 0, 0, self.memory_mb, duration)})
+        self._record(cid, req, now, "human_message", turn, role)
         return response(201, {"id": cid, "turn": turn, "message_id": mid})
 
     # -- POST /conversations/{id}/cancel ---------------------------------------------------

@@ -62,14 +62,25 @@ def follow(convs: ConversationStore, cid: str, meta: dict, record: dict) -> None
         did = derive_id(record["id"], DIRECTOR)
         convs.deliver(DIRECTOR, cid, turn, did, {**payload, "to": DIRECTOR})
         return
-    spec = role_spec(meta, nxt["role"])
+    hand_to(convs, cid, meta, nxt["role"], payload, parent=record["id"], after=record["id"],
+            closing=nxt["closing"], now=time.time())
+
+
+def hand_to(convs: ConversationStore, cid: str, meta: dict, role: str, payload: dict, *, parent: str,
+            after: str, closing: bool, now: float) -> None:
+    """Give the floor to `role`: a delivery to its function, or, for a person, a wait.
+
+    `payload` is the delivery's body (turn, message, spent, recent, hops); the delivery's id
+    derives from `parent` and the role, so a replay writes the same key.
+    """
+    spec = role_spec(meta, role)
     if spec["human"]:
-        convs.open_waiting(cid, {"turn": turn, "role": spec["name"], "closing": nxt["closing"], "since": time.time(),
-                                 "message": record["message"], "spent": record.get("spent"), "recent": recent,
-                                 "after": record["id"], "hops": payload["hops"]})
+        convs.open_waiting(cid, {"turn": payload["turn"], "role": role, "closing": closing, "since": now,
+                                 "message": payload["message"], "spent": payload.get("spent"),
+                                 "recent": payload["recent"], "after": after, "hops": payload["hops"]})
         return
-    did = derive_id(record["id"], spec["name"])
-    convs.deliver(spec["function"], cid, turn, did, {**payload, "to": spec["name"], "closing": nxt["closing"]})
+    convs.deliver(spec["function"], cid, payload["turn"], derive_id(parent, role),
+                  {**payload, "to": role, "closing": closing})
 
 
 def end_turn(convs: ConversationStore, cid: str, meta: dict, record: dict, reason: str) -> None:

@@ -34,7 +34,7 @@ from shared.conversation import ConversationStore
 from shared.errors import BadRequest, NoSuchKey, RejectedEvent
 from shared.events import for_each_created
 from shared.ids import check_name, derive_id
-from shared.routing import RECENT, decide, follow, max_hops
+from shared.routing import RECENT, decide, follow, max_hops, role_spec
 from shared.llm.journal import InFlight, JournalingLLM
 from shared.roles.character import Character
 
@@ -99,7 +99,7 @@ class RoleRunner:
             meta = convs.meta(cid)
         except NoSuchKey:
             raise RejectedEvent("delivery for an unknown conversation", conversation=cid) from None
-        spec = next((r for r in meta["scenario"]["roles"] if r["name"] == role_name), None)
+        spec = role_spec(meta, role_name)
         if spec is None or spec["function"] != self.function:
             raise RejectedEvent(f"role {role_name!r} is not played by function {self.function!r}")
         base = {"function": self.function, "request_id": request_id or uuid.uuid4().hex, "start": start,
