@@ -67,10 +67,6 @@ def role_class(path: str | None):
     return cls
 
 
-def _role_class(spec: dict):
-    return role_class(spec.get("class"))
-
-
 class RoleRunner:
     def __init__(self, convs: ConversationStore, function: str, llm_factory: Callable[..., object],
                  clock: Callable[[], float] = time.time, memory_mb: float | None = None,
@@ -245,7 +241,7 @@ class RoleRunner:
     def _load_role(self, state: dict | None, spec: dict, meta: dict, llm):
         """Restore the role from its state, or create it; the LLM is given up front so that
         MetaGPT never builds a default client from config (an SSL context, ~20 ms, per turn)."""
-        cls = _role_class(spec)
+        cls = role_class(spec.get("class"))
         if state:
             return cls.model_validate({**json.loads(state["role"]), "context": _context(), "llm": llm})
         kwargs = {"name": spec["name"], "profile": spec["profile"], "goal": spec.get("goal", ""),
