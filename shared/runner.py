@@ -15,6 +15,7 @@ Storage requests per turn are a constant (see `bench/`), whatever the transcript
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 import logging
@@ -67,6 +68,34 @@ def role_class(path: str | None):
     return cls
 
 
+@dataclasses.dataclass
+class Turn:
+    """One invocation's delivery and what the runner has learnt about it so far."""
+
+    cid: str
+    turn_in: int
+    """The turn the delivered message committed (0 for the opening input)."""
+    delivery_id: str
+    delivery: dict
+    meta: dict
+    spec: dict
+    base: dict
+    """The fields every invocation record of this invocation starts with."""
+    out_id: str
+    """The id of the reply this delivery causes: derived, so every retry writes the same key."""
+    closing: bool = False
+    scratch: dict = dataclasses.field(default_factory=dict)
+    """Per-invocation extras of a runner subclass (a workspace, captured messages)."""
+
+    @property
+    def role_name(self) -> str:
+        return self.delivery["to"]
+
+    @property
+    def new_turn(self) -> int:
+        return self.turn_in + 1
+
+
 class RoleRunner:
     def __init__(self, convs: ConversationStore, function: str, llm_factory: Callable[..., object],
                  clock: Callable[[], float] = time.time, memory_mb: float | None = None,
@@ -86,13 +115,68 @@ class RoleRunner:
         return for_each_created(event, self.handle_key, request_id, log)
 
     async def handle_key(self, key: str, request_id: str = "") -> dict:
+        turn = self._open(key, request_id)
+        convs, cid = self.convs, turn.cid
+        stopped = self._check_limits(turn)
+        if stopped is not None:
+            return stopped
+        state = convs.load_state(cid, turn.role_name)
+        seen = state["seen"] if state else []
+        if turn.delivery_id in seen:
+            # processed before: only re-assert what follows the commit
+            record = convs.message(cid, turn.new_turn, turn.out_id)
+            if record is not None:
+                self._follow(turn, record)
+            return self._finish(turn, "duplicate")
+
+        spent = turn.delivery.get("spent") or {"tokens": 0, "cost_cny": 0.0}
+        inner = self.llm_factory(model=turn.spec.get("model"))
+        model = getattr(inner, "model", None) or inner.config.model
+        budget = Budget(turn.meta["limits"], spent, model, inner.config.max_token)
+        llm = JournalingLLM(inner, convs, cid, turn.delivery_id, budget=budget, holder=turn.base["request_id"],
+                            stale_after=self.timeout_s, clock=self.clock)
+        try:
+            try:
+                role = self._prepare(turn, state, llm)
+            except RejectedEvent as e:
+                # the scenario names a role class that cannot run: no retry will fix it, so say so
+                convs.end(cid, "failed", e.message, function=self.function, role=turn.role_name, turn=turn.turn_in)
+                return self._finish(turn, "failed", reason=e.message)
+            self._bind(role, llm)
+            self._feed(turn, role)
+            try:
+                rsp = await role.run()
+            except Exception as e:
+                if llm.stopped is None:
+                    llm.abandon()  # this invocation fails: a call it claimed and did not finish is free
+                    failed = self._failure(turn, role, e)
+                    if failed is None:
+                        raise
+                    return failed
+                if isinstance(llm.stopped, InFlight):
+                    # a duplicate racing the invocation that is paying for this turn: leave it the turn
+                    return self._finish(turn, "in_flight", llm, holder=llm.stopped.details.get("holder"))
+                # a budget refused the next call: end the conversation, naming the budget
+                convs.end(cid, "budget_exhausted", llm.stopped.message, budget=llm.stopped.details.get("budget"),
+                          turns=turn.turn_in)
+                return self._finish(turn, "budget_exhausted", llm, reason=llm.stopped.message)
+            if rsp is None:
+                convs.save_state(cid, turn.role_name, self._state(role, seen + [turn.delivery_id], state))
+                return self._ignored(turn, llm)
+            record = self._record(turn, role, rsp, llm, budget)
+            return self._commit(turn, role, record, llm, state, seen)
+        finally:
+            self._cleanup(turn)
+
+    # -- steps -----------------------------------------------------------------------------
+    def _open(self, key: str, request_id: str) -> "Turn":
+        """The delivery behind `key`, checked against the conversation it claims to belong to."""
         start = self.clock()
-        convs = self.convs
-        cid, turn_in, delivery_id = convs.parse_delivery_key(self.function, key)
+        cid, turn_in, delivery_id = self.convs.parse_delivery_key(self.function, key)
         delivery = self._read_delivery(key, turn_in)
         role_name = delivery["to"]
         try:
-            meta = convs.meta(cid)
+            meta = self.convs.meta(cid)
         except NoSuchKey:
             raise RejectedEvent("delivery for an unknown conversation", conversation=cid) from None
         spec = role_spec(meta, role_name)
@@ -100,110 +184,106 @@ class RoleRunner:
             raise RejectedEvent(f"role {role_name!r} is not played by function {self.function!r}")
         base = {"function": self.function, "request_id": request_id or uuid.uuid4().hex, "start": start,
                 "pid": os.getpid(), "role": role_name, "trigger": key, "turn": turn_in + 1}
+        return Turn(cid=cid, turn_in=turn_in, delivery_id=delivery_id, delivery=delivery, meta=meta, spec=spec,
+                    base=base, out_id=derive_id(cid, "reply", delivery_id))
 
-        def finish(outcome: str, llm: JournalingLLM | None = None, **extra) -> dict:
-            duration = round((self.clock() - start) * 1000, 2)
-            usage = llm.usage if llm else {"prompt_tokens": 0, "completion_tokens": 0}
-            rec = {**base, "outcome": outcome, "duration_ms": duration, **extra,
-                   **bill_fields(llm.model if llm else None, usage["prompt_tokens"], usage["completion_tokens"],
-                                 self.memory_mb, duration)}
-            if llm:
-                rec.update(llm_calls=llm.calls, llm_paid=llm.paid, llm_replayed=llm.replayed)
-            convs.record_invocation(cid, rec)
-            return rec
+    def _finish(self, turn: "Turn", outcome: str, llm: JournalingLLM | None = None, **extra) -> dict:
+        """Record an invocation that committed no turn (its own object, for the bill and the timeline)."""
+        duration = round((self.clock() - turn.base["start"]) * 1000, 2)
+        usage = llm.usage if llm else {"prompt_tokens": 0, "completion_tokens": 0}
+        rec = {**turn.base, "outcome": outcome, "duration_ms": duration, **extra,
+               **bill_fields(llm.model if llm else None, usage["prompt_tokens"], usage["completion_tokens"],
+                             self.memory_mb, duration)}
+        if llm:
+            rec.update(llm_calls=llm.calls, llm_paid=llm.paid, llm_replayed=llm.replayed)
+        self.convs.record_invocation(turn.cid, rec)
+        return rec
 
-        # limits are checked before anything is paid for
+    def _check_limits(self, turn: "Turn") -> dict | None:
+        """Limits are checked before anything is paid for; the invocation record if one stops it."""
+        convs, cid, meta = self.convs, turn.cid, turn.meta
         if convs.is_ended(cid):
-            return finish("ended")
+            return self._finish(turn, "ended")
         limits = meta["limits"]
-        new_turn = turn_in + 1
-        if new_turn > limits["max_turns"]:
-            convs.end(cid, "completed", "turn_limit", turns=turn_in)
-            return finish("ended", reason="turn_limit")
-        hops = int(delivery.get("hops", 0))
+        if turn.new_turn > limits["max_turns"]:
+            convs.end(cid, "completed", "turn_limit", turns=turn.turn_in)
+            return self._finish(turn, "ended", reason="turn_limit")
+        hops = int(turn.delivery.get("hops", 0))
         if hops > max_hops(limits):
-            convs.end(cid, "stopped", "invocation_cap", hops=hops, turns=turn_in)
-            return finish("ended", reason="invocation_cap")
-        if start - meta["created"] > limits["max_seconds"]:
-            convs.end(cid, "stopped", "time_limit", turns=turn_in)
-            return finish("ended", reason="time_limit")
+            convs.end(cid, "stopped", "invocation_cap", hops=hops, turns=turn.turn_in)
+            return self._finish(turn, "ended", reason="invocation_cap")
+        if turn.base["start"] - meta["created"] > limits["max_seconds"]:
+            convs.end(cid, "stopped", "time_limit", turns=turn.turn_in)
+            return self._finish(turn, "ended", reason="time_limit")
+        return None
 
-        out_id = derive_id(cid, "reply", delivery_id)
-        state = convs.load_state(cid, role_name)
-        seen = state["seen"] if state else []
-        if delivery_id in seen:
-            # processed before: only re-assert what follows the commit
-            record = convs.message(cid, new_turn, out_id)
-            if record is not None:
-                follow(convs, cid, meta, record)
-            return finish("duplicate")
+    def _prepare(self, turn: "Turn", state: dict | None, llm):
+        return self._load_role(state, turn.spec, turn.meta, llm)
 
-        spent = delivery.get("spent") or {"tokens": 0, "cost_cny": 0.0}
-        inner = self.llm_factory(model=spec.get("model"))
-        model = getattr(inner, "model", None) or inner.config.model
-        budget = Budget(limits, spent, model, inner.config.max_token)
-        llm = JournalingLLM(inner, convs, cid, delivery_id, budget=budget, holder=base["request_id"],
-                            stale_after=self.timeout_s, clock=self.clock)
-        try:
-            role = self._load_role(state, spec, meta, llm)
-        except RejectedEvent as e:
-            # the scenario names a role class that cannot run: no retry will fix it, so say so
-            convs.end(cid, "failed", e.message, function=self.function, role=role_name, turn=turn_in)
-            return finish("failed", reason=e.message)
-        self._bind(role, llm)
+    def _feed(self, turn: "Turn", role) -> None:
+        """Put the delivered message (and, for a closing turn, the closing cue) in the role's buffer."""
+        delivery, meta, role_name = turn.delivery, turn.meta, turn.role_name
         closing = bool(delivery.get("closing")) and meta["scenario"].get("closing") is not None
+        turn.closing = closing
         instruction = meta["scenario"]["closing"]["instruction"] if closing else ""
         if hasattr(role, "instruction"):
             role.instruction = instruction
         role.put_message(Message.model_validate(delivery["message"]))
         if closing:
             # a cue for the closing turn, even when the closing role spoke last itself
-            role.put_message(Message(id=derive_id(delivery_id, "closing"), content=instruction, role="user",
+            role.put_message(Message(id=derive_id(turn.delivery_id, "closing"), content=instruction, role="user",
                                      cause_by=UserRequirement, sent_from="user", send_to={role_name}))
-        try:
-            rsp = await role.run()
-        except Exception:
-            if llm.stopped is None:
-                llm.abandon()  # this invocation fails: a call it claimed and did not finish is free
-                raise
-            if isinstance(llm.stopped, InFlight):
-                # a duplicate racing the invocation that is paying for this turn: leave it the turn
-                return finish("in_flight", llm, holder=llm.stopped.details.get("holder"))
-            # a budget refused the next call: end the conversation, naming the budget
-            convs.end(cid, "budget_exhausted", llm.stopped.message, budget=llm.stopped.details.get("budget"),
-                      turns=turn_in)
-            return finish("budget_exhausted", llm, reason=llm.stopped.message)
-        if rsp is None:
-            convs.save_state(cid, role_name, self._state(role, seen + [delivery_id], state))
-            return finish("ignored", llm)
 
+    def _failure(self, turn: "Turn", role, error: Exception) -> dict | None:
+        """A role's failure that no retry would fix, as the invocation record; None to let FC retry."""
+        return None
+
+    def _ignored(self, turn: "Turn", llm: JournalingLLM) -> dict:
+        return self._finish(turn, "ignored", llm)
+
+    def _cleanup(self, turn: "Turn") -> None:
+        """Release what `_prepare` took for this invocation alone."""
+
+    def _invocation(self, turn: "Turn", llm: JournalingLLM) -> dict:
+        duration = round((self.clock() - turn.base["start"]) * 1000, 2)
+        return {**turn.base, "outcome": "committed", "llm_calls": llm.calls, "llm_paid": llm.paid,
+                "llm_replayed": llm.replayed, "llm_ms": round(llm.llm_ms, 2), "usage": llm.usage,
+                "duration_ms": duration,
+                **bill_fields(llm.model, llm.usage["prompt_tokens"], llm.usage["completion_tokens"],
+                              self.memory_mb, duration)}
+
+    def _record(self, turn: "Turn", role, rsp: Message, llm: JournalingLLM, budget: Budget) -> dict:
+        """The committed turn: the role's reply, who speaks next, the invocation's bill."""
+        meta, role_name, delivery = turn.meta, turn.role_name, turn.delivery
         if hasattr(role, "instruction"):
             role.instruction = ""
-        rsp.id = out_id  # the message in the role's memory is this same object
-        nxt = decide(meta, new_turn, role_name, rsp.content, closing)
+        rsp.id = turn.out_id  # the message in the role's memory is this same object
+        nxt = decide(meta, turn.new_turn, role_name, rsp.content, turn.closing)
         # the flow names the recipient; MetaGPT's send_to carries it (the director, a role, or nobody)
         rsp.send_to = {nxt["role"] or nxt["kind"]} if nxt["kind"] != "end" else {role_name}
-        msg_json = json.loads(rsp.model_dump_json())
-        duration = round((self.clock() - start) * 1000, 2)
-        invocation = {**base, "outcome": "committed", "llm_calls": llm.calls, "llm_paid": llm.paid,
-                      "llm_replayed": llm.replayed, "llm_ms": round(llm.llm_ms, 2), "usage": llm.usage,
-                      "duration_ms": duration,
-                      **bill_fields(llm.model, llm.usage["prompt_tokens"], llm.usage["completion_tokens"],
-                                    self.memory_mb, duration)}
-        record = {
-            "turn": new_turn, "id": out_id, "role": role_name, "profile": spec["profile"],
+        return {
+            "turn": turn.new_turn, "id": turn.out_id, "role": role_name, "profile": turn.spec["profile"],
             "function": self.function, "content": rsp.content, "sent_from": rsp.sent_from,
             "send_to": sorted(rsp.send_to), "cause_by": rsp.cause_by, "reply_to": delivery["message"].get("id"),
-            "message": msg_json, "next": nxt, "closing": closing, "invocation": invocation,
+            "message": json.loads(rsp.model_dump_json()), "next": nxt, "closing": turn.closing,
+            "invocation": self._invocation(turn, llm),
             "spent": {"tokens": budget.tokens, "cost_cny": round(budget.cost, 8)},
             "recent": ((delivery.get("recent") or []) + [role_name])[-RECENT:],
             "hops": int(delivery.get("hops", 0)),
         }
+
+    def _follow(self, turn: "Turn", record: dict) -> None:
+        follow(self.convs, turn.cid, turn.meta, record)
+
+    def _commit(self, turn: "Turn", role, record: dict, llm: JournalingLLM, state: dict | None,
+                seen: list[str]) -> dict:
+        """Commit the turn (create-only), save the role's state, carry out what follows."""
+        convs, cid, role_name, start = self.convs, turn.cid, turn.role_name, turn.base["start"]
         saved = None
-        committed = convs.commit(cid, new_turn, out_id, record)
+        committed = convs.commit(cid, turn.new_turn, turn.out_id, record)
         if not committed:
-            stored = convs.message(cid, new_turn, out_id)
-            if stored and stored.get("invocation", {}).get("request_id") == base["request_id"] \
+            stored = convs.message(cid, turn.new_turn, turn.out_id)
+            if stored and stored.get("invocation", {}).get("request_id") == turn.base["request_id"] \
                     and stored["invocation"].get("start") == start:
                 committed = True  # our own put went through and only its answer was lost (a timeout)
             else:
@@ -212,15 +292,14 @@ class RoleRunner:
                 # and if it saved the state too, the role may have moved on since (this invocation
                 # read the state before that save): writing ours would roll the role back
                 saved = convs.load_state(cid, role_name)
-        if not (saved and delivery_id in saved.get("seen", [])):
-            convs.save_state(cid, role_name, self._state(role, seen + [delivery_id], state, new_turn))
-        follow(convs, cid, meta, record)
+        if not (saved and turn.delivery_id in saved.get("seen", [])):
+            convs.save_state(cid, role_name, self._state(role, seen + [turn.delivery_id], state, turn.new_turn))
+        self._follow(turn, record)
         if not committed:
             # it committed nothing, so (like a duplicate) it gets its own invocation record
-            return finish("replayed", llm)
-        return invocation
+            return self._finish(turn, "replayed", llm)
+        return record["invocation"]
 
-    # -- steps -----------------------------------------------------------------------------
     def _read_delivery(self, key: str, turn: int) -> dict:
         try:
             delivery = self.convs.read_delivery(key)
