@@ -46,6 +46,9 @@ def after_turn(scenario: dict, turn: int, speaker: str, content: str, was_closin
         if role:
             return Next("speak", role, closing=True, reason="end_condition")
         return Next("end", reason="end_condition")
+    if scenario["flow"] == "sop":
+        # the input goes to the entry role; after that MetaGPT's watch rules route (shared/sop)
+        return Next("speak", scenario["order"][0])
     if scenario["flow"] == "selector":
         return Next(DIRECTOR)
     order = scenario["order"]

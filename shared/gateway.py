@@ -10,6 +10,8 @@
   GET  /conversations/{id}/usage           the bill: per-invocation rows, totals per role and in all
   POST /conversations/{id}/messages        {role, content}: a human participant's turn
   POST /conversations/{id}/cancel          stop it
+  GET  /conversations/{id}/artifacts       the project files (software company): path, size, type
+  GET  /conversations/{id}/artifacts/<path> one of them; .../artifacts.zip all of them
 
 Access: starting a conversation needs the deployment's API key; everything about a
 conversation needs that conversation's own token (both as `Authorization: Bearer ...`). The
@@ -21,6 +23,7 @@ MetaGPT's Message, so its cold start stays small.
 
 from __future__ import annotations
 
+import base64
 import hmac
 import json
 import logging
@@ -28,8 +31,9 @@ import os
 import re
 import time
 from typing import Callable
+from urllib.parse import quote, unquote
 
-from shared import openapi, scenarios, web
+from shared import artifacts, openapi, scenarios, web
 from shared.billing import bill_fields, usage_report
 from shared.conversation import ConversationStore
 from shared.errors import (BadRequest, Conflict, Forbidden, MethodNotAllowed, NoSuchKey, NotFound, ObjectExists,
@@ -45,7 +49,8 @@ MAX_BODY = 64 * 1024
 MAX_SCENARIO_BODY = 32 * 1024
 USER_REQUIREMENT = "metagpt.actions.add_requirement.UserRequirement"
 HUMAN_INPUT = "troupe.human"
-_CONV = re.compile(r"^/conversations/([^/]+)(/invocations|/usage|/messages|/cancel)?/?$")
+_CONV = re.compile(r"^/conversations/([^/]+)(/invocations|/usage|/messages|/cancel|/artifacts\.zip|/artifacts)?/?$")
+_ARTIFACT = re.compile(r"^/conversations/([^/]+)/artifacts/(.+)$")
 
 
 def response(status: int, body, headers: dict | None = None) -> dict:
@@ -54,6 +59,12 @@ def response(status: int, body, headers: dict | None = None) -> dict:
             "headers": {"Content-Type": "application/json; charset=utf-8", **(headers or {})},
             "isBase64Encoded": False,
             "body": json.dumps(body, ensure_ascii=False)}
+
+
+def binary(data: bytes, content_type: str, headers: dict | None = None) -> dict:
+    """An HTTP trigger response with bytes (FC wants them base64-encoded)."""
+    return {"statusCode": 200, "isBase64Encoded": True, "body": base64.b64encode(data).decode("ascii"),
+            "headers": {"Content-Type": content_type, "X-Content-Type-Options": "nosniff", **(headers or {})}}
 
 
 class Gateway:
@@ -98,6 +109,12 @@ class Gateway:
         if path == "/conversations":
             self._method(req, "POST")
             return self.create(req)
+        m = _ARTIFACT.match(req.path)
+        if m:
+            cid = check_conversation_id(m.group(1))
+            self._method(req, "GET")
+            self._authorize(cid, req)
+            return self.artifact(cid, unquote(m.group(2)))
         m = _CONV.match(path)
         if m:
             cid = check_conversation_id(m.group(1))
@@ -110,6 +127,13 @@ class Gateway:
                 return self.cancel(cid)
             if m.group(2) == "/invocations":
                 return response(200, {"id": cid, "invocations": self.convs.invocations(cid)})
+            if action == "/artifacts":
+                return response(200, {"id": cid, "artifacts": artifacts.listing(artifacts.latest_manifest(self.convs, cid))})
+            if action == "/artifacts.zip":
+                manifest = artifacts.latest_manifest(self.convs, cid)
+                name = (manifest or {}).get("root") or cid
+                return binary(artifacts.zip_bytes(self.convs, cid, manifest), "application/zip",
+                              {"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}.zip"})
             if m.group(2) == "/usage":
                 return response(200, {"id": cid, **usage_report(self.convs.invocations(cid))})
             return self.show(cid, req)
@@ -156,7 +180,7 @@ class Gateway:
     @staticmethod
     def _scenario_view(s: dict) -> dict:
         return {"id": s["id"], "title": s["title"], "description": s["description"], "flow": s["flow"],
-                "limits": s["limits"], "input": s.get("input"),
+                "limits": s["limits"], "input": s.get("input"), "options": s.get("options") or {},
                 "roles": [{"name": r["name"], "profile": r["profile"], "human": bool(r.get("human"))}
                           for r in s["roles"]]}
 
@@ -168,7 +192,7 @@ class Gateway:
         body = req.json()
         if not isinstance(body, dict):
             raise BadRequest("request body must be a JSON object")
-        unknown = set(body) - {"scenario", "input", "limits", "humans", "rounds"}
+        unknown = set(body) - {"scenario", "input", "limits", "humans", "rounds", "options"}
         if unknown:
             raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))[:200]}", field=sorted(unknown)[0])
         if "scenario" not in body:
@@ -179,7 +203,8 @@ class Gateway:
             raise BadRequest("field 'input' must be a non-empty string", field="input")
         if len(text) > scenarios.MAX_INPUT_CHARS:
             raise PayloadTooLarge(f"field 'input' is longer than {scenarios.MAX_INPUT_CHARS} characters", field="input")
-        limits = scenarios.check_limits(body.get("limits"), "limits", scenario["limits"])
+        options, option_limits = scenarios.resolve_options(scenario, body.get("options"))
+        limits = scenarios.check_limits(body.get("limits"), "limits", {**scenario["limits"], **option_limits})
         scenario = self._with_humans(scenario, body.get("humans"))
         if "rounds" in body:
             rounds = body["rounds"]
@@ -190,8 +215,8 @@ class Gateway:
         now = self.clock()
         cid = new_conversation_id(now)
         token = new_token()
-        meta = {"id": cid, "scenario": scenario, "input": text, "limits": limits, "created": now,
-                "token_sha256": token_hash(token)}
+        meta = {"id": cid, "scenario": scenario, "input": text, "limits": limits, "options": options,
+                "created": now, "token_sha256": token_hash(token)}
         self.convs.create(cid, meta)
         opening_id = derive_id(cid, "input")
         nxt = decide(meta, 0, "user", text, False)
@@ -320,6 +345,18 @@ class Gateway:
             raise Conflict(f"the conversation had already ended ({record['status']})", status=record["status"])
         return response(200, {"id": cid, "status": "cancelled"})
 
+    # -- GET /conversations/{id}/artifacts/<path> -------------------------------------------
+    def artifact(self, cid: str, path: str) -> dict:
+        data = artifacts.read(self.convs, cid, artifacts.latest_manifest(self.convs, cid), path)
+        kind = artifacts.content_type(path)
+        if kind.startswith("text/") or kind == "application/json":
+            try:
+                return {"statusCode": 200, "isBase64Encoded": False, "body": data.decode("utf-8"),
+                        "headers": {"Content-Type": f"{kind}; charset=utf-8", "X-Content-Type-Options": "nosniff"}}
+            except UnicodeDecodeError:
+                kind = "application/octet-stream"
+        return binary(data, kind)
+
     # -- GET /conversations/{id} -----------------------------------------------------------
     def show(self, cid: str, req: HttpEvent) -> dict:
         q = req.query
@@ -344,7 +381,7 @@ class Gateway:
             deliverable = {**d, "content": found["content"] if found else ""}
         return response(200, {
             "id": cid, "scenario": meta["scenario"]["id"], "input": meta["input"], "limits": meta["limits"],
-            "status": status, "end": end, "deliverable": deliverable,
+            "options": meta.get("options") or {}, "status": status, "end": end, "deliverable": deliverable,
             "waiting_for": {"role": waiting["role"], "since": waiting["since"]} if waiting else None,
             "roles": [{"name": r["name"], "profile": r["profile"], "human": r["human"]}
                       for r in meta["scenario"]["roles"]],

@@ -52,12 +52,17 @@ def wall_off() -> None:
     _walled = True
 
 
-def make_context(llm_config: dict | None = None):
-    """A MetaGPT Context whose Config is built here, offline."""
+def make_context(llm_config: dict | None = None, context_class=None, workspace: str | None = None):
+    """A MetaGPT Context whose Config is built here, offline; `workspace` is where MetaGPT's
+    software-company roles create their project (config.workspace.path)."""
     wall_off()
     from metagpt.config2 import Config
     from metagpt.configs.llm_config import LLMConfig
+    from metagpt.configs.workspace_config import WorkspaceConfig
     from metagpt.context import Context
 
     llm = LLMConfig.model_validate(llm_config or {"api_type": "openai", "api_key": "unused", "model": "troupe-fake"})
-    return Context(config=Config(llm=llm))
+    config = Config(llm=llm)
+    if workspace:
+        config.workspace = WorkspaceConfig(path=workspace)
+    return (context_class or Context)(config=config)

@@ -44,6 +44,9 @@ START = {
         "rounds": {"type": "integer", "minimum": 1, "maximum": 100},
         "humans": {"type": "array", "items": {"type": "string"}, "maxItems": scenarios.MAX_ROLES},
         "limits": LIMITS,
+        "options": {"type": "object", "description": "the scenario's options (GET /scenarios lists them), e.g. "
+                    "software_company's investment, n_round, code_review, run_tests",
+                    "additionalProperties": {"oneOf": [{"type": "boolean"}, {"type": "number"}]}},
     },
 }
 
@@ -112,6 +115,22 @@ def document() -> dict:
             conv + "/usage": {
                 "get": {"summary": "the bill", "security": _TOKEN, "parameters": [_CID],
                         "responses": {**_ok("rows and totals", {"type": "object"}), **_errors(401, 403, 404)}},
+            },
+            conv + "/artifacts": {
+                "get": {"summary": "the project files (path, size, type)", "security": _TOKEN, "parameters": [_CID],
+                        "responses": {**_ok("artifacts", {"type": "object"}), **_errors(401, 403, 404)}},
+            },
+            conv + "/artifacts.zip": {
+                "get": {"summary": "all project files in one zip", "security": _TOKEN, "parameters": [_CID],
+                        "responses": {"200": {"description": "a zip", "content": {"application/zip": {}}},
+                                      **_errors(400, 401, 403, 404)}},
+            },
+            conv + "/artifacts/{path}": {
+                "get": {"summary": "one project file", "security": _TOKEN,
+                        "parameters": [_CID, {"name": "path", "in": "path", "required": True,
+                                              "schema": {"type": "string", "maxLength": 400}}],
+                        "responses": {"200": {"description": "the file (text types as UTF-8)"},
+                                      **_errors(400, 401, 403, 404)}},
             },
             "/openapi.json": {"get": {"summary": "this document", "responses": _ok("OpenAPI 3.0", {"type": "object"})}},
             "/": {"get": {"summary": "the web page: start, watch and join conversations",

@@ -89,5 +89,5 @@ def end_turn(convs: ConversationStore, cid: str, meta: dict, record: dict, reaso
     if record.get("closing") and closing:
         extra["deliverable"] = {"role": record["role"], "turn": record["turn"], "id": record["id"],
                                 "title": closing["title"]}
-    status = "completed" if reason in ("deliverable", "end_condition", "rounds_done", "turn_limit", "completed") else "stopped"
+    status = "completed" if reason in ("deliverable", "end_condition", "rounds_done", "turn_limit", "completed", "idle") else "stopped"
     convs.end(cid, status, reason, **extra)

@@ -42,8 +42,9 @@ from shared.roles.character import Character
 log = logging.getLogger("troupe.runner")
 
 #: packages a scenario's `class:` may name: troupe's own roles, and `user_roles`, the package a
-#: deployment ships its own MetaGPT Role subclasses in (beside a function's index.py, or in the layer)
-ROLE_PACKAGES = ("shared.roles.", "user_roles.")
+#: deployment ships its own MetaGPT Role subclasses in (beside a function's index.py, or in the layer),
+#: and MetaGPT's own roles (the software-company SOP)
+ROLE_PACKAGES = ("shared.roles.", "user_roles.", "metagpt.roles.")
 
 
 @lru_cache(maxsize=1)
@@ -163,7 +164,12 @@ class RoleRunner:
             if rsp is None:
                 convs.save_state(cid, turn.role_name, self._state(role, seen + [turn.delivery_id], state))
                 return self._ignored(turn, llm)
-            record = self._record(turn, role, rsp, llm, budget)
+            try:
+                record = self._record(turn, role, rsp, llm, budget)
+            except RejectedEvent as e:
+                # what the role produced cannot be kept (e.g. a workspace over its limits)
+                convs.end(cid, "failed", e.message, function=self.function, role=turn.role_name, turn=turn.turn_in)
+                return self._finish(turn, "failed", llm, reason=e.message)
             return self._commit(turn, role, record, llm, state, seen)
         finally:
             self._cleanup(turn)
@@ -218,6 +224,9 @@ class RoleRunner:
         return None
 
     def _prepare(self, turn: "Turn", state: dict | None, llm):
+        if turn.meta["scenario"]["flow"] == "sop":
+            raise RejectedEvent(f"role {turn.role_name!r} is in an sop flow, which runs on the SOP functions "
+                                f"(shared/sop), not on {self.function!r}")
         return self._load_role(state, turn.spec, turn.meta, llm)
 
     def _feed(self, turn: "Turn", role) -> None:

@@ -19,6 +19,10 @@ from shared.store.disk import DiskStore
 API_KEY = "test-deployment-key"
 
 
+#: the functions whose index.py runs MetaGPT's software-company roles (shared.sop.handler)
+SOP_FUNCTIONS = ("product_manager", "architect", "project_manager", "engineer", "qa_engineer")
+
+
 class Harness:
     def __init__(self, root: str, llm_factory=None):
         from shared.llm.fake import ScriptedLLM
@@ -47,9 +51,10 @@ class Harness:
             self.tokens[body["id"]] = body["token"]
         return resp["statusCode"], body
 
-    def start(self, scenario="debate", text="Should cities ban cars?", rounds=None, **limits) -> str:
+    def start(self, scenario="debate", text="Should cities ban cars?", rounds=None, options=None, **limits) -> str:
         status, body = self.http("POST", "/conversations", {"scenario": scenario, "input": text,
                                                             **({"rounds": rounds} if rounds else {}),
+                                                            **({"options": options} if options else {}),
                                                             **({"limits": limits} if limits else {})})
         assert status == 201, body
         return body["id"]
@@ -61,6 +66,10 @@ class Harness:
                 from shared.director import Director
 
                 self.runners[function] = Director(self.convs, self.llm_factory)
+            elif function in SOP_FUNCTIONS:
+                from shared.sop.runner import SopRunner
+
+                self.runners[function] = SopRunner(self.convs, function, self.llm_factory)
             else:
                 self.runners[function] = RoleRunner(self.convs, function, self.llm_factory)
         return self.runners[function]

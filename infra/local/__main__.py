@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--data", help="data directory (default: a temporary one)")
     run.add_argument("--s-yaml", default=DEFAULT_S_YAML)
     run.add_argument("--max-turns", type=int)
+    run.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                     help="a scenario option, e.g. --option run_tests=false --option investment=5 (repeatable)")
     run.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
     run.add_argument("--keep-serving", action="store_true",
                      help="after the end, keep the stack (and its web page) up until Ctrl-C")
@@ -178,12 +180,39 @@ def _print_usage(base: str, cid: str, token: str | None) -> None:
                                                   if isinstance(cost, (int, float)) else ""), flush=True)
 
 
+def _options(pairs: list[str]) -> dict:
+    """NAME=VALUE pairs; a value is JSON when it parses (true, 3, 2.5), else a string."""
+    out = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--option wants NAME=VALUE, not {pair!r}")
+        try:
+            out[name] = json.loads(value)
+        except ValueError:
+            out[name] = value
+    return out
+
+
+def _print_artifacts(base: str, cid: str, token: str | None) -> None:
+    """The project files the conversation produced (software company), if any."""
+    code, body = _request("GET", f"{base}/conversations/{urllib.parse.quote(cid)}/artifacts", token=token)
+    files = body.get("artifacts") if code == 200 else None
+    if not files:
+        return
+    print(f"artifacts: {len(files)} files ({base}/conversations/{cid}/artifacts.zip with the token)", flush=True)
+    for a in files[:60]:
+        print(f"  {a['path']} ({a['size']} bytes)", flush=True)
+
+
 def converse(base: str, scenario: str, text: str, max_turns: int | None, timeout: float,
-             api_key: str | None = None) -> int:
+             api_key: str | None = None, options: dict | None = None) -> int:
     """Start a conversation on the gateway at `base` and follow it to its end."""
     body: dict = {"scenario": scenario, "input": text}
     if max_turns is not None:
         body["limits"] = {"max_turns": max_turns}
+    if options:
+        body["options"] = options
     t0 = time.monotonic()
     status, created = _request("POST", f"{base}/conversations", body, token=api_key or os.environ.get("TROUPE_API_KEY"))
     if status != 201:
@@ -209,9 +238,11 @@ def converse(base: str, scenario: str, text: str, max_turns: int | None, timeout
             print(f"gave up after {timeout:g}s; the conversation is still running", file=sys.stderr)
             return 1
         time.sleep(0.2)
-    print(f"status: {state}", flush=True)
+    end = view.get("end") or {}
+    print(f"status: {state}" + (f" ({end.get('reason')})" if end.get("reason") else ""), flush=True)
     try:
         _print_usage(base, cid, token)
+        _print_artifacts(base, cid, token)
     except (OSError, ValueError):
         pass
     return 0 if state == "completed" else 1
@@ -230,7 +261,8 @@ def run(args) -> int:
                 print("s.yaml declares no function with an HTTP trigger", file=sys.stderr)
                 return 2
             print(f"web: {rt.http_url}/ (up while this command runs)", file=sys.stderr, flush=True)
-            code = converse(rt.http_url, args.scenario, args.input, args.max_turns, args.timeout, api_key)
+            code = converse(rt.http_url, args.scenario, args.input, args.max_turns, args.timeout, api_key,
+                            _options(args.option))
             if args.keep_serving:
                 print(f"web: {rt.http_url}/ (serving until Ctrl-C)", flush=True)
                 try:

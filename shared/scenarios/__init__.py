@@ -16,7 +16,7 @@ from shared.errors import BadRequest
 from shared.ids import check_name
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FLOWS = ("round_robin", "selector")
+FLOWS = ("round_robin", "selector", "sop")
 HARD_MAX_TURNS = 1000
 HARD_MAX_SECONDS = 7 * 24 * 3600
 MAX_INPUT_CHARS = 8000
@@ -90,7 +90,7 @@ def validate_scenario(data: Any, source: str = "scenario", functions: set[str] |
     if not isinstance(data, dict):
         raise BadRequest(f"{source}: a scenario must be a mapping")
     known = {"id", "title", "description", "flow", "roles", "order", "rounds", "closing", "end_when",
-             "limits", "director", "input"}
+             "limits", "director", "input", "options"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise BadRequest(f"{source}: unknown field(s) {', '.join(unknown)[:200]}", field=unknown[0])
@@ -179,6 +179,10 @@ def validate_scenario(data: Any, source: str = "scenario", functions: set[str] |
                          field="director.max_consecutive")
     if flow == "selector" and len([r for r in out_roles if not closing or r["name"] != closing["role"]]) < 2:
         raise BadRequest(f"{source}: a selector flow needs at least two speakers to choose from", field="roles")
+    if flow == "sop":
+        _check_sop(out_roles, closing, end_when, rounds, source)
+        order = order[:1]
+    options = _options(data.get("options"), source)
     limits = check_limits(data.get("limits"), "limits", {"max_turns": 6, "max_seconds": 900})
     if "max_turns" not in (data.get("limits") or {}) and rounds is None and end_when is None:
         raise BadRequest(f"{source}: no termination: give limits.max_turns, rounds or end_when", field="limits")
@@ -194,8 +198,86 @@ def validate_scenario(data: Any, source: str = "scenario", functions: set[str] |
         "end_when": end_when,
         "director": {"mode": mode, "max_consecutive": max_consecutive, "model": _model(director.get("model"), "director.model")},
         "limits": limits,
+        "options": options,
         "roles": out_roles,
     }
+
+
+def _check_sop(roles: list[dict], closing, end_when, rounds, source: str) -> None:
+    """An sop flow: MetaGPT's own roles route by their watch rules; `order[0]` gets the input."""
+    if closing or end_when or rounds is not None:
+        raise BadRequest(f"{source}: an sop flow ends when its roles go idle: no closing, end_when or rounds",
+                         field="flow")
+    for i, r in enumerate(roles):
+        if not r["class"] or r["human"]:
+            raise BadRequest(f"{source}: roles[{i}] of an sop flow must name its MetaGPT role class and cannot be "
+                             "played by a person", field=f"roles[{i}].class")
+
+
+OPTION_TYPES = {"boolean": bool, "integer": int, "number": (int, float)}
+OPTION_LIMITS = ("max_turns", "max_cost_cny")
+MAX_OPTIONS = 12
+
+
+def _options(value: Any, source: str) -> dict:
+    """A scenario's options: name → {type, default, min?, max?, limit?, description}. An option
+    with `limit` sets that limit of the conversation (e.g. an investment as max_cost_cny)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_OPTIONS:
+        raise BadRequest(f"{source}: options must be a mapping of at most {MAX_OPTIONS} options", field="options")
+    out = {}
+    for name, spec in value.items():
+        where = f"options.{name}"
+        check_name(name, f"{source}: option name")
+        if not isinstance(spec, dict) or set(spec) - {"type", "default", "min", "max", "limit", "description"}:
+            raise BadRequest(f"{source}: {where} must be a mapping of type, default, min, max, limit, description",
+                             field=where)
+        kind = spec.get("type")
+        if kind not in OPTION_TYPES:
+            raise BadRequest(f"{source}: {where}.type must be one of {', '.join(OPTION_TYPES)}", field=f"{where}.type")
+        limit = spec.get("limit")
+        if limit is not None and (limit not in OPTION_LIMITS or kind == "boolean"):
+            raise BadRequest(f"{source}: {where}.limit must be one of {', '.join(OPTION_LIMITS)} (numbers only)",
+                             field=f"{where}.limit")
+        opt = {"type": kind, "min": spec.get("min"), "max": spec.get("max"), "limit": limit,
+               "description": _bilingual(spec.get("description") or name, f"{where}.description", source)}
+        opt["default"] = check_option(name, opt, spec.get("default"))
+        out[name] = opt
+    return out
+
+
+def check_option(name: str, opt: dict, value: Any) -> Any:
+    """`value` for option `name`, checked against its type and bounds; errors name the option."""
+    where = f"options.{name}"
+    kind = opt["type"]
+    if isinstance(value, bool) != (kind == "boolean") or not isinstance(value, OPTION_TYPES[kind]):
+        raise BadRequest(f"{where} must be {'an' if kind == 'integer' else 'a'} {kind}", field=where)
+    if kind != "boolean":
+        if (opt["min"] is not None and value < opt["min"]) or (opt["max"] is not None and value > opt["max"]):
+            raise BadRequest(f"{where} must be between {opt['min']} and {opt['max']}", field=where)
+    return value
+
+
+def resolve_options(scenario: dict, given: Any) -> tuple[dict, dict]:
+    """The conversation's options (defaults filled in) and the limits they set."""
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        raise BadRequest("field 'options' must be an object", field="options")
+    declared = scenario.get("options") or {}
+    unknown = sorted(set(given) - set(declared))
+    if unknown:
+        known = ", ".join(declared) or "none"
+        raise BadRequest(f"unknown option(s) {', '.join(unknown)[:100]} for scenario {scenario['id']!r} "
+                         f"(known: {known})", field=f"options.{unknown[0][:40]}")
+    values, limits = {}, {}
+    for name, opt in declared.items():
+        value = check_option(name, opt, given[name]) if name in given else opt["default"]
+        values[name] = value
+        if opt["limit"]:
+            limits[opt["limit"]] = float(value) if opt["limit"] == "max_cost_cny" else int(value)
+    return values, limits
 
 
 def load_file(path: str) -> dict:

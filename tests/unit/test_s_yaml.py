@@ -109,7 +109,8 @@ def test_gateway_has_the_http_trigger():
 
 @pytest.mark.parametrize("name", sorted(RESOURCES))
 def test_every_function_has_its_own_role_and_policy(name):
-    assert RESOURCES[name]["role"].endswith(f":role/troupe-{name}")
+    # RAM role names take letters, digits, dots and hyphens only
+    assert RESOURCES[name]["role"].endswith(f":role/troupe-{name.replace('_', '-')}")
     assert os.path.exists(os.path.join(ROOT, "infra", "ram", f"{name}.json"))
 
 

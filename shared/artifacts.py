@@ -1,0 +1,96 @@
+"""A conversation's artifacts: the project files MetaGPT's software-company roles wrote.
+
+Stored content-addressed (see shared/sop/workspace.py, which writes them):
+
+  conversations/<cid>/blobs/<sha256>                    file contents (create-only)
+  conversations/<cid>/workspace/<turn>-<msgid>.json     the whole tree after a turn: path → sha256
+  conversations/<cid>/artifacts/<path>                  the final tree as plain objects (at the end)
+
+This module reads them for the gateway without importing MetaGPT.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import mimetypes
+import posixpath
+import zipfile
+
+from shared.conversation import ConversationStore, turn_name
+from shared.errors import BadRequest, NoSuchKey, NotFound
+
+MAX_ZIP_BYTES = 20 * 1024 * 1024
+TEXT_TYPES = {".md": "text/markdown", ".py": "text/x-python", ".json": "application/json", ".txt": "text/plain",
+              ".mmd": "text/plain", ".yaml": "text/yaml", ".yml": "text/yaml", ".toml": "text/plain",
+              ".cfg": "text/plain", ".ini": "text/plain", ".html": "text/plain", ".js": "text/plain",
+              ".css": "text/plain", ".svg": "text/plain"}
+
+
+def check_path(path: str) -> str:
+    """A workspace path: relative, normalised, no `..`, no backslash, at most 400 characters."""
+    if not isinstance(path, str) or not path or len(path) > 400 or "\\" in path or "\x00" in path \
+            or path.startswith("/") or posixpath.normpath(path) != path or path.split("/")[0] == "..":
+        raise BadRequest(f"bad artifact path {str(path)[:100]!r}", field="path")
+    return path
+
+
+def blob_key(convs: ConversationStore, cid: str, sha: str) -> str:
+    return convs.base(cid) + f"blobs/{sha}"
+
+
+def manifest_key(convs: ConversationStore, cid: str, turn: int, msgid: str) -> str:
+    return convs.base(cid) + f"workspace/{turn_name(turn, msgid)}.json"
+
+
+def latest_manifest(convs: ConversationStore, cid: str) -> dict | None:
+    """The most recent saved tree of the conversation, or None if it has none."""
+    last = None
+    for info in convs.store.iter(convs.base(cid) + "workspace/"):
+        last = info.key
+    if last is None:
+        return None
+    return json.loads(convs.store.get(last))
+
+
+def listing(manifest: dict | None) -> list[dict]:
+    if not manifest:
+        return []
+    return [{"path": p, "size": i["size"], "sha256": i["sha256"], "type": content_type(p)}
+            for p, i in sorted(manifest["files"].items())]
+
+
+def content_type(path: str) -> str:
+    ext = posixpath.splitext(path)[1].lower()
+    return TEXT_TYPES.get(ext) or mimetypes.guess_type(path)[0] or "application/octet-stream"
+
+
+def read(convs: ConversationStore, cid: str, manifest: dict | None, path: str) -> bytes:
+    info = (manifest or {}).get("files", {}).get(check_path(path))
+    if info is None:
+        raise NotFound(f"no artifact {path[:200]!r} in this conversation", field="path")
+    return convs.store.get(blob_key(convs, cid, info["sha256"]))
+
+
+def zip_bytes(convs: ConversationStore, cid: str, manifest: dict | None) -> bytes:
+    """All artifacts in one zip, under the project's folder name."""
+    buf = io.BytesIO()
+    root = (manifest or {}).get("root") or cid
+    total = 0
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for path, info in sorted((manifest or {}).get("files", {}).items()):
+            total += info["size"]
+            if total > MAX_ZIP_BYTES:
+                raise BadRequest(f"the artifacts are larger than {MAX_ZIP_BYTES} bytes; fetch them one by one")
+            z.writestr(f"{root}/{check_path(path)}", convs.store.get(blob_key(convs, cid, info["sha256"])))
+    return buf.getvalue()
+
+
+def export(convs: ConversationStore, cid: str, manifest: dict) -> None:
+    """Copy a tree to `artifacts/<path>`: plain objects for people and pipelines. Idempotent."""
+    for path, info in manifest["files"].items():
+        try:
+            data = convs.store.get(blob_key(convs, cid, info["sha256"]))
+        except NoSuchKey:
+            continue
+        convs.store.put(convs.base(cid) + f"artifacts/{check_path(path)}", data)

@@ -1,0 +1,283 @@
+"""The software-company SOP: MetaGPT's own roles, one function each, routed by MetaGPT's rules.
+
+One invocation = one delivery = one `Role.run()` of one MetaGPT role (ProductManager,
+Architect, ProjectManager, Engineer, QaEngineer), exactly as MetaGPT's Environment would run
+it in one round:
+
+  restore the project workspace the delivery names (shared/sop/workspace.py)
+  ─► restore the role's state, put the delivered messages in its buffer
+  ─► role.run(): observe (MetaGPT's watch filter), think, act; every message the role
+     publishes is captured
+  ─► save the workspace, commit the turn with the captured messages
+  ─► route each message as MetaGPT's Environment does (`is_send_to` on the role's addresses)
+     and only to roles that would observe it (cause_by in the role's watch list, or the role
+     named in send_to): one delivery per receiving role, carrying all its messages and the
+     workspace they refer to.
+
+The conversation ends when a turn sends nothing on (MetaGPT's Team.run stops when every role
+is idle), at the turn limit (`n_round`), or on a budget. Everything the base runner gives
+holds here too: journaled LLM replies, create-only commits, budgets, the bill.
+
+Options of the scenario (see software_company.yaml): `code_review` switches the Engineer's
+WriteCodeReview; `run_tests` off stops QA's messages that would run code (tests are written,
+not run). Generated code runs only in the QA function, through MetaGPT's RunCode, with the
+environment `SandboxContext` gives it: no credentials, no package index, time-limited by RunCode
+(10 s a run) and by the function's own timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections import defaultdict
+from functools import lru_cache
+from pathlib import Path
+
+import shared.mg  # noqa: F401  (pins MetaGPT's root before it is imported)
+from metagpt.context import Context
+from metagpt.schema import Message
+from metagpt.utils.common import any_to_str, is_send_to
+from metagpt.utils.project_repo import ProjectRepo
+
+from shared.errors import RejectedEvent, StoreError, TransientStoreError
+from shared.ids import derive_id
+from shared.routing import RECENT, end_turn, role_spec
+from shared.runner import RoleRunner, Turn, role_class
+from shared.artifacts import export
+from shared.sop.workspace import TreeRepository, Workspace, use_tree_repositories
+
+#: scenario option → the MetaGPT role field it sets (on every role class that has the field)
+OPTION_FIELDS = {"code_review": "use_code_review"}
+#: messages that make QA run generated code: dropped when the `run_tests` option is off
+RUN_CAUSES = {"metagpt.actions.write_test.WriteTest", "metagpt.actions.debug_error.DebugError"}
+#: environment variables generated code may see (everything else, keys included, is left out)
+SANDBOX_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "PYTHONIOENCODING")
+MAX_CONTENT = 4000
+
+
+class SandboxContext(Context):
+    """A MetaGPT Context whose subprocess environment (RunCode's) holds no credentials."""
+
+    def new_environ(self):
+        env = {k: os.environ[k] for k in SANDBOX_ENV if k in os.environ}
+        # a home of its own beside the project, so tools that write there leave the project alone
+        base = self.git_repo.workdir.parent if self.git_repo and self.git_repo.workdir else Path(tempfile.gettempdir())
+        home = base / ".home"
+        home.mkdir(exist_ok=True)
+        env.update(HOME=str(home), PIP_NO_INDEX="1", PIP_DISABLE_PIP_VERSION_CHECK="1", PYTHONDONTWRITEBYTECODE="1")
+        return env
+
+
+class Outbox:
+    """Stands in for MetaGPT's Environment during one run: keeps what the role publishes."""
+
+    desc = ""
+
+    def __init__(self):
+        self.published: list[Message] = []
+
+    def publish_message(self, message: Message, peekable: bool = True) -> bool:
+        self.published.append(message)
+        return True
+
+    def set_addresses(self, obj, addresses) -> None:
+        return None
+
+    def role_names(self) -> list[str]:
+        return []
+
+
+@lru_cache(maxsize=16)
+def watch_of(path: str) -> frozenset[str]:
+    """The causes a MetaGPT role class watches (set by its constructor)."""
+    cls = role_class(path)
+    return frozenset(cls(context=shared.mg.make_context()).rc.watch)
+
+
+def receivers(meta: dict, message: Message) -> list[str]:
+    """The scenario roles MetaGPT would hand `message` to and that would observe it."""
+    out = []
+    for spec in meta["scenario"]["roles"]:
+        if spec["human"] or not spec.get("class"):
+            continue
+        addresses = {any_to_str(role_class(spec["class"])), spec["name"]}
+        if not is_send_to(message, addresses):
+            continue
+        if message.cause_by in watch_of(spec["class"]) or spec["name"] in message.send_to:
+            out.append(spec["name"])
+    return out
+
+
+def scratch_dir(cid: str) -> Path:
+    """The project's directory for this conversation in this instance: the same path in every
+    invocation, because MetaGPT keeps absolute paths (e.g. RunCode's working directory) in
+    its messages."""
+    return Path(tempfile.gettempdir()) / "troupe-ws" / cid
+
+
+class SopRunner(RoleRunner):
+    # -- prepare: workspace, context, role ----------------------------------------------------
+    def _prepare(self, turn: Turn, state: dict | None, llm):
+        if turn.meta["scenario"]["flow"] != "sop":
+            raise RejectedEvent(f"function {self.function!r} runs MetaGPT's SOP roles; role {turn.role_name!r} of a "
+                                f"{turn.meta['scenario']['flow']} flow belongs on a function such as persona")
+        use_tree_repositories()
+        where = scratch_dir(turn.cid)
+        shutil.rmtree(where, ignore_errors=True)  # a crashed invocation's leftovers
+        where.mkdir(parents=True)
+        ws = Workspace(self.convs, turn.cid, where)
+        turn.scratch["ws"] = ws
+        root = ws.restore(turn.delivery.get("workspace"))
+        ctx = shared.mg.make_context(context_class=SandboxContext, workspace=str(ws.dir))
+        if root is not None:
+            ctx.git_repo = TreeRepository(local_path=root)
+            ctx.repo = ProjectRepo(ctx.git_repo)
+            if (root / root.name).is_dir():
+                ctx.src_workspace = root / root.name
+        spec = turn.spec
+        cls = role_class(spec.get("class"))
+        if state:
+            role = cls.model_validate(json.loads(state["role"]))
+            # model_validate leaves MetaGPT's context unset (its validators run before the mixin's),
+            # and every action must see this invocation's workspace
+            role.set_context(ctx)
+            for action in role.actions:
+                action.set_context(ctx)
+        else:
+            options = turn.meta.get("options") or {}
+            fields = {f: options[o] for o, f in OPTION_FIELDS.items() if o in options and f in cls.model_fields}
+            role = cls(context=ctx, llm=llm, **fields)
+        if role.name != spec["name"]:
+            raise RejectedEvent(f"role {spec['name']!r} is played by {spec['class']}, whose MetaGPT name is "
+                                f"{role.name!r}: MetaGPT's roles address each other by these names")
+        outbox = Outbox()
+        role.rc.env = outbox
+        turn.scratch.update(outbox=outbox, context=ctx, llm=llm)
+        return role
+
+    def _feed(self, turn: Turn, role) -> None:
+        for raw in turn.delivery.get("messages") or [turn.delivery["message"]]:
+            role.put_message(Message.model_validate(raw))
+
+    def _cleanup(self, turn: Turn) -> None:
+        ws = turn.scratch.get("ws")
+        if ws is not None:
+            ws.close()
+
+    # -- failures that no retry fixes ----------------------------------------------------------
+    def _failure(self, turn: Turn, role, error: Exception) -> dict | None:
+        chain = _chain(error)
+        if any(isinstance(e, (TransientStoreError, ConnectionError, TimeoutError)) or
+               (isinstance(e, StoreError) and not isinstance(e, RejectedEvent)) or
+               type(e).__module__.split(".")[0] in ("openai", "httpx", "aiohttp", "requests") for e in chain):
+            return None  # FC retries; journaled replies make the retry free
+        step = role.rc.todo.name if role.rc.todo else "react"
+        cause = _describe(chain)
+        reason = f"{role.profile} ({role.name}) failed at {step}: {cause}"
+        self.convs.end(turn.cid, "failed", reason, function=self.function, role=role.name, step=step,
+                       turn=turn.turn_in)
+        return self._finish(turn, "failed", turn.scratch.get("llm"), reason=reason, step=step)
+
+    def _ignored(self, turn: Turn, llm) -> dict:
+        # the role observed nothing in what it was sent: this branch of the SOP is idle
+        rec = self._finish(turn, "ignored", llm)
+        self.convs.end(turn.cid, "completed", "idle", turns=turn.turn_in)
+        return rec
+
+    # -- record and routing ---------------------------------------------------------------------
+    def _record(self, turn: Turn, role, rsp: Message, llm, budget) -> dict:
+        rsp.id = turn.out_id  # the message in the role's memory is this same object
+        outbox: Outbox = turn.scratch["outbox"]
+        published = [m for m in outbox.published if m is not rsp] + [rsp]
+        options = turn.meta.get("options") or {}
+        out = []
+        for i, msg in enumerate(published):
+            if msg is not rsp:
+                msg.id = derive_id(turn.out_id, str(i))
+            to = receivers(turn.meta, msg)
+            if options.get("run_tests") is False and msg.cause_by in RUN_CAUSES:
+                to = []
+            out.append({"message": json.loads(msg.model_dump_json()), "to": to})
+        ws: Workspace = turn.scratch["ws"]
+        repo = role.context.git_repo
+        workspace, changed = (None, [])
+        if repo is not None and repo.workdir is not None and repo.workdir.is_dir():
+            workspace, changed = ws.save(repo.workdir, turn.new_turn, turn.out_id)
+        delivery = turn.delivery
+        return {
+            "turn": turn.new_turn, "id": turn.out_id, "role": turn.role_name, "profile": turn.spec["profile"],
+            "function": self.function, "content": _summary(rsp, changed), "sent_from": rsp.sent_from,
+            "send_to": sorted(rsp.send_to), "cause_by": rsp.cause_by, "reply_to": delivery["message"].get("id"),
+            "message": out[-1]["message"], "outbox": out, "workspace": workspace, "changed": changed,
+            "next": {"kind": "sop", "roles": sorted({r for item in out for r in item["to"]})},
+            "closing": False, "invocation": self._invocation(turn, llm),
+            "spent": {"tokens": budget.tokens, "cost_cny": round(budget.cost, 8)},
+            "recent": ((delivery.get("recent") or []) + [turn.role_name])[-RECENT:],
+            "hops": int(delivery.get("hops", 0)),
+        }
+
+    def _follow(self, turn: Turn, record: dict) -> None:
+        follow_sop(self.convs, turn.cid, turn.meta, record)
+
+
+def follow_sop(convs, cid: str, meta: dict, record: dict) -> None:
+    """Deliver a committed SOP turn's messages, or end the conversation. Idempotent."""
+    by_role: dict[str, list] = defaultdict(list)
+    for item in record.get("outbox") or []:
+        for name in item["to"]:
+            by_role[name].append(item["message"])
+    turn = record["turn"]
+    if not by_role or turn >= meta["limits"]["max_turns"]:
+        reason = "idle" if not by_role else "turn_limit"
+        if record.get("workspace"):
+            export(convs, cid, json.loads(convs.store.get(record["workspace"])))
+        end_turn(convs, cid, meta, record, reason)
+        return
+    payload = {"turn": turn, "spent": record.get("spent"), "recent": (record.get("recent") or [])[-RECENT:],
+               "hops": int(record.get("hops", 0)) + 1, "workspace": record.get("workspace")}
+    for name, messages in sorted(by_role.items()):
+        spec = role_spec(meta, name)
+        convs.deliver(spec["function"], cid, turn, derive_id(record["id"], name),
+                      {**payload, "to": name, "message": messages[-1], "messages": messages})
+
+
+def _summary(rsp: Message, changed: list[str]) -> str:
+    """What the transcript shows for the turn: the reply (clipped) and the files it wrote."""
+    text = rsp.content or ""
+    if len(text) > MAX_CONTENT:
+        text = text[:MAX_CONTENT] + f"… ({len(rsp.content) - MAX_CONTENT} more characters)"
+    if changed:
+        text += "\n\nFiles written:\n" + "\n".join(f"- {p}" for p in changed[:50])
+    return text
+
+
+def _chain(error: BaseException) -> list[BaseException]:
+    """The error and what caused it (MetaGPT re-raises a role's error as a plain Exception;
+    tenacity wraps the last attempt's)."""
+    out, seen = [], set()
+    todo = [error]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        out.append(e)
+        last = getattr(e, "last_attempt", None)
+        if last is not None and last.failed:
+            todo.append(last.exception())
+        todo += [e.__cause__, e.__context__]
+    return out
+
+
+def _describe(chain: list[BaseException]) -> str:
+    """The innermost error, in one line."""
+    inner = chain[-1]
+    for e in chain:
+        if type(e).__name__ == "RetryError":
+            last = e.last_attempt.exception()
+            return f"no usable reply after {e.last_attempt.attempt_number} attempts ({type(last).__name__}: " \
+                   f"{str(last).splitlines()[0][:200] if str(last) else ''})"
+    text = str(inner).strip().splitlines()
+    return f"{type(inner).__name__}: {text[-1][:300] if text else ''}"

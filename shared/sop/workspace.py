@@ -1,0 +1,214 @@
+"""A conversation's project workspace, kept in OSS and restored into /tmp for each invocation.
+
+MetaGPT's software-company roles read and write a project repository (docs/, resources/,
+the source package, tests/). In one process that directory lives for the whole run; on FC any
+invocation may land on a fresh instance and only /tmp is writable, so:
+
+  restore   the files of the workspace as the previous turn left it are written under a
+            directory private to this invocation;
+  save      after the role ran, every file is hashed; new contents go to
+            `conversations/<cid>/blobs/<sha256>` (create-only, so a replay writes nothing) and
+            the whole tree, path → hash, to a manifest `workspace/<turn>-<reply id>.json`
+            (create-only, keyed like the turn).
+
+A delivery names the manifest its receiver starts from, so a retried invocation restores
+exactly what the first attempt restored, whatever later turns saved: the workspace is as
+exactly-once as the turns. When the conversation ends, the last tree is exported as plain
+objects under `artifacts/<path>`.
+
+Git: MetaGPT asks its repository which files changed since the last commit; within one run
+it never commits, so the answer is "every file". `TreeRepository` gives that answer from the
+directory itself, so no `git` executable is needed (FC's runtime may not have one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from gitignore_parser import parse_gitignore
+from metagpt.utils.git_repository import ChangeType, GitRepository
+
+from shared.artifacts import blob_key, check_path, manifest_key
+from shared.conversation import ConversationStore
+from shared.errors import BadRequest, NoSuchKey, ObjectExists, RejectedEvent
+
+IGNORED = ["__pycache__", "*.pyc", ".vs"]
+MAX_FILES = 500
+MAX_FILE_BYTES = 2 * 1024 * 1024
+MAX_TOTAL_BYTES = 20 * 1024 * 1024
+
+
+class WorkspaceTooLarge(RejectedEvent):
+    """The role produced more than a workspace may hold: named, never silently truncated."""
+
+    code = "WorkspaceTooLarge"
+
+
+class TreeRepository(GitRepository):
+    """MetaGPT's GitRepository interface over a plain directory (no git executable).
+
+    Every file not ignored counts as changed (untracked), as in a MetaGPT run before its final
+    archive commit; commits are no-ops, because the history lives in the OSS manifests.
+    """
+
+    def __init__(self, local_path=None, auto_init=True):
+        self._workdir: Path | None = None
+        super().__init__(local_path=local_path, auto_init=auto_init)
+
+    def open(self, local_path: Path, auto_init=False):
+        path = Path(local_path)
+        if not path.is_dir():
+            if not auto_init:
+                return
+            path.mkdir(parents=True, exist_ok=True)
+        ignore = path / ".gitignore"
+        if not ignore.exists():
+            ignore.write_text("\n".join(IGNORED))
+        self._workdir = path
+        self._repository = None
+        self._gitignore_rules = parse_gitignore(full_path=str(ignore))
+
+    _init = open
+
+    @property
+    def is_valid(self):
+        return self._workdir is not None
+
+    @property
+    def workdir(self) -> Path | None:
+        return self._workdir
+
+    @property
+    def status(self) -> str:
+        return ""
+
+    @property
+    def changed_files(self) -> dict[str, ChangeType]:
+        if self._workdir is None:
+            return {}
+        return {path: ChangeType.UNTRACTED for path in tree_files(self._workdir, self._gitignore_rules)}
+
+    def add_change(self, files: dict):
+        return None
+
+    def commit(self, comments):
+        return None
+
+    def delete_repository(self):
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+
+    def rename_root(self, new_dir_name):
+        old = self._workdir
+        if old is None or old.name == new_dir_name:
+            return
+        new = old.parent / new_dir_name
+        if new.exists():
+            shutil.rmtree(new)
+        shutil.move(str(old), str(new))
+        self._dependency = None  # it points into the old path
+        self.open(new)
+
+
+def use_tree_repositories() -> None:
+    """Make MetaGPT's PrepareDocuments (the one place a run creates its repository) build a
+    TreeRepository. Idempotent."""
+    from metagpt.actions import prepare_documents
+
+    prepare_documents.GitRepository = TreeRepository
+
+
+def tree_files(root: Path, ignored=None) -> list[str]:
+    """Relative POSIX paths of the regular files under `root`, sorted; .gitignore itself and
+    ignored files are left out."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d != ".git")
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            rel = os.path.relpath(full, root).replace(os.sep, "/")
+            if rel == ".gitignore" or os.path.islink(full):
+                continue
+            if ignored is not None and ignored(full):
+                continue
+            out.append(rel)
+    return sorted(out)
+
+
+class Workspace:
+    """Restore and save one conversation's project tree for one invocation."""
+
+    def __init__(self, convs: ConversationStore, cid: str, scratch_root: str | None = None):
+        self.convs = convs
+        self.cid = cid
+        self.dir = Path(scratch_root) if scratch_root else Path(tempfile.mkdtemp(prefix="troupe-ws-"))
+        """The scratch directory the project folder lives in."""
+        self.base_files: dict[str, dict] = {}
+
+    # -- restore ---------------------------------------------------------------------------
+    def restore(self, key: str | None) -> Path | None:
+        """Write the tree `manifest_key` names under this invocation's directory; its project
+        folder, or None when there is no workspace yet (the first turn)."""
+        if not key:
+            return None
+        if not isinstance(key, str) or not key.startswith(self.convs.base(self.cid) + "workspace/"):
+            raise RejectedEvent("delivery names a workspace outside its conversation", key=str(key)[:200])
+        try:
+            manifest = json.loads(self.convs.store.get(key))
+        except NoSuchKey:
+            raise RejectedEvent("delivery names a workspace that does not exist", key=key[:200]) from None
+        try:
+            root = self.dir / check_path(manifest["root"])
+            root.mkdir(parents=True)
+            for path, info in manifest["files"].items():
+                target = root / check_path(path)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(self.convs.store.get(blob_key(self.convs, self.cid, info["sha256"])))
+        except BadRequest as e:
+            raise RejectedEvent(f"the workspace manifest is corrupt: {e.message}", key=key[:200]) from None
+        self.base_files = manifest["files"]
+        return root
+
+    # -- save ------------------------------------------------------------------------------
+    def save(self, root: Path, turn: int, msgid: str) -> tuple[str, list[str]]:
+        """Store the tree under `root` as of now: (manifest key, paths added or changed)."""
+        files: dict[str, dict] = {}
+        changed: list[str] = []
+        total = 0
+        paths = tree_files(root, parse_gitignore(str(root / ".gitignore")) if (root / ".gitignore").exists() else None)
+        if len(paths) > MAX_FILES:
+            raise WorkspaceTooLarge(f"the workspace has {len(paths)} files, more than {MAX_FILES}")
+        for path in paths:
+            data = (root / path).read_bytes()
+            if len(data) > MAX_FILE_BYTES:
+                raise WorkspaceTooLarge(f"{path} is {len(data)} bytes, more than {MAX_FILE_BYTES}")
+            total += len(data)
+            if total > MAX_TOTAL_BYTES:
+                raise WorkspaceTooLarge(f"the workspace holds more than {MAX_TOTAL_BYTES} bytes")
+            sha = hashlib.sha256(data).hexdigest()
+            files[path] = {"sha256": sha, "size": len(data)}
+            if self.base_files.get(path, {}).get("sha256") != sha:
+                changed.append(path)
+                self._put_blob(sha, data)
+        key = manifest_key(self.convs, self.cid, turn, msgid)
+        body = json.dumps({"root": root.name, "files": files, "changed": changed}, ensure_ascii=False,
+                          sort_keys=True).encode("utf-8")
+        try:
+            self.convs.store.put(key, body, create_only=True)
+        except ObjectExists:
+            pass  # a replay of this turn stored the same tree
+        return key, changed
+
+    def _put_blob(self, sha: str, data: bytes) -> None:
+        try:
+            self.convs.store.put(blob_key(self.convs, self.cid, sha), data, create_only=True)
+        except ObjectExists:
+            pass
+
+    def close(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
