@@ -9,6 +9,7 @@ from ~/.metagpt or the working directory.
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 
 
@@ -19,12 +20,20 @@ def bootstrap() -> None:
     os.environ["METAGPT_PROJECT_ROOT"] = root
     # metagpt.config2 builds a global Config at import and needs an `llm` key: give it a
     # placeholder under our root so nothing is read from the user's home or working directory
+    # repair_llm_output: MetaGPT repairs near-miss structured replies (a missing bracket, a key's
+    # case) before it retries, which small local models need; it reads this only from its global config
     cfg = os.path.join(root, "config", "config2.yaml")
-    if not os.path.exists(cfg):
+    wanted = "llm:\n  api_type: openai\n  api_key: unused\n  model: unused\nrepair_llm_output: true\n"
+    try:
+        with open(cfg) as f:
+            current = f.read()
+    except OSError:
+        current = None
+    if current != wanted:
         os.makedirs(os.path.dirname(cfg), exist_ok=True)
         tmp = f"{cfg}.{os.getpid()}"
         with open(tmp, "w") as f:
-            f.write("llm:\n  api_type: openai\n  api_key: unused\n  model: unused\n")
+            f.write(wanted)
         os.replace(tmp, cfg)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -46,6 +55,12 @@ def wall_off() -> None:
     if _walled:
         return
     from metagpt.configs import models_config
+    from metagpt.logs import logger
+
+    # MetaGPT also logs every prompt at DEBUG to a file under its root, which on a warm FC
+    # instance would fill /tmp (512 MB) with conversation text: keep its log on stderr only
+    logger.remove()
+    logger.add(sys.stderr, level=os.environ.get("TROUPE_METAGPT_LOG_LEVEL", "INFO"))
 
     empty = models_config.ModelsConfig()
     models_config.ModelsConfig.default = classmethod(lambda cls: empty)
@@ -58,11 +73,13 @@ def make_context(llm_config: dict | None = None, context_class=None, workspace: 
     wall_off()
     from metagpt.config2 import Config
     from metagpt.configs.llm_config import LLMConfig
+    from metagpt.configs.mermaid_config import MermaidConfig
     from metagpt.configs.workspace_config import WorkspaceConfig
     from metagpt.context import Context
 
     llm = LLMConfig.model_validate(llm_config or {"api_type": "openai", "api_key": "unused", "model": "troupe-fake"})
-    config = Config(llm=llm)
+    # diagrams stay as their mermaid source (.mmd): no renderer is called (mmdc, a browser)
+    config = Config(llm=llm, mermaid=MermaidConfig(engine="none"))
     if workspace:
         config.workspace = WorkspaceConfig(path=workspace)
     return (context_class or Context)(config=config)

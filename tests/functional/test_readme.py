@@ -55,6 +55,20 @@ def test_readme_run_command(tmp_path):
     assert "status: completed" in out.stdout
 
 
+@pytest.mark.parametrize("n", [0, 1])
+def test_readme_software_company_commands(tmp_path, n):
+    cmd = _commands("TROUPE_LLM=fake .venv/bin/python -m infra.local run --scenario software_company")[n]
+    argv = shlex.split(cmd)[1:]
+    out = _run([sys.executable] + argv[1:] + ["--data", str(tmp_path)], env={**os.environ, "TROUPE_LLM": "fake"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    speakers = re.findall(r"^\[\d+\] (\w+)(?: \([^)]*\))?:", out.stdout, re.M)
+    assert speakers[:5] == ["user", "Alice", "Bob", "Eve", "Alex"] and "Edward" in speakers
+    assert "status: completed" in out.stdout
+    listed = re.findall(r"^  (\S+) \(\d+ bytes\)$", out.stdout, re.M)
+    assert any(p.startswith("docs/prd/") for p in listed) and any(p.startswith("tests/test_") for p in listed)
+    assert ("test_outputs/" in out.stdout) == (n == 0)  # the second runs with run_tests=false
+
+
 README_KEY = "change-me"
 
 
