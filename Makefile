@@ -74,6 +74,7 @@ test: setup browser
 
 bench: setup
 	TROUPE_LLM=fake $(PY) -m bench.orchestration
+	$(PY) -m bench.coldstart
 
 bench-faults: setup
 	TROUPE_LLM=fake $(PY) -m bench.faults

@@ -189,7 +189,20 @@ class Gateway:
         self._require_api_key(req)
         if len(req.body) > MAX_BODY:
             raise PayloadTooLarge(f"request body is larger than {MAX_BODY} bytes")
-        body = req.json()
+        now = self.clock()
+        meta, token = self.start(req.json(), now)
+        cid = meta["id"]
+        self._record(cid, req, now, "created", 0, "user")
+        return response(201, {"id": cid, "token": token, "status": "running", "scenario": meta["scenario"]["id"],
+                              "limits": meta["limits"],
+                              "links": {"self": f"conversations/{cid}",
+                                        "invocations": f"conversations/{cid}/invocations",
+                                        "usage": f"conversations/{cid}/usage"}})
+
+    def start(self, body, now: float, cid: str | None = None, origin: dict | None = None) -> tuple[dict, str]:
+        """Validate a start request (the body of POST /conversations, or a request file) and
+        start the conversation: (its meta, its access token). With `cid` given, a second start
+        of the same id (a duplicated event) is no error: it re-asserts the opening delivery."""
         if not isinstance(body, dict):
             raise BadRequest("request body must be a JSON object")
         unknown = set(body) - {"scenario", "input", "limits", "humans", "rounds", "options"}
@@ -212,12 +225,14 @@ class Gateway:
                 raise BadRequest("field 'rounds' must be an integer between 1 and 100", field="rounds")
             scenario = {**scenario, "rounds": rounds}
 
-        now = self.clock()
-        cid = new_conversation_id(now)
+        cid = cid or new_conversation_id(now)
         token = new_token()
         meta = {"id": cid, "scenario": scenario, "input": text, "limits": limits, "options": options,
-                "created": now, "token_sha256": token_hash(token)}
-        self.convs.create(cid, meta)
+                "created": now, "token_sha256": token_hash(token), **({"origin": origin} if origin else {})}
+        try:
+            self.convs.create(cid, meta)
+        except ObjectExists:
+            meta, token = self.convs.meta(cid), ""  # started before: only the delivery is re-asserted
         opening_id = derive_id(cid, "input")
         nxt = decide(meta, 0, "user", text, False)
         message = {"id": opening_id, "content": text, "instruct_content": None, "role": "user",
@@ -227,12 +242,7 @@ class Gateway:
                   "message": message, "next": nxt, "recent": []}
         self.convs.commit(cid, 0, opening_id, record)
         follow(self.convs, cid, meta, record)
-        self._record(cid, req, now, "created", 0, "user")
-        return response(201, {"id": cid, "token": token, "status": "running", "scenario": scenario["id"],
-                              "limits": limits,
-                              "links": {"self": f"conversations/{cid}",
-                                        "invocations": f"conversations/{cid}/invocations",
-                                        "usage": f"conversations/{cid}/usage"}})
+        return meta, token
 
     def _record(self, cid: str, req: HttpEvent, start: float, outcome: str, turn: int, role: str) -> None:
         """This invocation's record in the conversation (it wrote a turn there), with its compute."""

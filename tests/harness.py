@@ -90,6 +90,10 @@ class Harness:
 
     def deliver(self, event: bytes) -> list[dict]:
         key = json.loads(event)["events"][0]["oss"]["object"]["key"]
+        if key.startswith("requests/") or (key.startswith("conversations/") and key.endswith("/end.json")):
+            from shared.pipeline import Pipeline  # the pipeline function's two triggers
+
+            return Pipeline(self.convs).handle_event(event)
         if not key.startswith("inbox/"):
             return []
         function = key.split("/")[1]

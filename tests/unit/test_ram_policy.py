@@ -127,3 +127,37 @@ def test_a_whole_conversation_stays_within_each_functions_policy(policed):
 ])
 def test_policies_refuse_what_a_function_never_needs(function, action, key):
     assert not allowed(load_policy(function), action, f"acs:oss:cn-hangzhou:1:{BUCKET}/{key}")
+
+
+def test_the_software_company_and_a_pipeline_stay_within_their_policies(tmp_path):
+    from shared.pipeline import Pipeline
+    from shared.sop.runner import SopRunner
+    from tests.harness import SOP_FUNCTIONS
+
+    h = Harness(str(tmp_path))
+    functions = ("gateway", "pipeline", *SOP_FUNCTIONS)
+    stores = {fn: PolicedStore(h.store, load_policy(fn)) for fn in functions}
+    h.gateway = Gateway(ConversationStore(stores["gateway"]), api_key=API_KEY)
+    for fn in SOP_FUNCTIONS:
+        h.runners[fn] = SopRunner(ConversationStore(stores[fn]), fn, h.llm_factory)
+    pipeline = Pipeline(ConversationStore(stores["pipeline"]))
+    # GIVEN a software company started by a request file
+    h.store.put("requests/ledger.json", json.dumps({"scenario": "software_company", "input": "开发一个记账APP"}).encode())
+    for _ in range(100):
+        batch = h.pending()
+        if not batch:
+            break
+        for _name, event in batch:
+            key = json.loads(event)["events"][0]["oss"]["object"]["key"]
+            if key.startswith("requests/") or key.endswith("/end.json"):
+                pipeline.handle_event(event)
+            else:
+                h.deliver(event)
+    result = json.loads(h.store.get("results/ledger.json"))
+    assert result["status"] == "completed" and result["artifacts"]
+    # AND its files read back through the gateway
+    cid = result["conversation"]
+    h.tokens[cid] = "no-token"  # started by a file: no API token exists, so reading is refused
+    assert h.http("GET", f"/conversations/{cid}/artifacts")[0] == 403
+    # THEN no function needed anything its policy does not grant
+    assert {fn: s.denied for fn, s in stores.items()} == {fn: [] for fn in functions}

@@ -71,19 +71,23 @@ def test_no_secret_in_plain_text():
 
 
 def test_oss_triggers_own_disjoint_inbox_prefixes():
-    prefixes = []
+    filters = []
     for name, props in RESOURCES.items():
         for trig in props.get("triggers", []):
             if trig["triggerType"] == "oss":
-                prefix = trig["triggerConfig"]["filter"]["key"]["prefix"]
-                assert prefix == f"inbox/{name}/"
+                key = trig["triggerConfig"]["filter"]["key"]
+                if name == "pipeline":  # request files, and every conversation's end marker
+                    assert (key["prefix"], key["suffix"]) in {("requests/", ".json"), ("conversations/", "end.json")}
+                else:
+                    assert key["prefix"] == f"inbox/{name}/"
                 assert trig["sourceArn"].endswith(":" + DOC["vars"]["bucket"])
                 assert trig["invocationRole"]
-                prefixes.append(prefix)
-    assert len(prefixes) <= 10  # native OSS triggers per bucket
-    for a in prefixes:
-        for b in prefixes:
-            assert a == b or not a.startswith(b)
+                filters.append((key["prefix"], key.get("suffix", "")))
+    assert len(filters) <= 10  # native OSS triggers per bucket
+    # OSS refuses two triggers whose filters can match one key
+    for i, (pa, sa) in enumerate(filters):
+        for pb, sb in filters[i + 1:]:
+            assert not ((pa.startswith(pb) or pb.startswith(pa)) and (sa.endswith(sb) or sb.endswith(sa)))
 
 
 def test_every_scenario_role_is_bound_to_a_declared_oss_triggered_function():
@@ -117,5 +121,6 @@ def test_every_function_has_its_own_role_and_policy(name):
 def test_gateway_knows_which_functions_may_play_roles():
     declared = set(RESOURCES["gateway"]["environmentVariables"]["TROUPE_ROLE_FUNCTIONS"].split(","))
     triggered = {name for name, props in RESOURCES.items()
-                 if any(t["triggerType"] == "oss" for t in props.get("triggers", [])) and name != "director"}
+                 if any(t["triggerType"] == "oss" for t in props.get("triggers", []))
+                 and name not in ("director", "pipeline")}
     assert declared == triggered
