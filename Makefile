@@ -16,7 +16,7 @@ ifeq ($(shell uname -m),x86_64)
 LLAMA_NO_AMX := $(shell echo | $${CC:-cc} -mno-amx-tile -mno-amx-int8 -mno-amx-bf16 -x c -E - >/dev/null 2>&1 && echo "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16")
 endif
 
-.PHONY: setup model llama-rebuild browser run test bench bench-faults bench-fuzz bench-embedded serve clean
+.PHONY: setup model llama-rebuild browser run test bench bench-faults bench-fuzz bench-embedded serve clean package
 
 # the runtime dependencies, then the embedded model (llama.cpp + weights), then the joined weights
 setup: $(STAMP) $(STAMP_LOCAL) model
@@ -72,6 +72,10 @@ $(NODE_STAMP): package.json package-lock.json
 test: setup browser
 	TROUPE_LLM=$${TROUPE_TEST_LLM:-fake} TROUPE_TEST_REQUIRE_MODEL=1 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -p no:cacheprovider tests
 
+# what s.yaml deploys: the dependency layer and each function's zip, for FC's python3.10 (build/package)
+package: setup
+	$(PY) -m infra.package.build
+
 bench: setup
 	TROUPE_LLM=fake $(PY) -m bench.orchestration
 	$(PY) -m bench.coldstart
@@ -89,4 +93,4 @@ serve: setup
 	TROUPE_LLM=$${TROUPE_LLM:-local} $(PY) -m infra.local serve --port 8000 --data data
 
 clean:
-	rm -rf $(VENV) data node_modules
+	rm -rf $(VENV) data node_modules build

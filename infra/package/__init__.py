@@ -1,0 +1,1 @@
+"""Packaging for FC: `make package` (python -m infra.package build). See README "Deploying"."""

@@ -1,0 +1,266 @@
+"""Build what s.yaml deploys: `make package` (python -m infra.package.build).
+
+  build/package/wheels/            manylinux x86_64 wheels for CPython 3.10 (FC's python3.10),
+                                   from infra/package/requirements-fc.txt, plus metagpt --no-deps
+  build/package/layer.zip          the dependency layer: python/ = those wheels unpacked + troupe's
+                                   shared/ library (FC unpacks a layer to /opt; /opt/python is on
+                                   the path)
+  build/package/functions/<f>.zip  each function's code folder (its index.py)
+
+Checks, each a hard error: every wheel is tagged for CPython 3.10 (cp310, abi3 or py3) on
+manylinux x86_64 no newer than glibc 2.28 (FC's python3.10 runs on Debian 10) or any platform;
+nothing from tests/, bench/ or the local runtime (infra/) is inside a zip; every zip is at most
+100 MB (the API's upload limit). Prints the sizes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import yaml
+
+from infra.package import deps
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LOCK = os.path.join(ROOT, "infra", "package", "requirements-fc.txt")
+MAX_ZIP = 100 * 1024 * 1024
+MAX_GLIBC = (2, 28)
+PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_26_x86_64", "manylinux_2_24_x86_64",
+             "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
+FORBIDDEN = ("tests/", "bench/", "infra/", "python/tests/", "python/bench/", "python/infra/")
+#: sdist-only packages with a pure-Python fallback for their optional C extension (crcmod: the
+#: CRC64 oss2 checks uploads with); built locally, they are packaged without the extension
+PURE_FALLBACK = {"crcmod"}
+#: the test suites some packages ship inside themselves: never imported, tens of MB
+PRUNE_DIRS = {"tests", "testing", "__pycache__"}
+PRUNE_KEEP = {"numpy/testing", "pandas/_testing"}  # imported by the packages themselves
+
+
+class PackageError(Exception):
+    pass
+
+
+# -- wheel tags --------------------------------------------------------------------------------
+def wheel_tags(filename: str) -> tuple[str, str, str]:
+    """(python, abi, platform) tags of a wheel file name."""
+    parts = filename[:-4].split("-")
+    if not filename.endswith(".whl") or len(parts) not in (5, 6):
+        raise PackageError(f"{filename}: not a wheel file name")
+    return parts[-3], parts[-2], parts[-1]
+
+
+def _platform_ok(plat: str) -> bool:
+    if plat == "any":
+        return True
+    for p in plat.split("."):
+        legacy = {"manylinux1_x86_64": (2, 5), "manylinux2010_x86_64": (2, 12), "manylinux2014_x86_64": (2, 17)}
+        if p in legacy:
+            return legacy[p] <= MAX_GLIBC
+        m = re.match(r"^manylinux_(\d+)_(\d+)_x86_64$", p)
+        if m and (int(m.group(1)), int(m.group(2))) <= MAX_GLIBC:
+            return True
+    return False
+
+
+def check_wheel(filename: str) -> None:
+    """Refuse a wheel FC's python3.10 on x86_64 Debian 10 could not load."""
+    py, abi, plat = wheel_tags(filename)
+    pys = set(py.split("."))
+    if not pys & {"cp310", "py3", "py2", "py310", "cp36", "cp37", "cp38", "cp39"} and "abi3" not in abi:
+        raise PackageError(f"{filename}: python tag {py} is not for CPython 3.10")
+    if abi not in ("none", "abi3", "cp310"):
+        raise PackageError(f"{filename}: ABI {abi} is not cp310, abi3 or none")
+    if abi == "abi3" and not any(re.match(r"^cp3(\d+)$", t) and int(t[3:]) <= 10 for t in pys):
+        raise PackageError(f"{filename}: abi3 wheel for a newer CPython than 3.10")
+    if abi == "cp310" and "cp310" not in pys:
+        raise PackageError(f"{filename}: ABI cp310 with python tag {py}")
+    if not _platform_ok(plat):
+        raise PackageError(f"{filename}: platform {plat} is not manylinux x86_64 with glibc <= 2.28, nor any")
+
+
+# -- steps -------------------------------------------------------------------------------------
+def _pip(*args: str) -> None:
+    cmd = [sys.executable, "-m", "pip", "--disable-pip-version-check", *args]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode:
+        raise PackageError(f"{' '.join(cmd[3:6])}... failed:\n{proc.stderr[-3000:]}")
+
+
+def _requirements() -> list[str]:
+    lines = []
+    for path in (LOCK, os.path.join(ROOT, "requirements-metagpt.txt")):
+        with open(path, encoding="utf-8") as f:
+            lines += [ln.split("#")[0].strip() for ln in f if ln.split("#")[0].strip()]
+    return lines
+
+
+def download(wheels: str) -> list[str]:
+    """Wheels for CPython 3.10 manylinux x86_64, one requirement at a time so that a package
+    without such a wheel is named; a pure-Python sdist is built into a py3 wheel instead."""
+    os.makedirs(wheels, exist_ok=True)
+    target = ["--python-version", "3.10", "--implementation", "cp", "--abi", "cp310", "--abi", "abi3",
+              "--abi", "none", *sum((["--platform", p] for p in PLATFORMS), [])]
+    reqs = _requirements()
+    have = set(os.listdir(wheels))
+    for req in reqs:
+        name = re.sub(r"[-_.]+", "_", req.split("==")[0]).lower()
+        if any(re.sub(r"[-_.]+", "_", w.split("-")[0]).lower() == name for w in have):
+            continue
+        try:
+            _pip("download", "--quiet", "--no-deps", "--only-binary=:all:", *target, "-d", wheels, req)
+        except PackageError:
+            # no wheel for CPython 3.10 on the index: build one from the sdist (check_wheel
+            # refuses it unless it is pure Python, or made pure: PURE_FALLBACK)
+            sdists = os.path.join(wheels, ".sdist")
+            _pip("download", "--quiet", "--no-deps", "--no-binary=:all:", "-d", sdists, req)
+            for sdist in os.listdir(sdists):
+                _pip("wheel", "--quiet", "--no-deps", "-w", wheels, os.path.join(sdists, sdist))
+            shutil.rmtree(sdists)
+        have = set(os.listdir(wheels))
+    for w in sorted(have):
+        dist = w.split("-")[0].lower()
+        if w.endswith(".whl") and dist in PURE_FALLBACK and wheel_tags(w)[2] != "any":
+            _purify(os.path.join(wheels, w))
+    return sorted(w for w in os.listdir(wheels) if w.endswith(".whl"))
+
+
+def _purify(path: str) -> str:
+    """Rewrite a locally built wheel of a PURE_FALLBACK package as py3-none-any, without its
+    compiled extension modules (the package then runs its pure-Python code)."""
+    name = os.path.basename(path)
+    dist, version = name.split("-")[:2]
+    dest = os.path.join(os.path.dirname(path), f"{dist}-{version}-py3-none-any.whl")
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as out:
+        for info in src.infolist():
+            if info.filename.endswith((".so", ".pyd")) or info.filename.endswith(".dist-info/RECORD"):
+                continue
+            data = src.read(info.filename)
+            if info.filename.endswith(".dist-info/WHEEL"):
+                text = data.decode()
+                text = re.sub(r"^Root-Is-Purelib: .*$", "Root-Is-Purelib: true", text, flags=re.M)
+                text = re.sub(r"^Tag: .*$", "Tag: py3-none-any", text, flags=re.M)
+                data = text.encode()
+            out.writestr(info.filename, data)
+    os.remove(path)
+    return dest
+
+
+def _prune(top: str) -> None:
+    for dirpath, dirnames, _ in os.walk(top):
+        rel = os.path.relpath(dirpath, top).replace(os.sep, "/")
+        for d in list(dirnames):
+            path = f"{rel}/{d}" if rel != "." else d
+            if d in PRUNE_DIRS and not any(path.endswith(k) for k in PRUNE_KEEP):
+                shutil.rmtree(os.path.join(dirpath, d))
+                dirnames.remove(d)
+
+
+def _zip_dir(src: str, dest: str, prefix: str = "") -> None:
+    with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as z:
+        for dirpath, dirnames, filenames in os.walk(src):
+            dirnames.sort()
+            for name in sorted(filenames):
+                if name.endswith(".pyc"):
+                    continue
+                full = os.path.join(dirpath, name)
+                z.write(full, prefix + os.path.relpath(full, src).replace(os.sep, "/"))
+
+
+def build_layer(wheels: str, names: list[str], out: str) -> str:
+    stage = os.path.join(out, "layer")
+    shutil.rmtree(stage, ignore_errors=True)
+    site = os.path.join(stage, "python")
+    os.makedirs(site)
+    for name in names:
+        with zipfile.ZipFile(os.path.join(wheels, name)) as z:
+            z.extractall(site)
+    _prune(site)
+    shutil.copytree(os.path.join(ROOT, "shared"), os.path.join(site, "shared"),
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    dest = os.path.join(out, "layer.zip")
+    _zip_dir(stage, dest)
+    return dest
+
+
+def check_layer_covers(site: str, modules: list[str]) -> None:
+    """Every top-level module the functions loaded (infra.package.deps' probe) is in the layer."""
+    stdlib = set(sys.stdlib_module_names)
+    present = set()
+    for name in os.listdir(site):
+        present.add(name.split(".")[0].split("-")[0])
+    missing = sorted(m for m in modules if m not in stdlib and m not in present and not m.startswith("_")
+                     and m not in ("tests", "infra", "functions", "__main__", "cython_runtime")
+                     and m not in deps.EXCLUDED)
+    if missing:
+        raise PackageError(f"the layer lacks modules the functions load: {', '.join(missing)}")
+
+
+def functions_in_s_yaml() -> dict[str, str]:
+    """Resource id → its code folder, for every function s.yaml declares."""
+    with open(os.path.join(ROOT, "s.yaml"), encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
+    return {rid: res["props"]["code"] for rid, res in doc["resources"].items() if res.get("component") == "fc3"}
+
+
+def build_functions(out: str) -> dict[str, str]:
+    os.makedirs(os.path.join(out, "functions"), exist_ok=True)
+    zips = {}
+    for rid, code in functions_in_s_yaml().items():
+        src = os.path.normpath(os.path.join(ROOT, code))
+        if not os.path.isfile(os.path.join(src, "index.py")):
+            raise PackageError(f"function {rid}: {code} has no index.py")
+        dest = os.path.join(out, "functions", f"{rid}.zip")
+        _zip_dir(src, dest)
+        zips[rid] = dest
+    return zips
+
+
+def check_zip(path: str) -> int:
+    size = os.path.getsize(path)
+    if size > MAX_ZIP:
+        raise PackageError(f"{os.path.relpath(path, ROOT)} is {size / 2**20:.1f} MB, over the 100 MB upload limit")
+    with zipfile.ZipFile(path) as z:
+        for name in z.namelist():
+            if name.startswith(FORBIDDEN):
+                raise PackageError(f"{os.path.relpath(path, ROOT)} contains {name}: tests, bench and the local "
+                                   "runtime stay out of packages")
+    return size
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m infra.package.build", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", default=os.path.join(ROOT, "build", "package"))
+    args = ap.parse_args(argv)
+    try:
+        wheels_dir = os.path.join(args.out, "wheels")
+        print(f"downloading CPython 3.10 manylinux x86_64 wheels for {len(_requirements())} requirements "
+              f"into {os.path.relpath(wheels_dir, ROOT)} (pip's cache makes later builds quick)", flush=True)
+        names = download(wheels_dir)
+        for name in names:
+            check_wheel(name)
+        print(f"wheel tags: {len(names)} wheels, all cp310/abi3/py3 for manylinux x86_64 (glibc <= 2.28) or any")
+        layer = build_layer(wheels_dir, names, args.out)
+        check_layer_covers(os.path.join(args.out, "layer", "python"), deps.loaded_modules())
+        print("layer: holds every module the functions load (infra.package.deps' probe)")
+        zips = {"layer (deps + shared/)": layer, **{f"function {k}": v for k, v in build_functions(args.out).items()}}
+        print(f"{'package':<32}{'zip MB':>9}{'unpacked MB':>13}")
+        for label, path in zips.items():
+            size = check_zip(path)
+            with zipfile.ZipFile(path) as z:
+                unpacked = sum(i.file_size for i in z.infolist())
+            print(f"{label:<32}{size / 2**20:>9.2f}{unpacked / 2**20:>13.1f}  {os.path.relpath(path, ROOT)}")
+        print("every zip <= 100 MB; none holds tests/, bench/ or infra/")
+    except PackageError as e:
+        print(f"package: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

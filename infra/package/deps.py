@@ -1,0 +1,168 @@
+"""The curated dependency set of troupe's functions: `python -m infra.package.deps`.
+
+MetaGPT's full install is 1.6 GB, far over an FC code package. The functions use a fraction of
+it, so the set is measured rather than guessed:
+
+1. one process (with shared/lean.py, as the functions run) drives every function's code in
+   process: the gateway, persona, director, deadletter and pipeline, the five SOP roles
+   through a whole software company (code review on, tests run), and the DashScope, OpenAI
+   and OSS clients built as the functions build them;
+2. the third-party modules it loaded are mapped to their distributions;
+3. the closure of those distributions' own requirements is added (code paths a run does not
+   reach, such as an HTTP client's retry module, still find their packages);
+4. versions are taken from requirements.txt (the pinned runtime set the tests run on).
+
+Written to infra/package/requirements-fc.txt (committed); metagpt itself is packaged with
+--no-deps, as it is installed. `--check` verifies the committed file instead of writing it
+(used by the tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+from importlib import metadata
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LOCK = os.path.join(ROOT, "infra", "package", "requirements-fc.txt")
+#: never in a function's package: test, build and local-runtime tools
+EXCLUDED = {"pytest", "hypothesis", "pluggy", "iniconfig", "_pytest", "moto", "pip", "setuptools", "wheel",
+            "llama-cpp-python", "metagpt",
+            # imported only because it is installed: tenacity's optional tornado support
+            "tornado"}
+
+#: backports that FC's python3.10 needs and this 3.11 venv does not (requirement markers
+#: such as python_version < "3.11"); pinned here, as requirements.txt is resolved on 3.11
+PY310_PINS = {"exceptiongroup": "1.2.2", "tomli": "2.0.2", "async-timeout": "4.0.3", "typing-extensions": "4.12.2"}
+#: pins of requirements.txt that have no CPython 3.10 wheel, and the release FC gets instead
+PY310_OVERRIDES = {"pillow": "11.3.0"}
+
+_PROBE = r"""
+import json, os, sys, tempfile
+sys.path.insert(0, sys.argv[1])
+os.environ["TROUPE_LLM"] = "fake"
+import shared.mg  # installs shared.lean, as every function does
+from tests.harness import Harness
+from shared.pipeline import Pipeline
+from shared.deadletter import handle_failure
+from shared.conversation import ConversationStore
+
+with tempfile.TemporaryDirectory() as tmp:
+    h = Harness(tmp)
+    h.start("debate", "Tea or coffee?", rounds=1)
+    h.http("POST", "/conversations", {"scenario": "digital_employees", "input": "Refund?"})
+    h.start("software_company", "开发一个记账APP", options={"code_review": True})
+    h.store.put("requests/x.json", json.dumps({"scenario": "debate", "input": "x", "rounds": 1}).encode())
+    h.pump()
+    h.http("GET", "/scenarios")
+    h.http("GET", "/openapi.json")
+    handle_failure(b"{}", ConversationStore(h.store))
+# the clients the functions build in the cloud (no call is made)
+from shared.llm import make_llm
+for kind in ("openai", "dashscope", "dashscope-openai"):
+    make_llm({"TROUPE_LLM": kind, "DASHSCOPE_API_KEY": "k", "TROUPE_LLM_BASE_URL": "http://127.0.0.1:9/v1"})
+import shared.store.oss, oss2  # noqa
+oss2.Bucket(oss2.StsAuth("a", "b", "c"), "http://127.0.0.1:9", "troupe-probe")
+print("MODULES " + json.dumps(sorted({m.split(".")[0] for m in list(sys.modules)})))
+"""
+
+
+def _canon(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def pins(path: str = os.path.join(ROOT, "requirements.txt")) -> dict[str, str]:
+    out = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            line = line.split("#")[0].strip()
+            if "==" in line:
+                name, version = line.split("==", 1)
+                out[_canon(name.split("[")[0])] = version.strip()
+    return out
+
+
+def loaded_modules() -> list[str]:
+    proc = subprocess.run([sys.executable, "-c", _PROBE, ROOT], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900, env={**os.environ, "TROUPE_LLM": "fake", "OMP_NUM_THREADS": "1"})
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("MODULES ")), None)
+    if proc.returncode or line is None:
+        raise RuntimeError(f"the probe failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
+    return json.loads(line[len("MODULES "):])
+
+
+def _requires(dist: str) -> set[str]:
+    """A distribution's unconditional requirements (no extras, markers true on Linux py3.10)."""
+    from packaging.requirements import Requirement
+
+    out = set()
+    try:
+        specs = metadata.requires(dist) or []
+    except metadata.PackageNotFoundError:
+        return out  # needed only on 3.10 (PY310_PINS): not installed in this 3.11 venv
+    for spec in specs:
+        req = Requirement(spec)
+        if req.marker is not None:
+            env = {"python_version": "3.10", "python_full_version": "3.10.13", "sys_platform": "linux",
+                   "platform_system": "Linux", "platform_machine": "x86_64", "os_name": "posix",
+                   "implementation_name": "cpython", "platform_python_implementation": "CPython", "extra": ""}
+            if not req.marker.evaluate(env):
+                continue
+        out.add(_canon(req.name))
+    return out
+
+
+def curated(modules: list[str]) -> dict[str, str]:
+    """Distribution → pinned version, for what the functions load and what that needs."""
+    owners = metadata.packages_distributions()
+    stdlib = set(sys.stdlib_module_names)
+    found = set()
+    for mod in modules:
+        if mod in stdlib or mod in ("shared", "tests", "infra", "functions", "__main__"):
+            continue
+        for dist in owners.get(mod, []):
+            found.add(_canon(dist))
+    found -= {_canon(x) for x in EXCLUDED}
+    todo, closure = list(found), set(found)
+    while todo:
+        for dep in _requires(todo.pop()):
+            if dep not in closure and dep not in {_canon(x) for x in EXCLUDED}:
+                closure.add(dep)
+                todo.append(dep)
+    pinned = {**PY310_PINS, **pins()}
+    missing = sorted(d for d in closure if d not in pinned)
+    if missing:
+        raise RuntimeError(f"not pinned in requirements.txt: {', '.join(missing)}")
+    return {d: PY310_OVERRIDES.get(d, pinned[d]) for d in sorted(closure)}
+
+
+def render(deps: dict[str, str]) -> str:
+    head = ("# troupe's FC dependency layer: what the functions load, and what that needs, pinned as in\n"
+            "# requirements.txt. Generated by `python -m infra.package.deps`; metagpt is added --no-deps.\n")
+    return head + "".join(f"{d}=={v}\n" for d, v in deps.items())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m infra.package.deps", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--check", action="store_true", help="compare with the committed lock, write nothing")
+    args = ap.parse_args(argv)
+    text = render(curated(loaded_modules()))
+    if args.check:
+        with open(LOCK, encoding="utf-8") as f:
+            if f.read() != text:
+                print(f"{os.path.relpath(LOCK, ROOT)} is out of date: run python -m infra.package.deps", file=sys.stderr)
+                return 1
+        print("the lock matches what the functions load")
+        return 0
+    with open(LOCK, "w", encoding="utf-8") as f:
+        f.write(text)
+    print(f"wrote {os.path.relpath(LOCK, ROOT)}: {text.count(chr(10)) - 2} distributions")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
