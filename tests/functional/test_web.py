@@ -8,9 +8,11 @@ tests/artifacts/ (gitignored).
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import urllib.request
+import zipfile
 
 import pytest
 
@@ -53,10 +55,14 @@ def drive(rt, mode: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def api(rt, path: str, token: str) -> dict:
+def raw(rt, path: str, token: str) -> bytes:
     req = urllib.request.Request(rt.http_url + path, headers={"Authorization": f"Bearer {token}"})
     with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read())
+        return resp.read()
+
+
+def api(rt, path: str, token: str) -> dict:
+    return json.loads(raw(rt, path, token))
 
 
 def conversation_count(rt) -> int:
@@ -85,8 +91,11 @@ def test_start_a_debate_and_watch_it_to_the_verdict(rt):
     assert seen["navigations"] == 1
     # AND polling asked only for what was new: every read after the first carries the cursor
     reads = [r["url"] for r in seen["requests"] if r["method"] == "GET" and f"/conversations/{cid}" in r["url"]
-             and "/invocations" not in r["url"] and "/usage" not in r["url"]]
+             and "/invocations" not in r["url"] and "/usage" not in r["url"] and "/artifacts" not in r["url"]]
     assert len(reads) >= 2 and "after=" not in reads[0] and all("after=" in u for u in reads[1:])
+    # AND a debate writes no files: their list was asked for once, at the end, not on every turn
+    assert [r["url"] for r in seen["requests"] if "/artifacts" in r["url"]] == \
+        [f"{rt.http_url}/conversations/{cid}/artifacts"]
     # AND the token never travels in a URL: only in the fragment, which browsers do not send
     assert all(token not in r["url"] for r in seen["requests"])
     assert seen["url"].split("#")[0] == rt.http_url + "/" and f"#c={cid}&t=" in seen["url"]
@@ -104,7 +113,7 @@ def test_start_a_debate_and_watch_it_to_the_verdict(rt):
     usage = api(rt, f"/conversations/{cid}/usage", token)
     assert {row[0] for row in seen["bill"]} == {"Input" if r == "user" else r for r in usage["by_role"]}
     assert seen["billTotal"][0][0] == "Total" and seen["billTotal"][0][1] == str(usage["total"]["invocations"])
-    # AND the artifacts placeholder stays hidden (the API has no artifacts yet)
+    # AND the artifacts panel stays hidden (a debate has none)
     assert seen["artifactsHidden"]
     # AND the page speaks Chinese on request
     assert seen["zh"] == {"status": "已完成", "transcriptTitle": "对话记录", "lang": "zh-CN"}
@@ -167,3 +176,86 @@ def test_bad_input_is_refused_on_the_page_and_starts_nothing(rt):
     # AND nothing was started
     assert conversation_count(rt) == before
     assert os.path.getsize(os.path.join(ARTIFACTS, "web-error.png")) > 5_000
+
+
+def test_software_company_from_the_form_to_its_files(rt):
+    # GIVEN the page; WHEN a software company is started with run_tests off, after a bad option
+    before = conversation_count(rt)
+    seen = drive(rt, "company")
+    cid, token = seen["cid"], seen["token"]
+    truth = api(rt, f"/conversations/{cid}", token)
+    # THEN the form showed the scenario's options: typed, bounded, defaults filled in, labelled
+    opts = {o["name"]: o for o in seen["options"]}
+    assert list(opts) == ["investment", "n_round", "code_review", "run_tests"] and seen["optionsShown"]
+    assert opts["n_round"]["type"] == "number" and (opts["n_round"]["min"], opts["n_round"]["max"]) == ("1", "200")
+    assert opts["n_round"]["value"] == "12" and opts["investment"]["value"] == "3"
+    assert opts["run_tests"]["type"] == "checkbox" and opts["run_tests"]["value"] is True
+    assert opts["code_review"]["value"] is False
+    assert "Rounds: the most role turns" in opts["n_round"]["label"] and "Max turns" in opts["n_round"]["label"]
+    assert any("轮数" in label for label in seen["zhOptionLabels"]) and seen["debateOptionsHidden"]
+    # AND a bad value went to the API, whose refusal is on the page, naming the option; nothing started
+    assert seen["postsForBadOption"] == 1 and seen["formStillShown"]
+    assert "options.n_round must be between 1 and 200" in seen["badOption"] and "HTTP 400" in seen["badOption"]
+    assert seen["badOptionInvalid"] == "true"
+    assert conversation_count(rt) == before + 1
+    # AND the good start sent the options, and the conversation runs with them
+    assert seen["sentBody"]["options"] == {"investment": 3, "n_round": 12, "code_review": False, "run_tests": False}
+    assert truth["options"]["run_tests"] is False and "run_tests = off" in seen["convOptions"]
+    assert seen["final"] == truth["status"] == "completed", truth["end"]
+    # AND the artifacts panel lists the API's files, grouped by folder
+    listing = api(rt, f"/conversations/{cid}/artifacts", token)["artifacts"]
+    assert sorted(seen["files"]) == sorted(a["path"] for a in listing)
+    folders = {a["path"].rsplit("/", 1)[0] + "/" if "/" in a["path"] else "(top level)" for a in listing}
+    assert sorted(seen["dirs"]) == sorted(folders) and "docs/prd/" in folders
+    assert seen["summary"].startswith(f"{len(listing)} files")
+    # AND the list was asked for only when the transcript changed: at most once a turn, and at the end
+    lists = [r["url"] for r in seen["requests"] if r["url"].endswith(f"/conversations/{cid}/artifacts")]
+    assert 1 <= len(lists) <= len(truth["messages"]) + 1, lists
+    # AND the PRD (JSON) reads as headings, lists, a table and its chart as code; its source on request
+    prd_path = seen["prd"]["path"]
+    assert re.fullmatch(r"docs/prd/.+\.json", prd_path)
+    prd = json.loads(raw(rt, f"/conversations/{cid}/artifacts/{prd_path}", token))
+    assert seen["prd"]["kind"] == "json" and seen["prd"]["keys"] == list(prd)
+    assert set(prd["Product Goals"]) <= set(seen["prd"]["items"])
+    assert seen["prd"]["diagrams"] and seen["prd"]["diagrams"][0].startswith("quadrantChart")
+    assert prd["Requirement Pool"][0][1] in seen["prd"]["cells"]
+    assert json.loads(seen["prdRaw"]["code"][0]) == prd and seen["prd"]["rawLabel"] == "Show the source"
+    # AND a Python file is shown as code, exactly, and escaped
+    py = raw(rt, f"/conversations/{cid}/artifacts/{seen['py']['path']}", token).decode()
+    assert seen["py"]["kind"] == "code" and seen["py"]["code"] == [py]
+    inside = seen["py"]["html"].split("<code>", 1)[1].rsplit("</code>", 1)[0]
+    assert "<" not in inside and ("&lt;" in inside or "<" not in py)
+    # AND the Markdown PRD is rendered: headings, list items
+    if seen.get("md"):
+        assert seen["md"]["kind"] == "markdown" and "Product Goals" in seen["md"]["headings"]
+        assert set(prd["Product Goals"]) <= set(seen["md"]["items"])
+    # AND hostile Markdown and JSON are shown as text: the renderer's structure, none of their HTML
+    md = seen["hostileMd"]["html"]
+    assert "<img" not in md and "<script" not in md and "<i>" not in md and "&lt;script&gt;" in md
+    assert '<h4 class="md-h1">Title &lt;img' in md and "<strong>bold</strong>" in md and "<code>&lt;b&gt;code" in md
+    assert '<span class="md-link" title="javascript:window.__xss=1">link</span>' in md and "<a " not in md
+    assert "<li>one<ul><li>nested &lt;script&gt;" in md and "<ol><li>first</li><li>second</li></ol>" in md
+    assert "<th>a</th>" in md and "<td>&lt;i&gt;x&lt;/i&gt;</td>" in md and "<blockquote>" in md and "<hr>" in md
+    js = seen["hostileJson"]
+    assert js["keys"] == ["<img src=x onerror=window.__xss=1>", "Nested", "Depth", "Flag"]
+    assert js["items"] == ["<script>window.__xss=1</script>"] and "<img" not in js["html"] and "<script" not in js["html"]
+    # AND long turns are folded, with a "show more" that unfolds them; MetaGPT's documents read as documents
+    assert seen["folded"] and all(f["button"].startswith("Show more") for f in seen["folded"])
+    assert seen["unfolded"]["folded"] is False and seen["unfolded"]["button"] == "Show less"
+    assert seen["unfolded"]["height"] > seen["folded"][0]["height"]
+    assert seen["unfolded"]["docPaths"] and seen["unfolded"]["keys"]
+    # AND a file named in a turn opens in the viewer
+    assert seen["linked"]["path"] == seen["linked"]["target"]
+    # AND the zip arrived through the token-carrying fetch, as a blob download, and holds every file
+    z = seen["zip"]
+    assert z["magic"] == "PK" and z["size"] > 0 and z["url"] == "blob:" and z["name"].endswith(".zip")
+    assert not seen["zipError"]
+    with zipfile.ZipFile(os.path.join(ARTIFACTS, "web-company.zip")) as archive:
+        assert sorted(n.split("/", 1)[1] for n in archive.namelist()) == sorted(a["path"] for a in listing)
+    # AND the token never travels in a URL; the page speaks Chinese here too
+    assert all(token not in r["url"] for r in seen["requests"])
+    assert seen["zh"]["artifacts"] == "产物" and seen["zh"]["zip"] == "下载 zip" and "run_tests = 关" in seen["zh"]["convOptions"]
+    assert seen["xss"] is False and seen["navigations"] == 1
+    # (the browser logs the refused start as a failed resource: that one is expected)
+    assert [e for e in seen["consoleErrors"] if "status of 400" not in e] == [], seen["consoleErrors"]
+    assert os.path.getsize(os.path.join(ARTIFACTS, "web-company.png")) > 20_000

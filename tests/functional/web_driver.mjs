@@ -3,7 +3,7 @@
 //
 //   node tests/functional/web_driver.mjs <mode> <base url> <api key> <out dir>
 //
-// mode: debate | human | errors. Prints one JSON line of what it saw; the Python test asserts on
+// mode: debate | human | errors | company. Prints one JSON line of what it saw; the Python test asserts on
 // it and cross-checks the API. A step that cannot happen (a timeout) exits 1 with the reason,
 // after a screenshot of the page at that moment.
 import { chromium } from "playwright-core";
@@ -223,9 +223,164 @@ async function errors() {
   return out;
 }
 
+// the artifacts viewer, as the reader sees it
+const viewer = () => page.$eval("#viewer", (v) => ({
+  path: v.querySelector("#viewer-path").textContent,
+  kind: v.querySelector("#viewer-body").dataset.kind || "",
+  keys: [...v.querySelectorAll("#viewer-body .json-key")].map((h) => h.textContent),
+  headings: [...v.querySelectorAll("#viewer-body h4, #viewer-body h5, #viewer-body h6")].map((h) => h.textContent),
+  items: [...v.querySelectorAll("#viewer-body li")].map((l) => l.textContent),
+  cells: [...v.querySelectorAll("#viewer-body td")].map((c) => c.textContent),
+  code: [...v.querySelectorAll("#viewer-body pre code")].map((c) => c.textContent),
+  diagrams: [...v.querySelectorAll("#viewer-body pre.diagram code")].map((c) => c.textContent),
+  text: v.querySelector("#viewer-body").textContent,
+  html: v.querySelector("#viewer-body").innerHTML,
+  rawLabel: v.querySelector("#viewer-raw").hidden ? "" : v.querySelector("#viewer-raw").textContent,
+}));
+
+async function openFile(p) {
+  await page.click(`#artifacts-list button.file[data-path="${p}"]`);
+  await page.waitForFunction((want) => document.querySelector("#viewer-path").textContent === want &&
+                             document.querySelector("#viewer-body").dataset.kind, p, { timeout: 30_000 });
+  return viewer();
+}
+
+const HOSTILE_MD = [
+  "# Title <img src=x onerror=\"window.__xss=1\">",
+  "Some **bold**, `<b>code</b>` and a [link](javascript:window.__xss=1).",
+  "",
+  "- one",
+  "  - nested <script>window.__xss=1</script>",
+  "- two",
+  "",
+  "1. first",
+  "2. second",
+  "",
+  "| a | b |",
+  "|---|---|",
+  "| <i>x</i> | y |",
+  "",
+  "```html",
+  "<script>window.__xss=1</script>",
+  "```",
+  "> quoted",
+  "",
+  "---",
+].join("\n");
+const HOSTILE_JSON = JSON.stringify({ "<img src=x onerror=window.__xss=1>": ["<script>window.__xss=1</script>"],
+                                      Nested: { Depth: 2, Flag: true } });
+
+async function company() {
+  const posts = () => requests.filter((r) => r.method === "POST");
+  await open();
+  await page.selectOption("#scenario", "software_company");
+  const out = {};
+  out.options = await page.$$eval("#options [data-option]", (is) => is.map((i) => ({
+    name: i.dataset.option, type: i.type, value: i.type === "checkbox" ? i.checked : i.value,
+    min: i.getAttribute("min"), max: i.getAttribute("max"),
+    label: i.closest("label").textContent })));
+  out.optionsShown = await page.$eval("#options-box", (b) => !b.hidden);
+  // a debate has no options: the box goes away
+  await page.selectOption("#scenario", "debate");
+  out.debateOptionsHidden = await page.$eval("#options-box", (b) => b.hidden);
+  await page.selectOption("#scenario", "software_company");
+  // Chinese labels, then back
+  await page.click("#lang");
+  out.zhOptionLabels = await page.$$eval("#options label", (ls) => ls.map((l) => l.textContent));
+  await page.click("#lang");
+  // a bad option: the API refuses it and the page says why
+  await fillStart({ scenario: "software_company", input: "A todo list CLI" });
+  await page.fill('#options input[data-option="n_round"]', "0");
+  const before = posts().length;
+  await page.click("#start-btn");
+  await page.waitForFunction(() => !document.querySelector("#error").hidden, null, { timeout: 30_000 });
+  out.badOption = await errorText();
+  out.badOptionInvalid = await page.$eval('#options input[data-option="n_round"]', (i) => i.getAttribute("aria-invalid"));
+  out.postsForBadOption = posts().length - before;
+  out.formStillShown = await page.$eval("#start", (s) => !s.hidden);
+  await shot("web-company-bad-option.png");
+  // a good one: run_tests off
+  await page.fill('#options input[data-option="n_round"]', "12");
+  await page.uncheck('#options input[data-option="run_tests"]');
+  const postRequest = page.waitForRequest((r) => r.method() === "POST" && /\/conversations$/.test(r.url()));
+  await page.click("#start-btn");
+  out.sentBody = (await postRequest).postDataJSON();
+  await page.waitForFunction(() => /^#c=[^&]+&t=.+/.test(location.hash), null, { timeout: 30_000 });
+  const params = new URLSearchParams(new URL(page.url()).hash.slice(1));
+  Object.assign(out, { cid: params.get("c"), token: params.get("t"), url: page.url() });
+  out.final = await waitStatus(["completed", "budget_exhausted", "stopped", "failed", "cancelled"], 180_000);
+  await page.waitForTimeout(2500);  // the last records after the end
+  await page.waitForSelector("#artifacts:not([hidden]) #artifacts-list button.file", { timeout: 30_000 });
+  out.convOptions = await page.$eval("#conv-options", (p) => (p.hidden ? "" : p.textContent));
+  out.files = await page.$$eval("#artifacts-list button.file", (bs) => bs.map((b) => b.dataset.path));
+  out.dirs = await page.$$eval("#artifacts-list .dir-name", (ds) => ds.map((d) => d.textContent));
+  out.summary = await page.$eval("#artifacts-summary", (s) => s.textContent);
+  out.pick = await page.$eval("#viewer-body", (b) => b.textContent);
+  // long turns are folded, and unfold on request
+  out.folded = await page.$$eval("#transcript li.turn", (ls) => ls.filter((l) => l.querySelector(".text.folded"))
+    .map((l) => ({ turn: Number(l.dataset.turn), button: l.querySelector("button.more").textContent,
+                   height: l.querySelector(".text").getBoundingClientRect().height })));
+  if (out.folded.length) {
+    const turn = out.folded[0].turn;
+    await page.click(`#transcript li[data-turn="${turn}"] button.more`);
+    out.unfolded = await page.$eval(`#transcript li[data-turn="${turn}"]`, (l) => ({
+      folded: l.querySelector(".text").classList.contains("folded"), button: l.querySelector("button.more").textContent,
+      height: l.querySelector(".text").getBoundingClientRect().height,
+      docPaths: [...l.querySelectorAll(".doc-path")].map((h) => h.textContent),
+      keys: [...l.querySelectorAll(".json-key")].map((h) => h.textContent) }));
+  }
+  // the PRD (JSON), read as headings and lists; then its source; then a Python file, and the Markdown PRD
+  const prd = out.files.find((f) => /^docs\/prd\/.+\.json$/.test(f));
+  out.prd = await openFile(prd);
+  await shot("web-company.png");
+  await page.click("#viewer-raw");
+  out.prdRaw = await viewer();
+  await page.click("#viewer-raw");
+  const py = out.files.find((f) => /\.py$/.test(f) && !f.startsWith("tests/"));
+  out.py = await openFile(py);
+  const md = out.files.find((f) => /^resources\/prd\/.+\.md$/.test(f));
+  if (md) out.md = await openFile(md);
+  // a path under "Files written:" in the transcript opens that file
+  const link = await page.$("#transcript button.artifact-link[data-path$='.py']");
+  if (link) {
+    const target = await link.getAttribute("data-path");
+    await link.click();
+    await page.waitForFunction((want) => document.querySelector("#viewer-path").textContent === want &&
+                               document.querySelector("#viewer-body").dataset.kind, target, { timeout: 30_000 });
+    out.linked = { target, path: await page.$eval("#viewer-path", (p) => p.textContent) };
+  }
+  // hostile files (served in place of two the page has not read yet): rendered, never parsed as HTML
+  const hostileMd = out.files.find((f) => /^resources\/system_design\/.+\.md$/.test(f));
+  const hostileJson = out.files.find((f) => /^docs\/system_design\/.+\.json$/.test(f));
+  await page.route((u) => u.pathname.endsWith("/artifacts/" + hostileMd), (route) => route.fulfill({
+    status: 200, contentType: "text/markdown; charset=utf-8", body: HOSTILE_MD }));
+  await page.route((u) => u.pathname.endsWith("/artifacts/" + hostileJson), (route) => route.fulfill({
+    status: 200, contentType: "application/json; charset=utf-8", body: HOSTILE_JSON }));
+  out.hostileMd = await openFile(hostileMd);
+  out.hostileJson = await openFile(hostileJson);
+  await page.unrouteAll();
+  // the zip: fetched with the token, saved from a blob
+  const [download] = await Promise.all([page.waitForEvent("download", { timeout: 30_000 }), page.click("#zip")]);
+  const saved = path.join(outDir, "web-company.zip");
+  await download.saveAs(saved);
+  const bytes = fs.readFileSync(saved);
+  out.zip = { name: download.suggestedFilename(), size: bytes.length, magic: bytes.subarray(0, 2).toString("latin1"),
+              url: download.url().slice(0, 5) };
+  out.zipError = await errorText();
+  // Chinese
+  await page.click("#lang");
+  out.zh = { artifacts: await page.$eval("[data-i18n=artifacts]", (h) => h.textContent),
+             zip: await page.$eval("#zip", (b) => b.textContent),
+             convOptions: await page.$eval("#conv-options", (p) => p.textContent) };
+  await page.click("#lang");
+  out.xss = await page.evaluate(() => window.__xss === 1);
+  out.navigations = navigations;
+  return out;
+}
+
 let code = 0;
 try {
-  const modes = { debate, human, errors };
+  const modes = { debate, human, errors, company };
   if (!modes[mode]) throw new Error(`unknown mode ${mode}`);
   const result = await modes[mode]();
   result.requests = requests;

@@ -94,23 +94,105 @@ def test_script_never_parses_html_and_calls_the_api_relatively():
     js = _js()
     for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
         assert sink not in js, sink
-    calls = re.findall(r'\bapi\("(?:GET|POST)", ([^,)]+)', js)
+    calls = re.findall(r'\b(?:api|request)\("(?:GET|POST)", ([^,)]+)', js)
     assert calls and all(not c.strip().startswith('"/') for c in calls), calls
+    assert "fetch(" in js and js.count("fetch(") == 1  # every request goes through the one helper
     assert "new URL(path, document.baseURI)" in js
     assert "localStorage.setItem(KEY_STORE" in js  # the API key: only in this browser
 
 
-def test_both_languages_have_every_text():
+def _texts() -> tuple[dict, dict]:
     js = _js()
     en = js[js.index("    en: {"):js.index("    zh: {")]
     zh = js[js.index("    zh: {"):js.index("  };\n", js.index("    zh: {"))]
-    en_keys = {k for line in en.splitlines() for k in re.findall(r"(?:^\s+|, )(\w+): \"", line)}
-    zh_keys = {k for line in zh.splitlines() for k in re.findall(r"(?:^\s+|, )(\w+): \"", line)}
-    assert en_keys and en_keys == zh_keys, en_keys ^ zh_keys
+    pairs = lambda block: dict(re.findall(r'(?:^\s+|, )(\w+): "((?:[^"\\]|\\.)*)"', block, re.M))  # noqa: E731
+    return pairs(en), pairs(zh)
+
+
+def _html() -> str:
     with open(os.path.join(WEB, "index.html"), encoding="utf-8") as f:
-        html = f.read()
-    used = set(re.findall(r'data-i18n(?:-label)?="(\w+)"', html))
-    assert used <= en_keys, used - en_keys
+        return f.read()
+
+
+def test_both_languages_have_every_text():
+    en, zh = _texts()
+    assert en and set(en) == set(zh), set(en) ^ set(zh)
+    used = set(re.findall(r'data-i18n(?:-label)?="(\w+)"', _html()))
+    assert used <= set(en), used - set(en)
+    # and every t("key") the script asks for exists
+    asked = set(re.findall(r'\bt\("(\w+)"[,)]', _js()))
+    assert asked <= set(en), asked - set(en)
+
+
+# the texts of the options form, the artifacts panel and the folded turns
+NEW_TEXTS = ["options", "option_sets", "option_range", "conv_options", "on", "off", "err_option_number",
+             "artifacts", "artifacts_summary", "download_zip", "downloading", "download_file", "artifact_pick",
+             "artifact_binary", "artifact_too_big", "artifact_gone", "view_raw", "view_rendered", "top_level",
+             "show_more", "show_less", "zip_failed", "artifact_failed", "empty_value", "empty_file", "files_written",
+             "reason_idle"]
+
+
+@pytest.mark.parametrize("key", NEW_TEXTS)
+def test_new_texts_exist_in_both_languages_and_differ(key):
+    en, zh = _texts()
+    assert en.get(key) and zh.get(key), key
+    assert en[key] != zh[key], key  # translated, not copied
+    # the same placeholders on both sides
+    assert sorted(re.findall(r"\{(\w+)\}", en[key])) == sorted(re.findall(r"\{(\w+)\}", zh[key])), key
+
+
+def test_page_has_the_options_box_and_the_artifacts_panel():
+    html = _html()
+    for id_ in ("options-box", "options", "conv-options", "artifacts", "artifacts-list", "artifacts-summary", "zip",
+                "viewer", "viewer-path", "viewer-body", "viewer-raw", "viewer-save"):
+        assert f'id="{id_}"' in html, id_
+    # both stay hidden until there is something to show
+    assert re.search(r'id="options-box"[^>]*\bhidden\b', html) and re.search(r'id="artifacts"[^>]*\bhidden\b', html)
+    # no link to the files in the markup: a plain href cannot carry the token
+    assert "artifacts.zip" not in html and "download=" not in html
+
+
+def test_downloads_carry_the_token_and_save_from_a_blob():
+    js = _js()
+    assert 'request("GET", convPath("/artifacts.zip"), { secret: W.token' in js
+    assert "URL.createObjectURL(blob)" in js and "URL.revokeObjectURL" in js and "download: name" in js
+    # the file's own path is encoded segment by segment, under the conversation
+    assert 'convPath("/artifacts/" + p.split("/").map(encodeURIComponent).join("/"))' in js
+    # the list is asked for again only when the transcript changed
+    assert "stamp === W.artStamp" in js
+
+
+def test_catalog_gives_the_form_each_option_typed_bounded_and_labelled(harness):
+    _, body = harness.http("GET", "/scenarios")
+    company = next(s for s in body["scenarios"] if s["id"] == "software_company")
+    opts = company["options"]
+    assert set(opts) == {"investment", "n_round", "code_review", "run_tests"}
+    for name, o in opts.items():
+        assert o["type"] in ("boolean", "integer", "number") and "default" in o, name
+        assert o["description"]["en"] and o["description"]["zh"], name
+        if o["type"] != "boolean":
+            assert o["min"] is not None and o["max"] is not None and o["min"] <= o["default"] <= o["max"], name
+    # scenarios without options say so with an empty object (the page hides the box)
+    assert next(s for s in body["scenarios"] if s["id"] == "debate")["options"] == {}
+
+
+@pytest.mark.parametrize("options, field", [({"n_round": 0}, "options.n_round"),
+                                            ({"run_tests": "no"}, "options.run_tests"),
+                                            ({"n_round": 2.5}, "options.n_round"),
+                                            ({"nope": 1}, "options.nope")])
+def test_a_bad_option_is_refused_naming_it_so_the_page_can_mark_the_field(harness, options, field):
+    before = sum(1 for _ in harness.store.iter("conversations/"))
+    status, body = harness.http("POST", "/conversations", {"scenario": "software_company", "input": "A todo CLI",
+                                                          "options": options})
+    assert status == 400 and body["error"] == "BadRequest" and body["details"]["field"] == field
+    assert body["message"]
+    assert sum(1 for _ in harness.store.iter("conversations/")) == before
+
+
+def test_the_options_a_conversation_runs_with_are_shown_back(harness):
+    cid = harness.start("software_company", "A todo CLI", options={"run_tests": False})
+    status, body = harness.http("GET", f"/conversations/{cid}")
+    assert status == 200 and body["options"]["run_tests"] is False and body["options"]["n_round"] == 12
 
 
 def test_catalog_tells_the_page_which_roles_people_play_and_what_to_enter(harness):

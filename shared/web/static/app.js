@@ -9,6 +9,7 @@
   const COLORS = ["#2456c7", "#c2410c", "#15803d", "#7c3aed", "#be185d", "#0e7490", "#a16207", "#4d7c0f",
                   "#9f1239", "#334155"];
   const USER_COLOR = "#6b7280";
+  const LONG_CHARS = 1200, LONG_LINES = 24, MAX_VIEW_BYTES = 2 * 1024 * 1024;
   const POLL_MS = 1000, POLL_WAITING_MS = 2500, POLL_HIDDEN_MS = 5000, POLL_MAX_MS = 15000, PAGE = 100;
   const KEY_STORE = "troupe.apiKey", LANG_STORE = "troupe.lang";
 
@@ -38,6 +39,7 @@
       reason_deliverable: "the closing role delivered", reason_turn_limit: "the turn limit was reached",
       reason_end_condition: "the end condition was met", reason_time_limit: "the time limit was reached",
       reason_invocation_cap: "the invocation cap was reached", reason_rounds_done: "all rounds were done",
+      reason_idle: "no role had anything left to do",
       err_input_empty: "Enter the input for the conversation (it is empty).",
       err_max_turns: "Max turns must be a whole number of at least 1.",
       err_max_cost: "The money budget must be a number greater than 0.",
@@ -47,6 +49,17 @@
       http_error: "The server answered HTTP {status}.", bad_response: "The server's answer was not JSON.",
       catalog_failed: "Could not load the scenarios: ", link_failed: "This conversation cannot be shown: ",
       started: "Started.", unexpected: "Something went wrong on this page: ",
+      options: "Options", option_sets: "sets the limit “{limit}”", option_range: "from {min} to {max}",
+      conv_options: "Options:", on: "on", off: "off",
+      err_option_number: "{name} must be a number.",
+      artifacts_summary: "{n} files, {size}", download_zip: "Download zip", downloading: "Downloading…",
+      download_file: "Download", artifact_pick: "Choose a file to read it here.",
+      artifact_binary: "Not a text file ({size}): download the zip to get it.",
+      artifact_too_big: "Too large to show here ({size}): download the zip to get it.",
+      artifact_gone: "This file is no longer in the project.", view_raw: "Show the source",
+      view_rendered: "Show it rendered", top_level: "(top level)", show_more: "Show more ({n} characters)",
+      show_less: "Show less", zip_failed: "Could not download the zip: ", artifact_failed: "Could not load the file: ",
+      empty_value: "(none)", empty_file: "(empty file)", files_written: "Files written:",
     },
     zh: {
       tagline: "在函数计算上运行的 MetaGPT 团队：每个角色都是一次独立的函数调用。",
@@ -61,7 +74,7 @@
       transcript: "对话记录", timeline: "函数调用",
       timeline_hint: "每个函数一行；每个色块是一次调用，位置为开始时间，宽度为运行时长。",
       bill: "账单", role: "角色", invocations: "调用次数", tokens: "Token 数", gb_s: "GB-秒", cost: "费用（元）",
-      total: "合计", artifacts: "产出文件", roles_label: "角色：", person: "真人",
+      total: "合计", artifacts: "产物", roles_label: "角色：", person: "真人",
       user_role: "输入", your_turn: "轮到你以 {role} 的身份发言", waiting_for: "等待 {role} 作答…",
       deliverable: "结果", delivered_by: "由 {role} 给出，第 {turn} 轮", no_invocations: "还没有调用。",
       no_bill: "还没有费用。", lanes_summary: "{n} 次调用，分布在 {p} 个进程中",
@@ -73,6 +86,7 @@
       reason_deliverable: "收尾角色已给出结果", reason_turn_limit: "达到轮次上限",
       reason_end_condition: "满足结束条件", reason_time_limit: "达到时间上限",
       reason_invocation_cap: "达到调用次数上限", reason_rounds_done: "所有轮次已完成",
+      reason_idle: "所有角色都已无事可做",
       err_input_empty: "请填写对话的输入（当前为空）。",
       err_max_turns: "最多轮次必须是不小于 1 的整数。",
       err_max_cost: "费用预算必须是大于 0 的数。",
@@ -82,6 +96,17 @@
       http_error: "服务器返回 HTTP {status}。", bad_response: "服务器的回答不是 JSON。",
       catalog_failed: "无法加载场景列表：", link_failed: "无法显示此对话：",
       started: "已开始。", unexpected: "页面出错：",
+      options: "选项", option_sets: "决定“{limit}”", option_range: "{min} 到 {max}",
+      conv_options: "选项：", on: "开", off: "关",
+      err_option_number: "{name} 必须是数字。",
+      artifacts_summary: "{n} 个文件，共 {size}", download_zip: "下载 zip", downloading: "正在下载…",
+      download_file: "下载", artifact_pick: "选择一个文件，在此阅读。",
+      artifact_binary: "不是文本文件（{size}）：请下载 zip 获取。",
+      artifact_too_big: "文件太大，无法在此显示（{size}）：请下载 zip 获取。",
+      artifact_gone: "项目中已没有这个文件。", view_raw: "查看源文件",
+      view_rendered: "查看渲染效果", top_level: "（根目录）", show_more: "展开全文（{n} 个字符）",
+      show_less: "收起", zip_failed: "无法下载 zip：", artifact_failed: "无法加载文件：",
+      empty_value: "（无）", empty_file: "（空文件）", files_written: "写入的文件：",
     },
   };
 
@@ -91,7 +116,7 @@
   // retires the previous poll loop
   const W = { gen: 0, id: null, token: null, cursor: "", messages: [], seen: new Set(), colors: {}, roles: [],
               data: null, invocations: null, usage: null, timer: null, failures: 0, lastStatus: null,
-              extrasBusy: false };
+              extrasBusy: false, expanded: new Set(), artifacts: [], artStamp: null, open: null, files: new Map() };
 
   function pickLang() {
     let saved = null;
@@ -152,9 +177,11 @@
   window.addEventListener("unhandledrejection", (e) => showError(e.reason || e, t("unexpected")));
 
   // -- the API -----------------------------------------------------------------------------
-  async function api(method, path, opts) {
-    const { body, secret } = opts || {};
-    const headers = { Accept: "application/json" };
+  // The response of a request that succeeded; an ApiError (with the API's {error, message,
+  // details}) for one that did not, or could not be sent.
+  async function request(method, path, opts) {
+    const { body, secret, accept } = opts || {};
+    const headers = { Accept: accept || "application/json" };
     if (body !== undefined) headers["Content-Type"] = "application/json";
     if (secret) headers.Authorization = "Bearer " + secret;
     let resp;
@@ -165,13 +192,20 @@
     } catch (e) {
       throw new ApiError(0, "NetworkError", t("network_error"));
     }
-    let data = null;
-    try { data = JSON.parse(await resp.text()); } catch (e) { data = null; }
     if (!resp.ok) {
-      const d = data && typeof data === "object" ? data : {};
+      let d = null;
+      try { d = JSON.parse(await resp.text()); } catch (e) { d = null; }
+      if (!d || typeof d !== "object") d = {};
       throw new ApiError(resp.status, d.error || "HTTPError", d.message || t("http_error", { status: resp.status }),
                          d.details);
     }
+    return resp;
+  }
+
+  async function api(method, path, opts) {
+    const resp = await request(method, path, opts);
+    let data = null;
+    try { data = JSON.parse(await resp.text()); } catch (e) { data = null; }
     if (data === null || typeof data !== "object") throw new ApiError(resp.status, "BadResponse", t("bad_response"));
     return data;
   }
@@ -226,14 +260,196 @@
     return container;
   }
 
-  function inline(node, text) {
-    const parts = text.split(/(`[^`\n]+`|\*\*[^*\n]+\*\*)/);
+  // `code` and **bold** (and, with `links`, [text](url) as its text, the address as a tooltip)
+  const INLINE = /(`[^`\n]+`|\*\*[^*\n]+\*\*)/, INLINE_LINKS = /(`[^`\n]+`|\*\*[^*\n]+\*\*|\[[^\]\n]+\]\([^)\s]*\))/;
+  function inline(node, text, links) {
+    const parts = String(text).split(links ? INLINE_LINKS : INLINE);
     parts.forEach((part, i) => {
       if (i % 2 === 0) { if (part) node.append(document.createTextNode(part)); }
       else if (part[0] === "`") node.append(el("code", { text: part.slice(1, -1) }));
-      else node.append(el("strong", { text: part.slice(2, -2) }));
+      else if (part[0] === "[") {
+        const m = /^\[([^\]]*)\]\(([^)]*)\)$/.exec(part);
+        node.append(el("span", { class: "md-link", title: m[2], text: m[1] }));
+      } else node.append(el("strong", { text: part.slice(2, -2) }));
     });
     return node;
+  }
+
+  const codeBlock = (text, cls) => el("pre", { class: cls }, el("code", { text }));
+  // MetaGPT writes its diagrams as mermaid text, fenced or not: shown as code
+  const DIAGRAM = new RegExp("^\\s*(classDiagram|sequenceDiagram|quadrantChart|flowchart|graph\\s+(TD|TB|BT|LR|RL)|" +
+                             "erDiagram|stateDiagram(-v2)?|gantt|pie|journey|mindmap|timeline|gitGraph)\\b");
+  const isDiagram = (text) => DIAGRAM.test(text) && text.trim().includes("\n");
+
+  // A small, safe Markdown: # headings, - and 1. lists (nested by indentation), ``` fences,
+  // > quotes, | tables |, --- rules, and inline `code`, **bold**, [links](as text). Every piece
+  // of text becomes a text node.
+  function renderMarkdown(container, text) {
+    container.textContent = "";
+    const lines = String(text == null ? "" : text).replace(/\r\n?/g, "\n").split("\n");
+    let para = [], code = null, fence = "", lists = [], table = [];
+    const flushPara = () => {
+      if (!para.length) return;
+      if (isDiagram(para.join("\n"))) container.append(codeBlock(para.join("\n"), "diagram"));
+      else container.append(inline(el("p"), para.join("\n"), true));
+      para = [];
+    };
+    const flushLists = () => { lists = []; };
+    const flushTable = () => {
+      if (!table.length) return;
+      const rows = table.map((l) => l.trim().replace(/^\|/, "").replace(/\|$/, "").split("|").map((c) => c.trim()));
+      const sep = rows.length > 1 && rows[1].every((c) => /^:?-{1,}:?$/.test(c));
+      const t = el("table", { class: "md-table" });
+      rows.forEach((cells, i) => {
+        if (sep && i === 1) return;
+        const tr = el("tr");
+        for (const c of cells) tr.append(inline(el(sep && i === 0 ? "th" : "td"), c, true));
+        t.append(tr);
+      });
+      container.append(el("div", { class: "table-wrap" }, t));
+      table = [];
+    };
+    const flush = () => { flushPara(); flushLists(); flushTable(); };
+    for (const line of lines) {
+      const f = /^\s*(```+|~~~+)/.exec(line);
+      if (code !== null) {
+        if (f && f[1][0] === fence[0] && f[1].length >= fence.length && !line.trim().slice(f[1].length).trim()) {
+          container.append(codeBlock(code.join("\n"), isDiagram(code.join("\n")) ? "diagram" : null));
+          code = null;
+        } else code.push(line);
+        continue;
+      }
+      if (f) { flush(); code = []; fence = f[1]; continue; }
+      if (!line.trim()) { flush(); continue; }
+      if (/^\s*\|.*\|\s*$/.test(line)) { flushPara(); flushLists(); table.push(line); continue; }
+      flushTable();
+      const h = /^\s{0,3}(#{1,6})\s+(.*?)\s*#*\s*$/.exec(line);
+      if (h) {
+        flush();
+        container.append(inline(el("h" + Math.min(6, h[1].length + 3), { class: "md-h" + h[1].length }), h[2], true));
+        continue;
+      }
+      if (/^\s{0,3}([-*_])(\s*\1){2,}\s*$/.test(line)) { flush(); container.append(el("hr")); continue; }
+      const q = /^\s{0,3}>\s?(.*)$/.exec(line);
+      if (q) { flush(); container.append(el("blockquote", {}, inline(el("p"), q[1], true))); continue; }
+      const li = /^(\s*)([-*+]|\d{1,9}[.)])\s+(.*)$/.exec(line);
+      if (li) {
+        flushPara();
+        const indent = li[1].replace(/\t/g, "    ").length, tag = /\d/.test(li[2]) ? "ol" : "ul";
+        while (lists.length && (indent < lists[lists.length - 1].indent ||
+               (indent === lists[lists.length - 1].indent && lists[lists.length - 1].tag !== tag))) lists.pop();
+        let top = lists[lists.length - 1];
+        if (!top || indent > top.indent) {
+          const list = el(tag);
+          const parent = top && top.node.lastElementChild;
+          (parent || container).append(list);
+          top = { indent, tag, node: list };
+          lists.push(top);
+        }
+        top.node.append(inline(el("li"), li[3], true));
+        continue;
+      }
+      if (lists.length && /^\s+\S/.test(line)) {  // a list item's continuation line
+        const last = lists[lists.length - 1].node.lastElementChild;
+        if (last) { last.append(document.createTextNode(" ")); inline(last, line.trim(), true); continue; }
+      }
+      flushLists();
+      para.push(line);
+    }
+    if (code !== null) container.append(codeBlock(code.join("\n")));
+    flush();
+    return container;
+  }
+
+  // A JSON document shown to be read: each key a heading, its value as text, a list or a table
+  // (MetaGPT's PRD, design and task documents are JSON objects of this kind).
+  function renderJson(container, value, depth) {
+    if (value && typeof value === "object" && !Array.isArray(value)) {
+      const keys = Object.keys(value);
+      if (!keys.length) container.append(el("p", { class: "hint", text: t("empty_value") }));
+      for (const k of keys) {
+        container.append(el("h" + Math.min(6, depth), { class: "json-key", text: k }));
+        renderJsonValue(container, value[k], depth + 1);
+      }
+    } else renderJsonValue(container, value, depth);
+    return container;
+  }
+
+  const scalar = (v) => v === null || typeof v !== "object";
+  function renderJsonValue(container, v, depth) {
+    if (v === null || v === "" || (Array.isArray(v) && !v.length)) {
+      container.append(el("p", { class: "hint", text: t("empty_value") }));
+    } else if (typeof v === "string") {
+      const diagram = isDiagram(v);
+      if (diagram || /\n {2,}\S/.test(v)) container.append(codeBlock(v, diagram ? "diagram" : null));
+      else container.append(inline(el("p"), v));
+    } else if (scalar(v)) {
+      container.append(el("p", { text: String(v) }));
+    } else if (Array.isArray(v) && v.every(scalar)) {
+      const ul = el("ul");
+      for (const item of v) ul.append(inline(el("li"), item === null ? "" : String(item)));
+      container.append(ul);
+    } else if (Array.isArray(v) && v.every((r) => Array.isArray(r) && r.every(scalar))) {
+      const table = el("table", { class: "md-table" });
+      for (const r of v) table.append(el("tr", {}, ...r.map((c) => inline(el("td"), c === null ? "" : String(c)))));
+      container.append(el("div", { class: "table-wrap" }, table));
+    } else if (Array.isArray(v)) {
+      const ol = el("ol", { class: "json-items" });
+      for (const item of v) ol.append(renderJson(el("li"), item, depth));
+      container.append(ol);
+    } else {
+      container.append(renderJson(el("div", { class: "json-nested" }), v, depth));
+    }
+  }
+
+  // A role's message may be MetaGPT's Documents as JSON ({"docs": {name: {root_path, filename,
+  // content}}}, the PRD, the design...), then "Files written:" and a list of paths.
+  function parseDocs(text) {
+    if (!/^\s*\{\s*"docs"\s*:/.test(text)) return null;
+    const cut = text.indexOf("\n\n");
+    let data;
+    try { data = JSON.parse(cut < 0 ? text : text.slice(0, cut)); } catch (e) { return null; }
+    if (!data || typeof data.docs !== "object" || data.docs === null) return null;
+    const docs = [];
+    for (const [name, d] of Object.entries(data.docs)) {
+      if (!d || typeof d !== "object" || typeof d.content !== "string") return null;
+      let value = d.content;
+      try { value = JSON.parse(d.content); } catch (e) { /* a text document */ }
+      docs.push({ path: (d.root_path ? d.root_path + "/" : "") + (d.filename || name), value });
+    }
+    return { docs, rest: cut < 0 ? "" : text.slice(cut + 2) };
+  }
+
+  const FILES_WRITTEN = "\n\nFiles written:\n";
+  function renderContent(container, text) {
+    text = String(text == null ? "" : text);
+    const parsed = parseDocs(text);
+    let body = parsed ? parsed.rest : text, files = [];
+    const at = ("\n\n" + body).lastIndexOf(FILES_WRITTEN);
+    if (at >= 0) {
+      const tail = ("\n\n" + body).slice(at + FILES_WRITTEN.length).split("\n");
+      if (tail.every((l) => /^- \S/.test(l))) {
+        files = tail.map((l) => l.slice(2));
+        body = ("\n\n" + body).slice(2, at);
+      }
+    }
+    renderText(container, body);
+    if (parsed) {
+      for (const d of parsed.docs) {
+        container.append(el("h4", { class: "doc-path" }, el("code", { text: d.path })));
+        if (typeof d.value === "string") container.append(renderMarkdown(el("div", { class: "doc" }), d.value));
+        else container.append(renderJson(el("div", { class: "doc" }), d.value, 5));
+      }
+    }
+    if (files.length) {
+      container.append(el("p", { class: "files-written", text: t("files_written") }));
+      const ul = el("ul", { class: "files-written" });
+      for (const f of files) {
+        ul.append(el("li", {}, el("button", { type: "button", class: "link artifact-link", "data-path": f, text: f })));
+      }
+      container.append(ul);
+    }
+    return container;
   }
 
   // -- language ----------------------------------------------------------------------------
@@ -248,6 +464,8 @@
       if (W.data) renderState(W.data);
       renderTimeline();
       renderBill();
+      renderArtifacts();
+      renderViewer();
     }
   }
 
@@ -299,6 +517,83 @@
       cb.checked = keepHumans ? checked.has(r.name) : !!r.human;
       box.append(el("label", {}, cb, document.createTextNode(r.name)));
     }
+    renderOptions(s, keepHumans);
+  }
+
+  // The scenario's options (GET /scenarios): a checkbox for a boolean, a number field (with its
+  // bounds) otherwise, the default filled in, the label in the page's language.
+  function renderOptions(s, keep) {
+    const box = $("options");
+    const kept = {};
+    if (keep && box.dataset.scenario === s.id) {
+      for (const i of box.querySelectorAll("[data-option]")) {
+        kept[i.dataset.option] = i.type === "checkbox" ? i.checked : i.value;
+      }
+    }
+    box.textContent = "";
+    box.dataset.scenario = s.id;
+    const opts = s.options && typeof s.options === "object" ? s.options : {};
+    const names = Object.keys(opts);
+    $("options-box").hidden = !names.length;
+    names.forEach((name, n) => {
+      const o = opts[name] || {};
+      const id = "opt-" + n, label = bi(o.description, name);
+      const notes = [o.min != null && o.max != null ? t("option_range", { min: o.min, max: o.max }) : null,
+        o.limit ? t("option_sets", { limit: o.limit === "max_turns" ? t("max_turns")
+                                           : o.limit === "max_cost_cny" ? t("max_cost") : o.limit }) : null];
+      const sets = notes.some(Boolean) ? el("span", { class: "hint", text: notes.filter(Boolean).join(" · ") }) : null;
+      if (o.type === "boolean") {
+        const cb = el("input", { type: "checkbox", id, "data-option": name, "data-type": "boolean" });
+        cb.checked = name in kept ? kept[name] : !!o.default;
+        box.append(el("label", { class: "option check", for: id }, cb, el("span", { text: label }),
+                      el("code", { class: "opt-name", text: name }), sets));
+      } else {
+        const input = el("input", { type: "number", id, "data-option": name, "data-type": o.type || "number",
+                                    min: o.min, max: o.max, step: o.type === "integer" ? 1 : "any",
+                                    inputmode: o.type === "integer" ? "numeric" : "decimal" });
+        input.value = name in kept ? kept[name] : o.default == null ? "" : String(o.default);
+        box.append(el("label", { class: "option num", for: id },
+                      el("span", {}, el("span", { text: label }), el("code", { class: "opt-name", text: name }), sets),
+                      input));
+      }
+    });
+  }
+
+  // the options to send: undefined when the scenario has none, false when one is not a number
+  function readOptions() {
+    const s = currentScenario();
+    if (!s || !s.options || !Object.keys(s.options).length) return undefined;
+    const out = {};
+    for (const input of $("options").querySelectorAll("[data-option]")) {
+      const name = input.dataset.option;
+      if (input.dataset.type === "boolean") { out[name] = input.checked; continue; }
+      if (!input.validity.badInput && input.value.trim() === "") continue;  // its default
+      const v = Number(input.value);
+      if (input.validity.badInput || !isFinite(v)) {
+        fieldError(input.id, t("err_option_number", { name: bi(s.options[name].description, name) }));
+        return false;
+      }
+      out[name] = v;
+    }
+    return out;
+  }
+
+  // the field an API refusal names (details.field), marked on the form
+  function markRefused(err) {
+    const field = err && err.details && err.details.field;
+    if (typeof field !== "string") return;
+    let node = null;
+    if (field.startsWith("options.")) {
+      node = [...$("options").querySelectorAll("[data-option]")].find((i) => i.dataset.option === field.slice(8));
+    } else {
+      node = $({ input: "input", scenario: "scenario", "limits.max_turns": "max-turns",
+                 "limits.max_cost_cny": "max-cost" }[field] || "");
+    }
+    if (!node) return;
+    const folded = node.closest("details");
+    if (folded) folded.open = true;
+    node.setAttribute("aria-invalid", "true");
+    node.focus();
   }
 
   $("scenario").addEventListener("change", () => renderScenario(false));
@@ -341,6 +636,8 @@
     if (!input.trim()) return fieldError("input", t("err_input_empty"));
     const limits = readLimits();
     if (!limits) return;
+    const options = readOptions();
+    if (options === false) return;
     const key = $("api-key").value.trim();
     if (!key) return fieldError("api-key", t("err_api_key"));
     saveKey(key);
@@ -348,6 +645,7 @@
     const humans = [...$("humans").querySelectorAll("input:checked")].map((i) => i.value);
     if (humans.length) body.humans = humans;
     if (Object.keys(limits).length) body.limits = limits;
+    if (options) body.options = options;
     const button = $("start-btn");
     button.disabled = true; button.textContent = t("starting");
     try {
@@ -355,6 +653,7 @@
       location.hash = "c=" + encodeURIComponent(created.id) + "&t=" + encodeURIComponent(created.token);
     } catch (e) {
       showError(e);
+      markRefused(e);
     } finally {
       button.disabled = false; button.textContent = t("start");
     }
@@ -383,7 +682,8 @@
     clearTimeout(W.timer);
     Object.assign(W, { id: null, token: null, cursor: "", messages: [], seen: new Set(), colors: {}, roles: [],
                        data: null, invocations: null, usage: null, failures: 0, lastStatus: null, inflight: 0, again: false,
-                       extrasAgain: false });
+                       extrasAgain: false, expanded: new Set(), artifacts: [], artStamp: null, open: null,
+                       files: new Map() });
   }
 
   function watch(id, token) {
@@ -396,7 +696,11 @@
     $("timeline").textContent = "";
     $("bill").tBodies[0].textContent = "";
     $("bill").tFoot.textContent = "";
-    for (const part of ["deliverable", "human-form", "artifacts", "end-reason", "cancel"]) $(part).hidden = true;
+    for (const part of ["deliverable", "human-form", "artifacts", "end-reason", "cancel", "conv-options"]) {
+      $(part).hidden = true;
+    }
+    $("artifacts-list").textContent = "";
+    viewerNote(null, t("artifact_pick"));
     $("conv-title").textContent = "";
     $("conv-input").textContent = "";
     $("waiting").textContent = "";
@@ -463,7 +767,8 @@
   }
 
   async function refreshExtras(gen) {
-    if (W.extrasBusy) { W.extrasAgain = true; return; }
+    refreshArtifacts(gen);
+    if (W.extrasBusy) { W.extrasAgain = gen; return; }
     W.extrasBusy = true;
     try {
       const [inv, usage] = await Promise.all([api("GET", convPath("/invocations"), { secret: W.token }),
@@ -477,9 +782,217 @@
       if (gen === W.gen) showError(e);
     } finally {
       W.extrasBusy = false;
-      if (W.extrasAgain) { W.extrasAgain = false; if (gen === W.gen) refreshExtras(gen); }
+      const again = W.extrasAgain;
+      W.extrasAgain = 0;
+      if (again && again === W.gen) refreshExtras(again);
     }
   }
+
+  // -- the artifacts: the project files a software company wrote ---------------------------------
+  // The list is asked for again only when the transcript changed (every file comes with a
+  // committed turn), and, for flows that write no files, once at the end.
+  const artifactsStamp = () => W.messages.length + (TERMINAL.has(W.lastStatus) ? ":end" : "");
+
+  function producesArtifacts() {
+    if (W.artifacts.length) return true;
+    const sc = W.data && catalog.find((s) => s.id === W.data.scenario);
+    return !sc || sc.flow === "sop";
+  }
+
+  async function refreshArtifacts(gen) {
+    if (gen !== W.gen || !W.data) return;
+    const stamp = artifactsStamp();
+    if (stamp === W.artStamp || (!TERMINAL.has(W.lastStatus) && !producesArtifacts())) return;
+    if (W.artBusy) { W.artAgain = gen; return; }
+    W.artBusy = true;
+    try {
+      const data = await api("GET", convPath("/artifacts"), { secret: W.token });
+      if (gen !== W.gen) return;
+      W.artStamp = stamp;
+      W.artifacts = (Array.isArray(data.artifacts) ? data.artifacts : [])
+        .filter((a) => a && typeof a.path === "string")
+        .sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0));
+      renderArtifacts();
+    } catch (e) {
+      if (gen === W.gen) showError(e);
+    } finally {
+      W.artBusy = false;
+      const again = W.artAgain;
+      W.artAgain = 0;
+      if (again && again === W.gen) refreshArtifacts(again);
+    }
+  }
+
+  function fmtBytes(n) {
+    n = Number(n) || 0;
+    if (n < 1024) return n + " B";
+    return n < 1024 * 1024 ? (n / 1024).toFixed(1) + " KB" : (n / 1024 / 1024).toFixed(1) + " MB";
+  }
+
+  function renderArtifacts() {
+    const list = W.artifacts;
+    $("artifacts").hidden = !list.length;
+    const nav = $("artifacts-list");
+    nav.textContent = "";
+    if (!list.length) return;
+    const total = list.reduce((n, a) => n + (Number(a.size) || 0), 0);
+    $("artifacts-summary").textContent = t("artifacts_summary", { n: list.length, size: fmtBytes(total) });
+    const groups = new Map();
+    for (const a of list) {
+      const cut = a.path.lastIndexOf("/");
+      const dir = cut < 0 ? "" : a.path.slice(0, cut);
+      if (!groups.has(dir)) groups.set(dir, []);
+      groups.get(dir).push(a);
+    }
+    const dirs = [...groups.keys()].sort((a, b) => (a === b ? 0 : a === "" ? -1 : b === "" ? 1 : a < b ? -1 : 1));
+    const tree = el("ul", { class: "tree" });
+    for (const dir of dirs) {
+      const files = el("ul");
+      for (const a of groups.get(dir)) {
+        files.append(el("li", {}, el("button", {
+          type: "button", class: "file", "data-path": a.path, title: a.path + (a.type ? " · " + a.type : ""),
+          "aria-current": W.open && W.open.path === a.path ? "true" : null },
+          el("span", { class: "name", text: dir ? a.path.slice(dir.length + 1) : a.path }),
+          el("span", { class: "size", text: fmtBytes(a.size) }))));
+      }
+      tree.append(el("li", { class: "dir" }, el("span", { class: "dir-name", text: dir ? dir + "/" : t("top_level") }),
+                     files));
+    }
+    nav.append(tree);
+    // the open file stays open; it is read again if it changed, and closed if it is gone
+    if (!W.open) return viewerNote(null, t("artifact_pick"));
+    const now = list.find((a) => a.path === W.open.path);
+    if (!now) { const gone = W.open.path; W.open = null; viewerNote(gone, t("artifact_gone")); }
+    else if (now.sha256 !== W.open.sha256) openArtifact(now.path, false);
+  }
+
+  function viewerNote(path, note) {
+    $("viewer-path").textContent = path || "";
+    if (!path) $("viewer-meta").textContent = "";
+    $("viewer-raw").hidden = $("viewer-save").hidden = true;
+    const body = $("viewer-body");
+    body.textContent = "";
+    delete body.dataset.kind;
+    body.append(el("p", { class: "hint", text: note }));
+  }
+
+  const TEXT_FILE = /\.(md|markdown|py|pyi|json|txt|ya?ml|toml|cfg|ini|mmd|js|mjs|ts|css|html?|sh|sql|csv|xml|rst)$/i;
+  const isText = (a) => /^text\//.test(a.type || "") || a.type === "application/json" || TEXT_FILE.test(a.path);
+  function kindOf(a) {
+    if (a.type === "application/json" || /\.json$/i.test(a.path)) return "json";
+    if (a.type === "text/markdown" || /\.(md|markdown)$/i.test(a.path)) return "markdown";
+    return "code";
+  }
+  const artifactPath = (p) => convPath("/artifacts/" + p.split("/").map(encodeURIComponent).join("/"));
+
+  async function openArtifact(path, scroll) {
+    const a = W.artifacts.find((x) => x.path === path);
+    if (!a) return;
+    const gen = W.gen, seq = (W.openSeq = (W.openSeq || 0) + 1);
+    const raw = !!(W.open && W.open.path === path && W.open.raw);
+    W.open = { path: a.path, sha256: a.sha256, type: a.type || "", size: a.size, raw, text: null };
+    for (const b of $("artifacts-list").querySelectorAll("button.file")) {
+      if (b.dataset.path === a.path) b.setAttribute("aria-current", "true"); else b.removeAttribute("aria-current");
+    }
+    if (scroll) $("artifacts").scrollIntoView({ block: "start" });
+    $("viewer-path").textContent = a.path;
+    $("viewer-meta").textContent = [a.type, fmtBytes(a.size)].filter(Boolean).join(" · ");
+    if (!isText(a)) return viewerNote(a.path, t("artifact_binary", { size: fmtBytes(a.size) }));
+    if (Number(a.size) > MAX_VIEW_BYTES) return viewerNote(a.path, t("artifact_too_big", { size: fmtBytes(a.size) }));
+    let text = W.files.get(a.sha256);
+    if (text == null) {
+      viewerNote(a.path, t("loading"));
+      try {
+        const resp = await request("GET", artifactPath(a.path), { secret: W.token, accept: "*/*" });
+        text = await resp.text();
+      } catch (e) {
+        if (gen === W.gen && seq === W.openSeq) {
+          viewerNote(a.path, t("artifact_failed") + describe(e));
+          showError(e, t("artifact_failed"));
+        }
+        return;
+      }
+      if (gen !== W.gen) return;
+      W.files.set(a.sha256, text);
+    }
+    if (seq !== W.openSeq) return;
+    W.open.text = text;
+    renderViewer();
+  }
+
+  function renderViewer() {
+    const o = W.open;
+    if (!o || o.text == null) return;
+    const kind = kindOf(o);
+    const body = $("viewer-body");
+    body.textContent = "";
+    body.dataset.kind = kind;
+    $("viewer-raw").hidden = kind === "code";
+    $("viewer-raw").textContent = o.raw ? t("view_rendered") : t("view_raw");
+    $("viewer-save").hidden = false;
+    if (!o.text.length) { body.append(el("p", { class: "hint", text: t("empty_file") })); return; }
+    let value;
+    if (kind === "json") try { value = JSON.parse(o.text); } catch (e) { value = undefined; }
+    if (kind === "json" && value !== undefined && !o.raw) renderJson(body, value, 4);
+    else if (kind === "json" && value !== undefined) body.append(codeBlock(JSON.stringify(value, null, 2), "source"));
+    else if (kind === "markdown" && !o.raw) renderMarkdown(body, o.text);
+    else body.append(codeBlock(o.text, "source"));
+  }
+
+  $("artifacts-list").addEventListener("click", (ev) => {
+    const b = ev.target.closest("button.file");
+    if (!b) return;
+    openArtifact(b.dataset.path, false);
+    // on a narrow screen the viewer is below the list: bring it up
+    if (window.matchMedia("(max-width: 46rem)").matches) $("viewer").scrollIntoView({ block: "start" });
+  });
+  $("viewer-raw").addEventListener("click", () => {
+    if (!W.open) return;
+    W.open.raw = !W.open.raw;
+    renderViewer();
+  });
+
+  // A download must carry the token, which a plain <a href download> cannot send: the file is
+  // fetched with its Authorization header and saved from a blob: URL.
+  function saveBlob(blob, name) {
+    const url = URL.createObjectURL(blob);
+    const a = el("a", { href: url, download: name, hidden: true });
+    document.body.append(a);
+    a.click();
+    a.remove();
+    setTimeout(() => URL.revokeObjectURL(url), 60000);
+  }
+
+  function attachmentName(header) {
+    const star = /filename\*\s*=\s*(?:UTF-8|utf-8)''([^;]+)/.exec(header || "");
+    let name = null;
+    if (star) try { name = decodeURIComponent(star[1].trim()); } catch (e) { name = null; }
+    if (!name) { const plain = /filename\s*=\s*"?([^";]+)"?/.exec(header || ""); name = plain && plain[1]; }
+    name = name && name.replace(/[\\/:*?"<>|\x00-\x1f]/g, "_").trim();
+    return name || null;
+  }
+
+  $("zip").addEventListener("click", async () => {
+    const button = $("zip");
+    const gen = W.gen;
+    button.disabled = true; button.textContent = t("downloading");
+    try {
+      const resp = await request("GET", convPath("/artifacts.zip"), { secret: W.token, accept: "application/zip" });
+      const blob = await resp.blob();
+      if (gen === W.gen) saveBlob(blob, attachmentName(resp.headers.get("Content-Disposition")) || W.id + ".zip");
+    } catch (e) {
+      if (gen === W.gen) showError(e, t("zip_failed"));
+    } finally {
+      button.disabled = false; button.textContent = t("download_zip");
+    }
+  });
+
+  $("viewer-save").addEventListener("click", () => {
+    const o = W.open;
+    if (!o || o.text == null) return;
+    const type = (o.type || "text/plain") + ";charset=utf-8";
+    saveBlob(new Blob([o.text], { type }), o.path.split("/").pop());
+  });
 
   function renderState(data) {
     if (!W.roles.length && Array.isArray(data.roles)) {
@@ -525,15 +1038,11 @@
       delete form.dataset.role;
       $("waiting").textContent = "";
     }
-    // artifacts: another issue's; shown only once the API returns some
-    const artifacts = Array.isArray(data.artifacts) ? data.artifacts : [];
-    const list = $("artifacts-list");
-    list.textContent = "";
-    for (const a of artifacts) {
-      const name = a && typeof a === "object" ? (a.name || a.path || a.key || JSON.stringify(a)) : String(a);
-      list.append(el("li", { text: name }));
-    }
-    $("artifacts").hidden = artifacts.length === 0;
+    // the options it runs with
+    const opts = data.options && typeof data.options === "object" ? Object.entries(data.options) : [];
+    $("conv-options").hidden = !opts.length;
+    $("conv-options").textContent = opts.length ? t("conv_options") + " " + opts.map(([k, v]) =>
+      k + " = " + (v === true ? t("on") : v === false ? t("off") : String(v))).join(" · ") : "";
   }
 
   function turnNode(m, isNew) {
@@ -551,11 +1060,38 @@
       tokens ? el("span", { class: "tokens", title: (m.prompt_tokens || 0) + " + " + (m.completion_tokens || 0),
                             text: t("tokens_n", { n: fmtInt(tokens) }) }) : null,
       m.function ? el("span", { class: "fn", text: m.function + (m.pid ? " · pid " + m.pid : "") }) : null);
-    const li = el("li", { class: "turn" + (isNew ? " new" : ""), "data-turn": m.turn, "data-role": m.role }, head);
+    const li = el("li", { class: "turn" + (isNew ? " new" : ""), "data-turn": m.turn, "data-role": m.role,
+                          "data-id": m.id }, head);
     li.style.setProperty("--role", color);
-    li.append(renderText(el("div", { class: "text" }), m.content));
+    const content = String(m.content == null ? "" : m.content);
+    const text = renderContent(el("div", { class: "text" }), content);
+    li.append(text);
+    // a long message (a PRD, a design, code) is folded to a few lines until asked for
+    if (content.length > LONG_CHARS || content.split("\n").length > LONG_LINES) {
+      const open = W.expanded.has(m.id);
+      text.classList.toggle("folded", !open);
+      li.append(el("button", { type: "button", class: "link more", "aria-expanded": open ? "true" : "false",
+                               text: open ? t("show_less") : t("show_more", { n: fmtInt(content.length) }) }));
+    }
     return li;
   }
+
+  $("transcript").addEventListener("click", (ev) => {
+    const more = ev.target.closest("button.more");
+    if (more) {
+      const li = more.closest("li.turn");
+      const m = W.messages.find((x) => x.id === li.dataset.id);
+      const open = more.getAttribute("aria-expanded") !== "true";
+      if (m) { if (open) W.expanded.add(m.id); else W.expanded.delete(m.id); }
+      li.querySelector(".text").classList.toggle("folded", !open);
+      more.setAttribute("aria-expanded", open ? "true" : "false");
+      more.textContent = open ? t("show_less") : t("show_more", { n: fmtInt(m ? String(m.content).length : 0) });
+      if (!open && li.getBoundingClientRect().top < 0) li.scrollIntoView({ block: "start" });
+      return;
+    }
+    const link = ev.target.closest("button.artifact-link");
+    if (link) openArtifact(link.dataset.path, true);
+  });
 
   function appendTurn(m, isNew) { $("transcript").append(turnNode(m, isNew)); }
 
