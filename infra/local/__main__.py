@@ -114,7 +114,9 @@ def serve(args) -> int:
             print(f"  API key for this run (set TROUPE_API_KEY to choose one): {rt.api_key}", flush=True)
         for fid, url in rt.http_urls.items():
             print(f"  {fid}: {url}")
-        print(f"  FC invoke API: {rt.api_url}")
+        print(f"  FC invoke API: {rt.api_url} (signed requests only; AccessKey id "
+              f"{rt.api_server.access_key.id if rt.api_server else '-'}, the pair in "
+              f"{rt.data_dir}/runtime/fc-access-key.json while this runs)")
         print(f"  data: {rt.data_dir}  logs: {rt.runtime_dir}/logs", flush=True)
         done.wait()
     except KeyboardInterrupt:

@@ -35,9 +35,6 @@ import dataclasses
 import json
 import os
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from typing import Callable
 
 from shared.conversation import ConversationStore
@@ -158,16 +155,12 @@ def _latest_delivery(store: DiskStore, cid: str, functions: list[str]):
     return latest
 
 
-def endpoint_invoker(endpoint: str) -> Callable[[str, bytes], None]:
-    """Async invocations through an FC invoke API (the one `serve` prints)."""
-    def invoke(function_name: str, event: bytes) -> None:
-        url = f"{endpoint.rstrip('/')}/2023-03-30/functions/{urllib.parse.quote(function_name)}/invocations"
-        req = urllib.request.Request(url, data=event, method="POST",
-                                     headers={"x-fc-invocation-type": "Async", "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            if resp.status != 202:
-                raise RuntimeError(f"{url} answered {resp.status}")
-    return invoke
+def endpoint_invoker(endpoint: str, data_dir: str | None = None) -> Callable[[str, bytes], str]:
+    """Async invocations through a running runtime's FC invoke API (the one `serve` prints),
+    signed (fc3 SDK) with the AccessKey that runtime keeps in <data>/runtime/fc-access-key.json."""
+    from infra.fc.client import local_async_invoker
+
+    return local_async_invoker(endpoint, data_dir)
 
 
 def redrive(data_dir: str, s_yaml: str | None = None, *, function: str | None = None,
@@ -231,7 +224,7 @@ def redrive(data_dir: str, s_yaml: str | None = None, *, function: str | None = 
     if invoke is not None:  # tests: (function id, event) -> None
         pass
     elif endpoint:
-        send = endpoint_invoker(endpoint)
+        send = endpoint_invoker(endpoint, data_dir)
         invoke = lambda fn, event: send(names.get(fn, fn), event)  # noqa: E731
     else:
         rt = LocalRuntime(data_dir, s_yaml, llm=llm)

@@ -48,6 +48,7 @@ DEFAULT_S_YAML = os.path.join(REPO_ROOT, "s.yaml")
 #: parent variables a worker sees besides the function's own environment
 PASS_ENV = ("PATH", "HOME", "LANG", "TZ", "TMPDIR", "VIRTUAL_ENV")
 PASS_ENV_PREFIXES = ("TROUPE_", "LC_", "OMP_", "DASHSCOPE_")
+CLOUD_LLM_ENV = ("TROUPE_LLM", "TROUPE_LLM_MODEL", "DASHSCOPE_API_KEY")
 MAX_RETRY_DELAY = 30.0
 #: with the embedded model, unless set: short replies (a small model drifts in long ones) and a
 #: request timeout under the persona function's 120 s
@@ -483,8 +484,11 @@ class LocalRuntime:
 
     def worker_env(self, spec: FunctionSpec) -> dict[str, str]:
         """The function's environment from s.yaml, adjusted to run on this machine."""
-        env = {k: v for k, v in os.environ.items() if k in PASS_ENV or k.startswith(PASS_ENV_PREFIXES)}
-        env = {**spec.env, **env}
+        env = {k: v for k, v in os.environ.items() if (k in PASS_ENV or k.startswith(PASS_ENV_PREFIXES))
+               and not k.startswith("TROUPE_FC_ACCESS_KEY")}  # the invoke API's key is the runtime's own
+        # s.yaml's LLM settings describe the cloud deployment (DashScope, a key from the deployer's
+        # environment); on this machine the LLM is the runtime's choice (llm=, TROUPE_LLM)
+        env = {**{k: v for k, v in spec.env.items() if k not in CLOUD_LLM_ENV}, **env}
         env.update({
             "PYTHONPATH": REPO_ROOT,  # stands for the FC layer's /opt/python
             "PYTHONUNBUFFERED": "1",

@@ -74,6 +74,11 @@ class FunctionSpec:
 # --- variable resolution --------------------------------------------------------------------
 
 
+#: variables only a cloud deployment needs (the local runtime picks its own LLM): not warned about
+CLOUD_ONLY_ENV = {"DASHSCOPE_API_KEY"}
+_warned: set[str] = set()
+
+
 def resolve(value: Any, variables: Mapping[str, Any], *, account_id: str = LOCAL_ACCOUNT_ID,
             environ: Mapping[str, str] | None = None, _depth: int = 0) -> Any:
     """Replace ${vars.x}, ${config('AccountID')} and ${env('X')} throughout `value`."""
@@ -100,7 +105,8 @@ def resolve(value: Any, variables: Mapping[str, Any], *, account_id: str = LOCAL
                 return account_id
             raise SpecError(f"unsupported ${{{ref}}} in s.yaml")
         if call and call.group(1) == "env":
-            if call.group(2) not in environ:
+            if call.group(2) not in environ and call.group(2) not in _warned and call.group(2) not in CLOUD_ONLY_ENV:
+                _warned.add(call.group(2))
                 log.warning("s.yaml refers to ${%s}, which is not set: using ''", ref)
             return environ.get(call.group(2), "")
         raise SpecError(f"unsupported reference ${{{ref}}} in s.yaml")
