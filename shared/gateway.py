@@ -12,6 +12,8 @@
   POST /conversations/{id}/cancel          stop it
   GET  /conversations/{id}/artifacts       the project files (software company): path, size, type
   GET  /conversations/{id}/artifacts/<path> one of them; .../artifacts.zip all of them
+  POST /knowledge/{kb}/documents, GET /knowledge/{kb}[/documents/<path>|/search], DELETE ...
+                                           knowledge bases (API key; shared/knowledge/api.py)
 
 Access: starting a conversation needs the deployment's API key; everything about a
 conversation needs that conversation's own token (both as `Authorization: Bearer ...`). The
@@ -41,6 +43,7 @@ from shared.errors import (BadRequest, Conflict, Forbidden, MethodNotAllowed, No
                            ServiceUnavailable, TroupeError, Unauthorized)
 from shared.events import HttpEvent
 from shared.routing import RECENT, decide, follow, role_spec
+from shared.knowledge.api import handle_knowledge
 from shared.ids import check_conversation_id, derive_id, new_conversation_id, new_token, token_hash
 
 log = logging.getLogger("troupe.gateway")
@@ -98,6 +101,8 @@ class Gateway:
         page = web.serve(req.method, path)  # GET / and GET /static/<file>: the web page
         if page is not None:
             return page
+        if path == "/knowledge" or path.startswith("/knowledge/"):
+            return handle_knowledge(req, self.convs.store, self._require_api_key)
         if path == "/openapi.json":
             self._method(req, "GET")
             return response(200, openapi.document())
@@ -406,4 +411,4 @@ class Gateway:
                 "function": m.get("function", ""), "duration_ms": inv.get("duration_ms"), "pid": inv.get("pid"),
                 "start": inv.get("start"), "model": inv.get("model"), "prompt_tokens": inv.get("prompt_tokens", 0),
                 "completion_tokens": inv.get("completion_tokens", 0), "cost_cny": inv.get("cost_cny", 0),
-                "llm_ms": inv.get("llm_ms")}
+                "llm_ms": inv.get("llm_ms"), "citations": m.get("citations") or [], "files": m.get("changed") or []}

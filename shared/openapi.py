@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from shared import scenarios
+from shared.knowledge.api import openapi_paths
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 _CID = {"name": "id", "in": "path", "required": True,
@@ -132,6 +133,7 @@ def document() -> dict:
                         "responses": {"200": {"description": "the file (text types as UTF-8)"},
                                       **_errors(400, 401, 403, 404)}},
             },
+            **openapi_paths(),
             "/openapi.json": {"get": {"summary": "this document", "responses": _ok("OpenAPI 3.0", {"type": "object"})}},
             "/": {"get": {"summary": "the web page: start, watch and join conversations",
                           "responses": {"200": {"description": "HTML", "content": {"text/html": {}}}}}},

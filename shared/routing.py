@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from shared.conversation import ConversationStore
+from shared.errors import BadRequest
 from shared.flows import DIRECTOR, Next, after_turn, closing_role
 from shared.ids import derive_id
 
@@ -89,5 +90,17 @@ def end_turn(convs: ConversationStore, cid: str, meta: dict, record: dict, reaso
     if record.get("closing") and closing:
         extra["deliverable"] = {"role": record["role"], "turn": record["turn"], "id": record["id"],
                                 "title": closing["title"]}
+        experience = meta["scenario"].get("experience")
+        if experience:
+            # what the conversation learned goes back into a knowledge base, for later ones
+            from shared.knowledge import add_experience
+
+            label = closing["title"].get("en") or next(iter(closing["title"].values()))
+            title = " ".join(f"{label}: {meta.get('input', '')}".split())[:100]
+            try:
+                add_experience(convs.store, experience["kb"], cid, title, record.get("content") or "")
+                extra["experience"] = {"kb": experience["kb"], "doc": f"experience/{cid}.md"}
+            except BadRequest as e:  # e.g. an empty deliverable: the conversation still ends
+                extra["experience"] = {"kb": experience["kb"], "error": e.message}
     status = "completed" if reason in ("deliverable", "end_condition", "rounds_done", "turn_limit", "completed", "idle") else "stopped"
     convs.end(cid, status, reason, **extra)

@@ -44,6 +44,8 @@ log = logging.getLogger("troupe.runner")
 #: packages a scenario's `class:` may name: troupe's own roles, and `user_roles`, the package a
 #: deployment ships its own MetaGPT Role subclasses in (beside a function's index.py, or in the layer),
 #: and MetaGPT's own roles (the software-company SOP)
+CITATIONS = 3  # knowledge-base passages a role is given per turn
+
 ROLE_PACKAGES = ("shared.roles.", "user_roles.", "metagpt.roles.")
 
 
@@ -238,10 +240,30 @@ class RoleRunner:
         if hasattr(role, "instruction"):
             role.instruction = instruction
         role.put_message(Message.model_validate(delivery["message"]))
+        self._retrieve(turn, role)
         if closing:
             # a cue for the closing turn, even when the closing role spoke last itself
             role.put_message(Message(id=derive_id(turn.delivery_id, "closing"), content=instruction, role="user",
                                      cause_by=UserRequirement, sent_from="user", send_to={role_name}))
+
+    def _retrieve(self, turn: "Turn", role) -> None:
+        """Before a role with `knowledge:` speaks: the best passages for what it was just told,
+        from its knowledge bases, into its prompt; they are recorded as the turn's citations."""
+        kbs = turn.spec.get("knowledge") or []
+        if not kbs or not hasattr(role, "references"):
+            return
+        from shared.knowledge import format_passages, search
+
+        query = " ".join(filter(None, [turn.delivery["message"].get("content") or "", turn.meta.get("input") or ""]))
+        query = query[:2000].strip()
+        found = []
+        for kb in kbs:
+            found += [{**p, "kb": kb} for p in (search(self.convs.store, kb, query, k=CITATIONS) if query else [])]
+        found = sorted(found, key=lambda p: -p["score"])[:CITATIONS]
+        role.references = format_passages(found)
+        turn.scratch["citations"] = [{"kb": p["kb"], "id": p["id"], "doc": p["doc"], "chunk": p["chunk"],
+                                      "heading": p.get("heading", ""), "score": round(p["score"], 4),
+                                      "text": p["text"][:400]} for p in found]
 
     def _failure(self, turn: "Turn", role, error: Exception) -> dict | None:
         """A role's failure that no retry would fix, as the invocation record; None to let FC retry."""
@@ -266,6 +288,8 @@ class RoleRunner:
         meta, role_name, delivery = turn.meta, turn.role_name, turn.delivery
         if hasattr(role, "instruction"):
             role.instruction = ""
+        if hasattr(role, "references"):
+            role.references = ""
         rsp.id = turn.out_id  # the message in the role's memory is this same object
         nxt = decide(meta, turn.new_turn, role_name, rsp.content, turn.closing)
         # the flow names the recipient; MetaGPT's send_to carries it (the director, a role, or nobody)
@@ -279,6 +303,7 @@ class RoleRunner:
             "spent": {"tokens": budget.tokens, "cost_cny": round(budget.cost, 8)},
             "recent": ((delivery.get("recent") or []) + [role_name])[-RECENT:],
             "hops": int(delivery.get("hops", 0)),
+            "citations": turn.scratch.get("citations", []),
         }
 
     def _follow(self, turn: "Turn", record: dict) -> None:

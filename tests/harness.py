@@ -94,6 +94,10 @@ class Harness:
             from shared.pipeline import Pipeline  # the pipeline function's two triggers
 
             return Pipeline(self.convs).handle_event(event)
+        if key.startswith("knowledge/"):
+            from shared.knowledge import handle_event  # the indexer function's trigger
+
+            return handle_event(self.store, event)
         if not key.startswith("inbox/"):
             return []
         function = key.split("/")[1]

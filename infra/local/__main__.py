@@ -83,6 +83,25 @@ def _progress(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
+def _seed_knowledge(rt: LocalRuntime, wait_s: float = 30.0) -> None:
+    """The sample knowledge base (lumen) the built-in scenarios draw on, where it is absent; the
+    indexer function indexes it through its trigger, and this waits for that."""
+    if not any(s.id == "indexer" for s in rt.specs):
+        return
+    from shared.knowledge import list_documents, seed_samples
+
+    if not seed_samples(rt.store):
+        return
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        docs = list_documents(rt.store, "lumen")["docs"]
+        if docs and all(d["status"] != "pending" for d in docs):
+            print(f"knowledge: the sample base lumen ({len(docs)} documents) is indexed", file=sys.stderr, flush=True)
+            return
+        time.sleep(0.2)
+    print("knowledge: the sample base lumen is still being indexed", file=sys.stderr, flush=True)
+
+
 def _start(rt: LocalRuntime) -> bool:
     """Start the runtime; False (with the reason on stderr) when the embedded model cannot run."""
     from infra.local.model import ModelUnavailable
@@ -92,6 +111,7 @@ def _start(rt: LocalRuntime) -> bool:
     except ModelUnavailable as e:
         print(f"error: {e.message}", file=sys.stderr)
         return False
+    _seed_knowledge(rt)
     srv = rt.model_server
     if srv is not None:
         print(f"model: {srv.alias} on {srv.openai_base_url} ({srv.threads} threads, started in "

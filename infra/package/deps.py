@@ -61,6 +61,11 @@ with tempfile.TemporaryDirectory() as tmp:
     h.http("GET", "/scenarios")
     h.http("GET", "/openapi.json")
     handle_failure(b"{}", ConversationStore(h.store))
+    # knowledge bases: the indexer (jieba) and a role's search
+    from shared.knowledge import reconcile, search, seed_samples
+    for path in seed_samples(h.store):
+        reconcile(h.store, "lumen", path)
+    search(h.store, "lumen", "退款 refund")
 # the clients the functions build in the cloud (no call is made)
 from shared.llm import make_llm
 for kind in ("openai", "dashscope", "dashscope-openai"):

@@ -20,12 +20,15 @@ class Speak(Action):
     name: str = "Speak"
 
     async def run(self, topic: str, transcript: str, speaker: str, listener: str, instruction: str = "",
-                  profile: str = "", goal: str = "") -> str:
+                  profile: str = "", goal: str = "", references: str = "") -> str:
         task = (instruction or f"Reply to {listener} in at most three sentences, staying in your role.")
         who = f"You are {speaker}" + (f", the {profile}" if profile else "") + "."
         aim = f" Your goal: {goal}." if goal else ""
+        notes = (f"Reference passages from the knowledge base (rely on them where they apply, and cite the "
+                 f"ones you use by their [id]):\n{references}\n\n" if references else "")
         prompt = (
             f"Scene topic: {topic}\n"
+            f"{notes}"
             f"Recent turns:\n{transcript or '(none yet)'}\n\n"
             f"{who}{aim} {task} Write in the language of the topic. Say something new: do not "
             f"repeat or copy earlier turns. Do not prefix your reply with your name."
@@ -39,6 +42,8 @@ class Character(Role):
     topic: str = ""
     instruction: str = ""
     """This turn's special task (the closing deliverable), set by the runner for one turn."""
+    references: str = ""
+    """Knowledge-base passages for this turn (the role's `knowledge:`), set by the runner for one turn."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -58,7 +63,7 @@ class Character(Role):
         last = self.rc.news[-1] if self.rc.news else (memories[-1] if memories else None)
         listener = (last.sent_from if last and last.sent_from and last.sent_from != self.name else "everyone")
         text = await self.rc.todo.run(self.topic, transcript, self.name, listener, self.instruction,
-                                      self.profile, self.goal)
+                                      self.profile, self.goal, self.references)
         msg = Message(content=text, role=self.profile, cause_by=type(self.rc.todo),
                       sent_from=self.name, send_to={listener})
         self.rc.memory.add(msg)

@@ -90,7 +90,7 @@ def validate_scenario(data: Any, source: str = "scenario", functions: set[str] |
     if not isinstance(data, dict):
         raise BadRequest(f"{source}: a scenario must be a mapping")
     known = {"id", "title", "description", "flow", "roles", "order", "rounds", "closing", "end_when",
-             "limits", "director", "input", "options"}
+             "limits", "director", "input", "options", "experience"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise BadRequest(f"{source}: unknown field(s) {', '.join(unknown)[:200]}", field=unknown[0])
@@ -109,7 +109,8 @@ def validate_scenario(data: Any, source: str = "scenario", functions: set[str] |
         where = f"roles[{i}]"
         if not isinstance(role, dict):
             raise BadRequest(f"{source}: {where} must be a mapping", field=where)
-        extra = sorted(set(role) - {"name", "profile", "goal", "constraints", "function", "model", "human", "class"})
+        extra = sorted(set(role) - {"name", "profile", "goal", "constraints", "function", "model", "human", "class",
+                                    "knowledge"})
         if extra:
             raise BadRequest(f"{source}: {where} has unknown field(s) {', '.join(extra)[:100]}", field=f"{where}.{extra[0]}")
         name = check_name(role.get("name"), f"{source}: {where}.name")
@@ -136,6 +137,7 @@ def validate_scenario(data: Any, source: str = "scenario", functions: set[str] |
             "model": _model(role.get("model"), f"{where}.model"),
             "human": human,
             "class": cls,
+            "knowledge": _kbs(role.get("knowledge"), f"{source}: {where}.knowledge"),
         })
     names = [r["name"] for r in out_roles]
     by_name = {r["name"].lower(): r["name"] for r in out_roles}
@@ -183,6 +185,15 @@ def validate_scenario(data: Any, source: str = "scenario", functions: set[str] |
         _check_sop(out_roles, closing, end_when, rounds, source)
         order = order[:1]
     options = _options(data.get("options"), source)
+    experience = data.get("experience")
+    if experience is not None:
+        if not isinstance(experience, dict) or set(experience) - {"kb"} or "kb" not in experience:
+            raise BadRequest(f"{source}: experience must be a mapping with kb (the knowledge base the "
+                             "conversation's deliverable is written back to)", field="experience")
+        if not closing:
+            raise BadRequest(f"{source}: experience needs a closing role (its deliverable is what is written back)",
+                             field="experience")
+        experience = {"kb": _kbs([experience["kb"]], f"{source}: experience.kb")[0]}
     limits = check_limits(data.get("limits"), "limits", {"max_turns": 6, "max_seconds": 900})
     if "max_turns" not in (data.get("limits") or {}) and rounds is None and end_when is None:
         raise BadRequest(f"{source}: no termination: give limits.max_turns, rounds or end_when", field="limits")
@@ -199,8 +210,27 @@ def validate_scenario(data: Any, source: str = "scenario", functions: set[str] |
         "director": {"mode": mode, "max_consecutive": max_consecutive, "model": _model(director.get("model"), "director.model")},
         "limits": limits,
         "options": options,
+        "experience": experience,
         "roles": out_roles,
     }
+
+
+MAX_ROLE_KBS = 5
+_KB = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
+
+
+def _kbs(value: Any, field: str) -> list[str]:
+    """Knowledge bases a role draws on: a list of names (shared/knowledge)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or len(value) > MAX_ROLE_KBS:
+        raise BadRequest(f"{field} must be a list of at most {MAX_ROLE_KBS} knowledge base names",
+                         field=field.split(": ")[-1])
+    for v in value:
+        if not isinstance(v, str) or not _KB.match(v):
+            raise BadRequest(f"{field}: {str(v)[:60]!r} is not a knowledge base name (a letter, then letters, "
+                             "digits, '_' or '-'; at most 40)", field=field.split(": ")[-1])
+    return list(value)
 
 
 def _check_sop(roles: list[dict], closing, end_when, rounds, source: str) -> None:

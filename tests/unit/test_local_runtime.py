@@ -556,7 +556,8 @@ def test_project_s_yaml_functions_and_triggers():
     prefixes = [(f.id, t["prefix"]) for f in fns for t in f.oss_triggers]
     for fid, prefix in prefixes:
         # role functions wake on their inbox; the pipeline on request files and end markers
-        assert prefix == f"inbox/{fid}/" or (fid == "pipeline" and prefix in ("requests/", "conversations/"))
+        assert prefix == f"inbox/{fid}/" or (fid == "pipeline" and prefix in ("requests/", "conversations/")) \
+            or (fid == "indexer" and prefix == "knowledge/")
     for a, pa in prefixes:
         for b, pb in prefixes:
             if a != b:

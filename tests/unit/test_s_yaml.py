@@ -78,6 +78,8 @@ def test_oss_triggers_own_disjoint_inbox_prefixes():
                 key = trig["triggerConfig"]["filter"]["key"]
                 if name == "pipeline":  # request files, and every conversation's end marker
                     assert (key["prefix"], key["suffix"]) in {("requests/", ".json"), ("conversations/", "end.json")}
+                elif name == "indexer":  # every document under knowledge/ (its index is written elsewhere)
+                    assert (key["prefix"], key.get("suffix", "")) == ("knowledge/", "")
                 else:
                     assert key["prefix"] == f"inbox/{name}/"
                 assert trig["sourceArn"].endswith(":" + DOC["vars"]["bucket"])
@@ -122,5 +124,5 @@ def test_gateway_knows_which_functions_may_play_roles():
     declared = set(RESOURCES["gateway"]["environmentVariables"]["TROUPE_ROLE_FUNCTIONS"].split(","))
     triggered = {name for name, props in RESOURCES.items()
                  if any(t["triggerType"] == "oss" for t in props.get("triggers", []))
-                 and name not in ("director", "pipeline")}
+                 and name not in ("director", "pipeline", "indexer")}
     assert declared == triggered
