@@ -40,6 +40,9 @@ PURE_FALLBACK = {"crcmod"}
 #: the test suites some packages ship inside themselves: never imported, tens of MB
 PRUNE_DIRS = {"tests", "testing", "__pycache__"}
 PRUNE_KEEP = {"numpy/testing", "pandas/_testing"}  # imported by the packages themselves
+#: parts of packages troupe never imports: jieba's paddle model, part-of-speech tagger and
+#: keyword extraction (the knowledge indexer only cuts words), 30 MB unpacked
+PRUNE_PATHS = {"jieba/lac_small", "jieba/posseg", "jieba/analyse"}
 
 
 class PackageError(Exception):
@@ -156,7 +159,7 @@ def _prune(top: str) -> None:
         rel = os.path.relpath(dirpath, top).replace(os.sep, "/")
         for d in list(dirnames):
             path = f"{rel}/{d}" if rel != "." else d
-            if d in PRUNE_DIRS and not any(path.endswith(k) for k in PRUNE_KEEP):
+            if (d in PRUNE_DIRS and not any(path.endswith(k) for k in PRUNE_KEEP)) or path in PRUNE_PATHS:
                 shutil.rmtree(os.path.join(dirpath, d))
                 dirnames.remove(d)
 
@@ -190,7 +193,14 @@ def build_layer(wheels: str, names: list[str], out: str) -> str:
 
 def check_layer_covers(site: str, modules: list[str]) -> None:
     """Every top-level module the functions loaded (infra.package.deps' probe) is in the layer."""
+    from importlib import metadata
+
     stdlib = set(sys.stdlib_module_names)
+    owners = metadata.packages_distributions()
+    excluded = {deps._canon(x) for x in deps.EXCLUDED} | {"setuptools", "pytest"}
+    # modules of tools that stay out of the layer (pytest's `py`, setuptools' `pkg_resources`,
+    # which jieba tries and falls back from) are not needed there
+    modules = [m for m in modules if not (owners.get(m) and all(deps._canon(d) in excluded for d in owners[m]))]
     present = set()
     for name in os.listdir(site):
         present.add(name.split(".")[0].split("-")[0])

@@ -66,6 +66,10 @@ with tempfile.TemporaryDirectory() as tmp:
     for path in seed_samples(h.store):
         reconcile(h.store, "lumen", path)
     search(h.store, "lumen", "退款 refund")
+    from tests.unit.test_knowledge import minimal_pdf  # a PDF document's text (pypdf)
+    from shared.knowledge import put_document
+    put_document(h.store, "lumen", "manual.pdf", minimal_pdf("Descaling the kettle"))
+    reconcile(h.store, "lumen", "manual.pdf")
 # the clients the functions build in the cloud (no call is made)
 from shared.llm import make_llm
 for kind in ("openai", "dashscope", "dashscope-openai"):
