@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import urllib.request
 import zipfile
 
@@ -244,6 +245,9 @@ def test_software_company_from_the_form_to_its_files(rt):
     assert seen["unfolded"]["folded"] is False and seen["unfolded"]["button"] == "Show less"
     assert seen["unfolded"]["height"] > seen["folded"][0]["height"]
     assert seen["unfolded"]["docPaths"] and seen["unfolded"]["keys"]
+    # AND each turn links the files the API says it wrote (its `files`)
+    written = {m["id"]: m["files"] for m in truth["messages"]}
+    assert {t["id"]: t["links"] for t in seen["turnFiles"]} == written and any(written.values())
     # AND a file named in a turn opens in the viewer
     assert seen["linked"]["path"] == seen["linked"]["target"]
     # AND the zip arrived through the token-carrying fetch, as a blob download, and holds every file
@@ -259,3 +263,76 @@ def test_software_company_from_the_form_to_its_files(rt):
     # (the browser logs the refused start as a failed resource: that one is expected)
     assert [e for e in seen["consoleErrors"] if "status of 400" not in e] == [], seen["consoleErrors"]
     assert os.path.getsize(os.path.join(ARTIFACTS, "web-company.png")) > 20_000
+
+
+# a document in the sample base whose heading and text carry HTML, and a word only it has
+HOSTILE_DOC = "zz notes & tips.md"
+HOSTILE_TEXT = ("# Zorblax <img src=x onerror=\"window.__xss=1\"> kettles\n\n"
+                "A zorblax kettle <script>window.__xss=1</script> is refunded in full. <b>not bold</b> & more.\n")
+
+
+def seed_knowledge(rt, timeout: float = 30.0) -> list[dict]:
+    """The sample base lumen (plus the hostile document), indexed by the runtime's indexer, as
+    `python -m infra.local serve` does before it takes requests."""
+    from shared.knowledge import list_documents, put_document, seed_samples
+
+    seed_samples(rt.store)
+    put_document(rt.store, "lumen", HOSTILE_DOC, HOSTILE_TEXT.encode())
+    deadline = time.monotonic() + timeout
+    while True:
+        docs = list_documents(rt.store, "lumen")["docs"]
+        if len(docs) >= 6 and all(d["status"] != "pending" for d in docs):
+            return docs
+        assert time.monotonic() < deadline, f"lumen is still being indexed: {docs}"
+        time.sleep(0.1)
+
+
+def test_customer_service_turns_show_the_passages_they_were_given(rt):
+    # GIVEN the sample knowledge base, indexed; WHEN a customer-service drill is started on the page
+    docs = seed_knowledge(rt)
+    assert all(d["status"] == "indexed" for d in docs), docs
+    seen = drive(rt, "knowledge")
+    cid, token = seen["cid"], seen["token"]
+    truth = api(rt, f"/conversations/{cid}", token)
+    assert seen["final"] == truth["status"] == "completed", truth["end"]
+    by_id = {m["id"]: m for m in truth["messages"]}
+    # THEN each turn lists the passages the API says its role was given, in order: kb · doc › heading
+    assert [t["id"] for t in seen["before"]] == [m["id"] for m in truth["messages"]]
+    for t in seen["before"]:
+        cited = by_id[t["id"]]["citations"]
+        assert [(i["kb"], i["doc"]) for i in t["items"]] == [(c["kb"], c["doc"]) for c in cited], t["role"]
+        assert [i["heading"] for i in t["items"]] == [c["heading"].lstrip("#").strip() for c in cited]
+        assert t["title"] == ("Sources" if cited else "")
+        assert not any(i["open"] or i["textShown"] for i in t["items"])  # folded until asked for
+    # AND only the roles with `knowledge:` have sources: the Agent's and the Supervisor's turns
+    assert {t["role"] for t in seen["before"] if t["items"]} == {"Agent", "Supervisor"}
+    agent = by_id[seen["agentId"]]
+    assert agent["role"] == "Agent" and seen["agentId"] == next(m["id"] for m in truth["messages"]
+                                                                if m["role"] == "Agent")
+    # AND the sample documents are among them, and the hostile one (its rare word is in the input) first
+    docs_shown = [i["doc"] for i in seen["after"]["items"]]
+    assert docs_shown[0] == HOSTILE_DOC and set(docs_shown[1:]) <= {d["path"] for d in docs}
+    assert seen["after"]["items"][1]["summary"] == f"lumen · {docs_shown[1]} › {seen['after']['items'][1]['heading']}"
+    # AND a click unfolds each passage's text, exactly as the API gives it
+    for item, c in zip(seen["after"]["items"], agent["citations"]):
+        assert item["open"] and item["textShown"] and item["text"] == c["text"]
+    # AND HTML in a document's heading or text is shown as text, never parsed
+    hostile = seen["after"]["items"][0]
+    assert "<img" in hostile["heading"] and "<script>" in hostile["text"]
+    for html in (hostile["summaryHtml"], hostile["html"]):
+        assert "<img" not in html and "<script" not in html and "<b>" not in html and "&lt;" in html
+    assert "&amp;" in hostile["summaryHtml"] and seen["xss"] is False
+    # AND the page speaks Chinese here too, keeping the open passages open; a second click folds one
+    assert seen["zh"]["title"] == "参考资料" and all(i["open"] for i in seen["zh"]["items"])
+    assert not seen["closed"]["items"][0]["open"] and all(i["open"] for i in seen["closed"]["items"][1:])
+    assert all(token not in r["url"] for r in seen["requests"]) and seen["navigations"] == 1
+    assert not seen["consoleErrors"], seen["consoleErrors"]
+    assert os.path.getsize(os.path.join(ARTIFACTS, "web-knowledge.png")) > 20_000
+    # AND (a conversation the browser serves itself) the files a turn wrote are the API's `files`
+    # when given, else the content's "Files written:" tail; odd citations still read as sources
+    c = {t["id"]: t for t in seen["crafted"]["turns"]}
+    assert c["m1"]["links"] == c["m1"]["linkText"] == ["src/a.py", "src/b <b>.py"]
+    assert c["m2"]["links"] == ["src/c.py", "tests/test_c.py"]
+    assert "Files written:\n" not in c["m1"]["text"] and "Files written:\n" not in c["m2"]["text"]
+    assert c["m1"]["sources"] == c["m2"]["sources"] == [] and c["m3"]["sources"] == ["only-doc.md", "kb · 7"]
+    assert not seen["crafted"]["errors"], seen["crafted"]["errors"]

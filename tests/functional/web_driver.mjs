@@ -3,7 +3,7 @@
 //
 //   node tests/functional/web_driver.mjs <mode> <base url> <api key> <out dir>
 //
-// mode: debate | human | errors | company. Prints one JSON line of what it saw; the Python test asserts on
+// mode: debate | human | errors | company | knowledge. Prints one JSON line of what it saw; the Python test asserts on
 // it and cross-checks the API. A step that cannot happen (a timeout) exits 1 with the reason,
 // after a screenshot of the page at that moment.
 import { chromium } from "playwright-core";
@@ -315,6 +315,8 @@ async function company() {
   out.files = await page.$$eval("#artifacts-list button.file", (bs) => bs.map((b) => b.dataset.path));
   out.dirs = await page.$$eval("#artifacts-list .dir-name", (ds) => ds.map((d) => d.textContent));
   out.summary = await page.$eval("#artifacts-summary", (s) => s.textContent);
+  out.turnFiles = await page.$$eval("#transcript li.turn", (ls) => ls.map((l) => ({
+    id: l.dataset.id, links: [...l.querySelectorAll("button.artifact-link")].map((b) => b.dataset.path) })));
   out.pick = await page.$eval("#viewer-body", (b) => b.textContent);
   // long turns are folded, and unfold on request
   out.folded = await page.$$eval("#transcript li.turn", (ls) => ls.filter((l) => l.querySelector(".text.folded"))
@@ -378,9 +380,90 @@ async function company() {
   return out;
 }
 
+// each turn's sources, as the reader sees them
+const sources = () => page.$$eval("#transcript li.turn", (ls) => ls.map((l) => ({
+  turn: Number(l.dataset.turn), role: l.dataset.role, id: l.dataset.id,
+  title: l.querySelector(".sources-title") ? l.querySelector(".sources-title").textContent : "",
+  items: [...l.querySelectorAll("details.source")].map((d) => ({
+    kb: d.querySelector(".src-kb") ? d.querySelector(".src-kb").textContent : "",
+    doc: d.querySelector(".src-doc").textContent,
+    heading: d.querySelector(".src-heading") ? d.querySelector(".src-heading").textContent : "",
+    summary: d.querySelector("summary").textContent, summaryHtml: d.querySelector("summary").innerHTML,
+    open: d.open, textShown: d.querySelector(".source-text").checkVisibility(),
+    text: d.querySelector(".source-text").textContent, html: d.querySelector(".source-text").innerHTML })) })));
+
+async function knowledge() {
+  await open();
+  const started = await startAndWatch({ scenario: "customer_service",
+                                        input: "My zorblax kettle broke after two weeks: I want a refund." });
+  const final = await waitStatus(["completed", "budget_exhausted", "stopped", "failed", "cancelled"]);
+  await page.waitForTimeout(300);
+  const out = { ...started, final, before: await sources() };
+  // the agent's first turn: a click on each source unfolds its passage
+  const agent = out.before.find((t) => t.role === "Agent" && t.items.length);
+  if (!agent) throw new Error("no Agent turn shows sources");
+  await page.$eval(`#transcript li[data-id="${agent.id}"] .sources`, (s) => s.scrollIntoView({ block: "center" }));
+  for (const summary of await page.$$(`#transcript li[data-id="${agent.id}"] details.source summary`)) {
+    await summary.click();
+  }
+  out.agentId = agent.id;
+  out.after = (await sources()).find((t) => t.id === agent.id);
+  await shot("web-knowledge.png");
+  // Chinese: the title changes, and what was open stays open through the re-render
+  await page.click("#lang");
+  out.zh = (await sources()).find((t) => t.id === agent.id);
+  await page.click("#lang");
+  // closing one closes it
+  await page.click(`#transcript li[data-id="${agent.id}"] details.source summary`);
+  out.closed = (await sources()).find((t) => t.id === agent.id);
+  out.xss = await page.evaluate(() => window.__xss === 1);
+  out.navigations = navigations;
+  out.crafted = await crafted();
+  return out;
+}
+
+// A conversation the API never held, served by the browser itself: a turn whose `files` the
+// API gives (they win over the content's "Files written:" tail), an older one without them
+// (the tail is the fallback), and citations with missing or odd fields.
+const CRAFTED = {
+  id: "crafted", scenario: "software_company", input: "A todo CLI", limits: {}, options: {}, status: "completed",
+  end: { reason: "idle" }, deliverable: null, waiting_for: null, cursor: "c",
+  roles: [{ name: "Engineer", profile: "engineer", human: false }],
+  messages: [
+    { turn: 1, id: "m1", role: "Engineer", function: "sop", files: ["src/a.py", "src/b <b>.py"],
+      content: "Wrote the code.\n\nFiles written:\n- src/a.py", citations: [] },
+    { turn: 2, id: "m2", role: "Engineer", function: "sop",
+      content: "Fixed a bug.\n\nFiles written:\n- src/c.py\n- tests/test_c.py" },
+    { turn: 3, id: "m3", role: "Engineer", function: "persona", files: [], content: "Looked it up.",
+      citations: [null, { doc: "only-doc.md" }, { kb: "kb", doc: 7, heading: "", text: null, score: "x" }] },
+  ],
+};
+
+async function crafted() {
+  const p = await context.newPage();
+  const errors = [];
+  p.on("pageerror", (e) => errors.push(String(e)));
+  const answers = { "": CRAFTED, "/invocations": { invocations: [] }, "/usage": { by_role: {}, total: null },
+                    "/artifacts": { artifacts: [] } };
+  await p.route((u) => u.pathname.includes("/conversations/crafted"), (route) => {
+    const tail = new URL(route.request().url()).pathname.split("/conversations/crafted")[1];
+    route.fulfill({ status: 200, contentType: "application/json", body: JSON.stringify(answers[tail] || {}) });
+  });
+  await p.goto(base + "/#c=crafted&t=tok", { waitUntil: "domcontentloaded" });
+  await p.waitForFunction(() => document.querySelectorAll("#transcript li.turn").length === 3, null,
+                          { timeout: 30_000 });
+  const turns = await p.$$eval("#transcript li.turn", (ls) => ls.map((l) => ({
+    id: l.dataset.id, text: l.querySelector(".text").textContent,
+    links: [...l.querySelectorAll("button.artifact-link")].map((b) => b.dataset.path),
+    linkText: [...l.querySelectorAll("button.artifact-link")].map((b) => b.textContent),
+    sources: [...l.querySelectorAll("details.source summary")].map((s) => s.textContent) })));
+  await p.close();
+  return { turns, errors };
+}
+
 let code = 0;
 try {
-  const modes = { debate, human, errors, company };
+  const modes = { debate, human, errors, company, knowledge };
   if (!modes[mode]) throw new Error(`unknown mode ${mode}`);
   const result = await modes[mode]();
   result.requests = requests;

@@ -129,7 +129,7 @@ NEW_TEXTS = ["options", "option_sets", "option_range", "conv_options", "on", "of
              "artifacts", "artifacts_summary", "download_zip", "downloading", "download_file", "artifact_pick",
              "artifact_binary", "artifact_too_big", "artifact_gone", "view_raw", "view_rendered", "top_level",
              "show_more", "show_less", "zip_failed", "artifact_failed", "empty_value", "empty_file", "files_written",
-             "reason_idle"]
+             "reason_idle", "sources", "sources_hint"]
 
 
 @pytest.mark.parametrize("key", NEW_TEXTS)
@@ -200,3 +200,39 @@ def test_catalog_tells_the_page_which_roles_people_play_and_what_to_enter(harnes
     interview = next(s for s in body["scenarios"] if s["id"] == "interview")
     assert {r["name"]: r["human"] for r in interview["roles"]} == {"Interviewer": False, "Candidate": False}
     assert interview["input"]["en"] and interview["input"]["zh"]
+
+
+def test_sources_are_the_terms_a_reader_expects():
+    en, zh = _texts()
+    assert en["sources"] == "Sources" and zh["sources"] == "参考资料"
+
+
+def test_turns_show_their_citations_and_the_files_the_api_names():
+    js = _js()
+    # each turn: its sources (a folded <details> per passage), built from text nodes only
+    assert "const sources = citationsNode(m);" in js and 'el("details", { class: "source"' in js
+    assert 'el("span", { class: "src-doc", text: doc })' in js and 'class: "source-text"' in js
+    # the files a turn wrote: the API's list when there is one, the content's tail otherwise
+    assert 'renderContent(el("div", { class: "text" }), content, m.files)' in js
+    assert 'const FILES_WRITTEN = "\\n\\nFiles written:\\n";' in js
+    with open(os.path.join(WEB, "static", "app.css"), encoding="utf-8") as f:
+        css = f.read()
+    assert ".sources" in css and "details.source" in css and ".source-text" in css
+
+
+def test_each_message_carries_what_the_page_shows_of_its_sources(harness):
+    from shared.knowledge import seed_samples
+
+    seed_samples(harness.store)
+    harness.pump()  # the indexer indexes the sample base
+    cid = harness.start("customer_service", "I want a refund for my broken vacuum cleaner", rounds=1)
+    harness.pump()
+    _, view = harness.http("GET", f"/conversations/{cid}")
+    by_role = {}
+    for m in view["messages"]:
+        by_role.setdefault(m["role"], m)
+        assert isinstance(m["citations"], list) and m["files"] == []
+    assert by_role["Customer"]["citations"] == [] and by_role["user"]["citations"] == []
+    cited = by_role["Agent"]["citations"]
+    assert cited and all({"kb", "doc", "heading", "text"} <= set(c) for c in cited)
+    assert all(c["kb"] == "lumen" and c["doc"].endswith(".md") and c["text"] for c in cited)

@@ -60,6 +60,7 @@
       view_rendered: "Show it rendered", top_level: "(top level)", show_more: "Show more ({n} characters)",
       show_less: "Show less", zip_failed: "Could not download the zip: ", artifact_failed: "Could not load the file: ",
       empty_value: "(none)", empty_file: "(empty file)", files_written: "Files written:",
+      sources: "Sources", sources_hint: "The knowledge-base passages this role was given before it spoke (click one to read it).",
     },
     zh: {
       tagline: "在函数计算上运行的 MetaGPT 团队：每个角色都是一次独立的函数调用。",
@@ -107,6 +108,7 @@
       view_rendered: "查看渲染效果", top_level: "（根目录）", show_more: "展开全文（{n} 个字符）",
       show_less: "收起", zip_failed: "无法下载 zip：", artifact_failed: "无法加载文件：",
       empty_value: "（无）", empty_file: "（空文件）", files_written: "写入的文件：",
+      sources: "参考资料", sources_hint: "该角色发言前从知识库中获得的段落（点击可阅读原文）。",
     },
   };
 
@@ -116,7 +118,8 @@
   // retires the previous poll loop
   const W = { gen: 0, id: null, token: null, cursor: "", messages: [], seen: new Set(), colors: {}, roles: [],
               data: null, invocations: null, usage: null, timer: null, failures: 0, lastStatus: null,
-              extrasBusy: false, expanded: new Set(), artifacts: [], artStamp: null, open: null, files: new Map() };
+              extrasBusy: false, expanded: new Set(), sources: new Set(), artifacts: [], artStamp: null, open: null,
+              files: new Map() };
 
   function pickLang() {
     let saved = null;
@@ -420,8 +423,10 @@
     return { docs, rest: cut < 0 ? "" : text.slice(cut + 2) };
   }
 
+  // The paths a turn wrote: the API's `files` when it gives them; else (older turns) the list
+  // parsed from the content's "Files written:" tail, which is cut from the text either way.
   const FILES_WRITTEN = "\n\nFiles written:\n";
-  function renderContent(container, text) {
+  function renderContent(container, text, written) {
     text = String(text == null ? "" : text);
     const parsed = parseDocs(text);
     let body = parsed ? parsed.rest : text, files = [];
@@ -433,6 +438,7 @@
         body = ("\n\n" + body).slice(2, at);
       }
     }
+    if (Array.isArray(written) && written.length) files = written.filter((f) => typeof f === "string" && f);
     renderText(container, body);
     if (parsed) {
       for (const d of parsed.docs) {
@@ -682,8 +688,8 @@
     clearTimeout(W.timer);
     Object.assign(W, { id: null, token: null, cursor: "", messages: [], seen: new Set(), colors: {}, roles: [],
                        data: null, invocations: null, usage: null, failures: 0, lastStatus: null, inflight: 0, again: false,
-                       extrasAgain: false, expanded: new Set(), artifacts: [], artStamp: null, open: null,
-                       files: new Map() });
+                       extrasAgain: false, expanded: new Set(), sources: new Set(), artifacts: [], artStamp: null,
+                       open: null, files: new Map() });
   }
 
   function watch(id, token) {
@@ -1064,7 +1070,7 @@
                           "data-id": m.id }, head);
     li.style.setProperty("--role", color);
     const content = String(m.content == null ? "" : m.content);
-    const text = renderContent(el("div", { class: "text" }), content);
+    const text = renderContent(el("div", { class: "text" }), content, m.files);
     li.append(text);
     // a long message (a PRD, a design, code) is folded to a few lines until asked for
     if (content.length > LONG_CHARS || content.split("\n").length > LONG_LINES) {
@@ -1073,7 +1079,35 @@
       li.append(el("button", { type: "button", class: "link more", "aria-expanded": open ? "true" : "false",
                                text: open ? t("show_less") : t("show_more", { n: fmtInt(content.length) }) }));
     }
+    const sources = citationsNode(m);
+    if (sources) li.append(sources);
     return li;
+  }
+
+  // The knowledge-base passages a role was given before it spoke: "kb · doc › heading", each
+  // unfolding (a <details>) to the passage's text, as text. Which are open survives a re-render.
+  const PASSAGE_CHARS = 400;  // the runner keeps this much of each passage
+  function citationsNode(m) {
+    const list = (Array.isArray(m.citations) ? m.citations : []).filter((c) => c && typeof c === "object");
+    if (!list.length) return null;
+    const ul = el("ul", { class: "source-list" });
+    list.forEach((c, i) => {
+      const key = m.id + "#" + i;
+      const doc = String(c.doc == null ? "" : c.doc);
+      const heading = String(c.heading == null ? "" : c.heading).replace(/^\s*#{1,6}\s*/, "").trim();
+      const passage = String(c.text == null ? "" : c.text);
+      const summary = el("summary", { title: c.id != null ? String(c.id) : null },
+        c.kb ? el("span", { class: "src-kb", text: String(c.kb) }) : null,
+        c.kb ? el("span", { class: "src-sep", text: " · " }) : null,
+        el("span", { class: "src-doc", text: doc }),
+        heading ? el("span", { class: "src-sep", text: " › " }) : null,
+        heading ? el("span", { class: "src-heading", text: heading }) : null);
+      const details = el("details", { class: "source", "data-key": key, "data-doc": doc, open: W.sources.has(key) },
+        summary, el("div", { class: "source-text" + (passage.length >= PASSAGE_CHARS ? " cut" : ""), text: passage }));
+      ul.append(el("li", {}, details));
+    });
+    return el("div", { class: "sources" },
+      el("p", { class: "sources-title", title: t("sources_hint"), text: t("sources") }), ul);
   }
 
   $("transcript").addEventListener("click", (ev) => {
@@ -1092,6 +1126,13 @@
     const link = ev.target.closest("button.artifact-link");
     if (link) openArtifact(link.dataset.path, true);
   });
+
+  // <details> toggles do not bubble: listened for on the way down
+  $("transcript").addEventListener("toggle", (ev) => {
+    const d = ev.target;
+    if (!(d instanceof HTMLDetailsElement) || !d.classList.contains("source")) return;
+    if (d.open) W.sources.add(d.dataset.key); else W.sources.delete(d.dataset.key);
+  }, true);
 
   function appendTurn(m, isNew) { $("transcript").append(turnNode(m, isNew)); }
 
