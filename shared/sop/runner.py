@@ -276,8 +276,10 @@ def _describe(chain: list[BaseException]) -> str:
     inner = chain[-1]
     for e in chain:
         if type(e).__name__ == "RetryError":
-            last = e.last_attempt.exception()
-            return f"no usable reply after {e.last_attempt.attempt_number} attempts ({type(last).__name__}: " \
-                   f"{str(last).splitlines()[0][:200] if str(last) else ''})"
+            attempts, last = e.last_attempt.attempt_number, e.last_attempt.exception()
+            while type(last).__name__ == "RetryError":  # MetaGPT's repair retries inside the action's
+                last = last.last_attempt.exception()
+            text = str(last).splitlines()[0][:200] if str(last) else ""
+            return f"no usable reply after {attempts} attempts ({type(last).__name__}: {text})"
     text = str(inner).strip().splitlines()
     return f"{type(inner).__name__}: {text[-1][:300] if text else ''}"
