@@ -11,26 +11,36 @@ sides read it:
   `infra/local/worker.py` calls after importing the handler when TROUPE_FAULTS is set. It
   wraps, in that process only, the DiskStore's five I/O methods (transient errors), the
   scripted LLM's paid call (kills before it, stalls past the function's timeout, latency),
-  and ConversationStore.journal_put / commit / deliver (kills right after them). The code of
-  the functions and of shared/ is unchanged and unaware of it.
+  ConversationStore.journal_put / commit / deliver (kills right after them) and, in the
+  software company's five functions (shared/sop), Workspace.save (a kill after the turn's
+  workspace manifest was stored, before the commit). The code of the functions and of shared/
+  is unchanged and unaware of it.
 
 Plan:
   {"seed": 1,
    "state_dir": "<dir>",            markers (fire-once faults) and ledger.jsonl live here
    "retry_base": 0.002,             ObjectStore's backoff base in faulted workers (speed)
-   "functions": ["persona", "director"],
+   "functions": ["persona", "director", "product_manager", ...],
    "by_input": {"<conversation input text>": SPEC, ...},
    "default": SPEC}                 for conversations whose input is not listed (optional)
 
 SPEC (every key optional):
   "copies":     {"n": 3, "max_delay": 0.3}             runtime: deliver each event n times
-  "kill":       {"point": P, "turns": [2] | null}      SIGKILL the worker at P, once per turn
-                P: before_llm | after_journal | after_commit | after_delivery
+  "kill":       {"point": P, "turns": [2] | null,      SIGKILL the worker at P, once per turn
+                 "min_turn": 3, "call": 2,              (optional) only at turns >= min_turn, only
+                 "once": "conversation"}                at the call-th time P is reached in one
+                                                        invocation (the 2nd LLM call of a turn);
+                                                        once per conversation instead of per turn
+                                                        (the first matching turn is hit: a turn
+                                                        number need not be known in advance)
+                P: before_llm | after_journal | after_workspace (SOP functions only) |
+                   after_commit | after_delivery
   "transient":  {"rate": 0.1, "after": 0.3, "ops": [...]}
                 a TransientStoreError on that fraction of storage calls (put/get/head/list/
                 delete); `after` of them are raised after the call took effect (a timeout
                 whose request went through: a create-only retry then meets 409)
-  "llm_stall":  {"turns": [3], "seconds": 8}           the LLM call sleeps (once per turn)
+  "llm_stall":  {"turns": [3], "seconds": 8}           the LLM call sleeps (once per turn;
+                                                        min_turn / once as for kill)
   "llm_latency": 0.2                                    every LLM call takes this long
   "together":   2.0                                     copies of a delivery wait (at most this
                                                         long) for each other, then run at once
@@ -39,7 +49,8 @@ SPEC (every key optional):
 A conversation is matched by its input text (read from its meta.json on disk), so a plan can
 be written before the gateway assigns the conversation's id. `turns` are the turn numbers an
 invocation would commit (the delivery's turn + 1). The ledger (state_dir/ledger.jsonl) gets
-one JSON line per injected fault and per paid LLM call (`llm_start`, `llm_done`), written
+one JSON line per injected fault and per paid LLM call (`llm_start`, `llm_done`, with the
+call's index `n` within its delivery, as in its journal key), written
 with O_APPEND from every process: the ground truth a killed invocation cannot leave in its
 own records.
 """
@@ -58,6 +69,9 @@ import threading
 import time
 
 POINTS = ("before_llm", "after_journal", "after_commit", "after_delivery")
+SOP_POINTS = ("before_llm", "after_journal", "after_workspace", "after_commit", "after_delivery")
+"""Kill points of a software-company turn: after_workspace is after Workspace.save stored the
+turn's blobs and manifest, before the commit."""
 OPS = ("put", "get", "head", "list", "delete")
 _CID = re.compile(r"(?:^|/)([0-9]{8}t[0-9]{6}-[0-9a-f]{24})(?:/|$)")
 
@@ -67,8 +81,13 @@ def cid_of(key: str) -> str | None:
     return m.group(1) if m else None
 
 
-def _turn_matches(turns, turn) -> bool:
-    return turn is not None and (turns is None or turn in turns)
+def _turn_matches(turns, turn, min_turn=None) -> bool:
+    return turn is not None and (turns is None or turn in turns) and (min_turn is None or turn >= int(min_turn))
+
+
+def _once_key(kind: str, f: dict, cid: str, turn) -> tuple:
+    """The fire-once marker of a fault: per conversation (`"once": "conversation"`) or per turn."""
+    return (kind, cid) if f.get("once") == "conversation" else (kind, cid, turn)
 
 
 class Faults:
@@ -194,17 +213,23 @@ def read_ledger(state_dir: str) -> list[dict]:
 
 _F: Faults | None = None
 _CTX: dict = {}
-"""The invocation being served in this worker (one at a time): cid, turn, rid, fn."""
+"""The invocation being served in this worker (one at a time): cid, turn, rid, fn, and `reached`:
+how many times each kill point was reached in this invocation."""
 
 
 def _kill(point: str, cid: str | None, turn) -> None:
     if not cid:
         return
     k = _F.spec(cid).get("kill")
-    if not k or k.get("point") != point or not _turn_matches(k.get("turns"), turn):
+    if not k or k.get("point") != point or not _turn_matches(k.get("turns"), turn, k.get("min_turn")):
         return
-    if _F.once("kill", point, cid, turn):
-        _F.log(ev="kill", point=point, cid=cid, turn=turn, rid=_CTX.get("rid"), fn=_CTX.get("fn"))
+    reached = _CTX.setdefault("reached", {})
+    reached[point] = reached.get(point, 0) + 1
+    if k.get("call") is not None and reached[point] < int(k["call"]):
+        return
+    if _F.once(*_once_key(f"kill-{point}", k, cid, turn)):
+        _F.log(ev="kill", point=point, cid=cid, turn=turn, rid=_CTX.get("rid"), fn=_CTX.get("fn"),
+               call=reached[point])
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -296,32 +321,55 @@ def _patch_runner() -> None:
 
 def _patch_llm() -> None:
     from shared.llm.fake import ScriptedLLM
+    from shared.llm.journal import JournalingLLM
 
     achat = ScriptedLLM._achat_completion
+    journaled = JournalingLLM.acompletion_text
+
+    async def tracked_completion_text(self, messages, stream=False, timeout=3):
+        _CTX["n"] = self.calls  # the index of this LLM call within the delivery (its journal entry's)
+        return await journaled(self, messages, stream=stream, timeout=timeout)
 
     async def faulty_achat(self, messages, timeout=60):
         cid, turn = _CTX.get("cid"), _CTX.get("turn")
         spec = _F.spec(cid)
         _kill("before_llm", cid, turn)
-        _F.log(ev="llm_start", cid=cid, turn=turn, rid=_CTX.get("rid"), fn=_CTX.get("fn"))
+        _F.log(ev="llm_start", cid=cid, turn=turn, n=_CTX.get("n"), rid=_CTX.get("rid"), fn=_CTX.get("fn"))
         stall = spec.get("llm_stall")
-        if stall and _turn_matches(stall.get("turns"), turn) and _F.once("stall", cid, turn):
+        if stall and _turn_matches(stall.get("turns"), turn, stall.get("min_turn")) \
+                and _F.once(*_once_key("stall", stall, cid, turn)):
             _F.log(ev="stall", cid=cid, turn=turn, rid=_CTX.get("rid"), seconds=stall.get("seconds"))
             await asyncio.sleep(float(stall.get("seconds", 10)))  # past the function's timeout
         if spec.get("llm_latency"):
             await asyncio.sleep(float(spec["llm_latency"]))
         out = await achat(self, messages, timeout)
-        _F.log(ev="llm_done", cid=cid, turn=turn, rid=_CTX.get("rid"), fn=_CTX.get("fn"))
+        _F.log(ev="llm_done", cid=cid, turn=turn, n=_CTX.get("n"), rid=_CTX.get("rid"), fn=_CTX.get("fn"))
         return out
 
     ScriptedLLM._achat_completion = faulty_achat
+    JournalingLLM.acompletion_text = tracked_completion_text
+
+
+def _patch_workspace() -> None:
+    from shared.sop.workspace import Workspace
+
+    save = Workspace.save
+
+    def faulty_save(self, root, turn, msgid):
+        out = save(self, root, turn, msgid)
+        _kill("after_workspace", self.cid, turn)
+        return out
+
+    Workspace.save = faulty_save
 
 
 def install(env=os.environ) -> bool:
     """Wrap this worker process's store, LLM and commit steps per the plan in TROUPE_FAULTS.
 
     Called by infra/local/worker.py after the handler is imported, so only what the function
-    itself loaded is wrapped (the gateway never loads MetaGPT because of this). True if installed.
+    itself loaded is wrapped (the gateway never loads MetaGPT because of this). The software
+    company's functions import their runner on the first request (shared/sop's handler), so
+    for them it is imported here, in the cold start, to be wrapped. True if installed.
     """
     global _F
     path, data, fn = env.get("TROUPE_FAULTS"), env.get("TROUPE_DATA"), env.get("TROUPE_FUNCTION_ID")
@@ -332,10 +380,14 @@ def install(env=os.environ) -> bool:
         return False
     _F = faults
     _patch_store()
+    if "shared.sop" in sys.modules:
+        import shared.sop.runner  # noqa: F401  (what shared.sop.handler imports on its first request)
     if "shared.conversation" in sys.modules:
         _patch_conversation()
     if "shared.runner" in sys.modules:
         _patch_runner()
         _patch_llm()
+    if "shared.sop.workspace" in sys.modules:
+        _patch_workspace()
     print(f"troupe faults: installed in {fn} (pid {os.getpid()}) from {path}", file=sys.stderr, flush=True)
     return True

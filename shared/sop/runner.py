@@ -27,10 +27,13 @@ environment `SandboxContext` gives it: no credentials, no package index, time-li
 
 from __future__ import annotations
 
+import contextvars
+import fcntl
 import json
 import os
 import shutil
 import tempfile
+import time
 from collections import defaultdict
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +42,7 @@ import shared.mg  # noqa: F401  (pins MetaGPT's root before it is imported)
 from metagpt.context import Context
 from metagpt.schema import Message
 from metagpt.utils.common import any_to_str, is_send_to
+from metagpt.utils.file_repository import FileRepository
 from metagpt.utils.project_repo import ProjectRepo
 
 from shared.errors import RejectedEvent, StoreError, TransientStoreError
@@ -89,6 +93,23 @@ class Outbox:
         return []
 
 
+#: the stamp MetaGPT names new documents with in this invocation (FileRepository.new_filename)
+_STAMP: contextvars.ContextVar[str | None] = contextvars.ContextVar("troupe_sop_stamp", default=None)
+_clock_filename = FileRepository.new_filename
+
+
+def _stamped_filename() -> str:
+    return _STAMP.get() or _clock_filename()
+
+
+def use_conversation_stamps() -> None:
+    """MetaGPT names new documents by the clock, to the second. Inside an SOP invocation the
+    name is the conversation's start instead, so every attempt of a turn writes the same
+    paths (the first attempt's saved workspace may be the one that is kept). Idempotent; a
+    context variable, so concurrent invocations in one process each see their own."""
+    FileRepository.new_filename = staticmethod(_stamped_filename)
+
+
 @lru_cache(maxsize=16)
 def watch_of(path: str) -> frozenset[str]:
     """The causes a MetaGPT role class watches (set by its constructor)."""
@@ -124,7 +145,16 @@ class SopRunner(RoleRunner):
             raise RejectedEvent(f"function {self.function!r} runs MetaGPT's SOP roles; role {turn.role_name!r} of a "
                                 f"{turn.meta['scenario']['flow']} flow belongs on a function such as persona")
         use_tree_repositories()
+        use_conversation_stamps()
+        _STAMP.set(time.strftime("%Y%m%d%H%M%S", time.gmtime(turn.meta["created"])))
         where = scratch_dir(turn.cid)
+        where.parent.mkdir(parents=True, exist_ok=True)
+        # one invocation of this conversation at a time uses `where` on this machine: another copy
+        # of the delivery (a duplicate, a racing copy) waits here rather than wipe the tree under it;
+        # the kernel releases the lock of a killed process
+        lock = open(where.parent / f"{turn.cid}.lock", "w")
+        turn.scratch["lock"] = lock
+        fcntl.flock(lock, fcntl.LOCK_EX)
         shutil.rmtree(where, ignore_errors=True)  # a crashed invocation's leftovers
         where.mkdir(parents=True)
         ws = Workspace(self.convs, turn.cid, where)
@@ -165,6 +195,9 @@ class SopRunner(RoleRunner):
         ws = turn.scratch.get("ws")
         if ws is not None:
             ws.close()
+        lock = turn.scratch.get("lock")
+        if lock is not None:
+            lock.close()  # releases the flock
 
     # -- failures that no retry fixes ----------------------------------------------------------
     def _failure(self, turn: Turn, role, error: Exception) -> dict | None:

@@ -4,9 +4,13 @@ A handful of debates per fault class (tests/faultsuite.py, infra/local/faults.py
 and reordered events, SIGKILL at four points of a turn, racing copies of one delivery,
 transient storage errors, an LLM call outliving the function's timeout. Each must end with
 the fault-free run's transcript: no turn lost, none duplicated, at most one paid LLM call per
-turn. Then dead letters: retries exhausted → conversation `failed` naming the function and the
-reason → cause fixed → `python -m infra.local redrive` → completed, no turn duplicated.
-`bench/faults.py` runs the same at a larger size.
+turn. Next to them, one software company per class (MetaGPT's five SOP roles as five functions,
+rows `sop:<class>`, with one more kill point: after the workspace's save, before the commit):
+the fault-free run's (turn, role, cause_by) records and replies, every LLM call of a turn paid
+once, `completed`, and the same final project files. Then dead letters: retries exhausted →
+conversation `failed` naming the function and the reason → cause fixed →
+`python -m infra.local redrive` → completed, no turn duplicated. `bench/faults.py` runs the
+same at a larger size.
 """
 
 import json
@@ -20,9 +24,11 @@ import pytest
 from infra.local.redrive import redrive
 from shared.conversation import ConversationStore
 from shared.store.disk import DiskStore
-from tests.faultsuite import ROOT, SMALL_CLASSES, FaultSuite, baseline, format_table
+from tests.faultsuite import (ROOT, SMALL_CLASSES, SOP, SOP_SMALL_CLASSES, FaultSuite, SopBaseline, baseline,
+                              format_table)
 
 PER_CLASS = 2
+SOP_PER_CLASS = 1
 FAIL_TURN = 2
 
 
@@ -42,14 +48,18 @@ def run(tmp_path_factory):
     their flag file exists, and the re-drive of the first one through the running runtime."""
     workdir = str(tmp_path_factory.mktemp("faults"))
     out = {"workdir": workdir, "failing": {}}
-    with FaultSuite(workdir, rounds=2, max_turns=5, persona_timeout=5, seed=7, log=print) as suite:
+    # the fault-free software companies run (in a process of their own) while the faulted ones do
+    sop_baseline = SopBaseline([FaultSuite.sop_input(c, i) for c in SOP_SMALL_CLASSES for i in range(SOP_PER_CLASS)],
+                               workdir)
+    with FaultSuite(workdir, rounds=2, max_turns=5, persona_timeout=5, sop_timeout=10, seed=7, log=print) as suite:
         for name in ("live", "later"):
             flag = os.path.join(workdir, f"fixed-{name}")
             cid = suite.start(f"Fault suite: dead letters ({name})", {"fail_until": {"flag": flag, "turns": [FAIL_TURN]}},
                               "deadletter")
             out["failing"][name] = {"cid": cid, "flag": flag}
         started = time.time()
-        out["groups"] = suite.run(SMALL_CLASSES, PER_CLASS, timeout=150)
+        out["groups"] = suite.run(SMALL_CLASSES, PER_CLASS, sop_classes=SOP_SMALL_CLASSES, sop_per_class=SOP_PER_CLASS,
+                                  timeout=150)
         out["run_s"] = round(time.time() - started, 1)
         for name, f in out["failing"].items():
             f["failed_view"] = _wait_status(suite, f["cid"], "failed")
@@ -60,19 +70,23 @@ def run(tmp_path_factory):
                                  out=lambda line: None)
         live["view"] = _wait_status(suite, live["cid"], "completed")
         suite.rt.wait_idle(30)
-        inputs = [suite.input_of[c] for cids in out["groups"].values() for c in cids]
+        inputs = [suite.input_of[c] for label, cids in out["groups"].items() if not label.startswith(SOP) for c in cids]
         inputs += [suite.input_of[f["cid"]] for f in out["failing"].values()]
+        started = time.time()
         out["expected"] = baseline(inputs, suite.rounds, suite.max_turns, workdir)
-        out["results"] = suite.analyze(out["groups"], out["expected"])
+        out["expected_sop"] = sop_baseline.result()
+        out["baseline_s"] = round(time.time() - started, 1)
+        out["results"] = suite.analyze(out["groups"], out["expected"], out["expected_sop"])
         out["suite"] = suite
     return out
 
 
 def test_every_conversation_has_the_fault_free_turns_exactly_once(run, capsys):
-    results = run["results"]
+    results = {label: r for label, r in run["results"].items() if not label.startswith(SOP)}
     with capsys.disabled():
-        print(f"\nfault suite: {PER_CLASS} debates per class (2 rounds, 5 turns), {run['run_s']} s\n"
-              + format_table(results))
+        print(f"\nfault suite: {PER_CLASS} debates per class (2 rounds, 5 turns) and {SOP_PER_CLASS} software company "
+              f"per class (sop:), {run['run_s']} s; fault-free runs {run['baseline_s']} s\n"
+              + format_table(run["results"]))
     for cls, r in results.items():
         # THEN every conversation completed with the fault-free run's turns, in order
         assert not r["problems"], (cls, r["problems"])
@@ -94,6 +108,37 @@ def test_every_conversation_has_the_fault_free_turns_exactly_once(run, capsys):
     assert timeout["llm_abandoned"] == PER_CLASS, timeout  # the calls the timeout cut off
     assert results["race"]["event_copies"] == 2 * results["race"]["turns_committed"]
     assert results["race"].get("overlapping", 0) >= 1, results["race"]  # two instances inside one turn at once
+
+
+def test_every_software_company_has_the_fault_free_turns_and_project_exactly_once(run):
+    results = {label[len(SOP):]: r for label, r in run["results"].items() if label.startswith(SOP)}
+    assert set(results) == set(SOP_SMALL_CLASSES)
+    for cls, r in results.items():
+        # THEN every software company completed with the fault-free run's (turn, role, cause_by) records and replies
+        assert not r["problems"], (cls, r["problems"])
+        assert r["completed"] == r["conversations"] == SOP_PER_CLASS, (cls, r)
+        assert r["lost"] == 0 and r["duplicated"] == 0 and r["mismatched"] == 0, (cls, r)
+        assert r["turns_committed"] == r["turns_expected"], (cls, r)
+        # AND the same project: the same files with the same contents, and every turn's record agrees
+        # with the workspace it names
+        assert r["files_differ"] == 0 and r["workspace_inconsistent"] == 0, (cls, r)
+        # AND every LLM call of every turn was paid for once: as many journal entries and paid calls as
+        # the fault-free run made calls, none twice (the fake LLM counts, so killed invocations count too)
+        assert r["journal_entries"] == r["calls_expected"] == r["llm_paid"], (cls, r)
+        assert r["llm_paid_per_call_max"] == 1 and r["llm_overpaid"] == 0 and r["records_overpaid"] == 0, (cls, r)
+    # AND the faults did happen, in the five SOP functions
+    for point in ("before_llm", "after_journal", "after_workspace", "after_commit", "after_delivery"):
+        assert results[f"kill_{point}"].get("injected_kill") == SOP_PER_CLASS, (point, results[f"kill_{point}"])
+        assert results[f"kill_{point}"].get("retries", 0) >= SOP_PER_CLASS, (point, results[f"kill_{point}"])
+    # one delivery per committed turn (the opening input's included, the last turn's end excluded)
+    assert results["duplicates"]["event_copies"] == 3 * results["duplicates"]["turns_committed"], results["duplicates"]
+    assert results["race"]["event_copies"] == 2 * results["race"]["turns_committed"], results["race"]
+    assert results["race"].get("overlapping", 0) >= 1, results["race"]
+    transient = results["transient"]
+    assert transient.get("injected_transient_before", 0) + transient.get("injected_transient_after", 0) > 0, transient
+    timeout = results["llm_timeout"]
+    assert timeout.get("injected_stall") == timeout.get("attempts_timeout") == SOP_PER_CLASS, timeout
+    assert timeout["llm_abandoned"] == SOP_PER_CLASS, timeout
 
 
 def test_dead_letters_fail_the_conversation_and_redrive_completes_it(run):
