@@ -4,7 +4,8 @@
   GET  /openapi.json                       this API, as an OpenAPI 3.0 document
   GET  /scenarios                          the catalog (built-in and user scenarios)
   POST /scenarios                          add a user scenario (API key)
-  POST /conversations                      {scenario, input, limits?} → 201 {id, status, ...}
+  POST /conversations                      {scenario, input, limits?} → 201 {id, status, ...};
+                                           with Idempotency-Key, a retry gets the same conversation
   GET  /conversations/{id}[?after=&limit=] status and committed messages after the cursor
   GET  /conversations/{id}/invocations     one record per function invocation
   GET  /conversations/{id}/usage           the bill: per-invocation rows, totals per role and in all
@@ -26,6 +27,7 @@ MetaGPT's Message, so its cold start stays small.
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
 import logging
@@ -53,6 +55,7 @@ MAX_SCENARIO_BODY = 32 * 1024
 USER_REQUIREMENT = "metagpt.actions.add_requirement.UserRequirement"
 HUMAN_INPUT = "troupe.human"
 _CONV = re.compile(r"^/conversations/([^/]+)(/invocations|/usage|/messages|/cancel|/artifacts\.zip|/artifacts)?/?$")
+_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 _ARTIFACT = re.compile(r"^/conversations/([^/]+)/artifacts/(.+)$")
 
 
@@ -194,8 +197,14 @@ class Gateway:
         self._require_api_key(req)
         if len(req.body) > MAX_BODY:
             raise PayloadTooLarge(f"request body is larger than {MAX_BODY} bytes")
-        now = self.clock()
-        meta, token = self.start(req.json(), now)
+        body = req.json()
+        key = req.headers.get("idempotency-key")
+        if key is None:
+            now = self.clock()
+            meta, token = self.start(body, now)
+        else:
+            cid, now, token = self._idempotent(key, req.body)
+            meta, _ = self.start(body, now, cid=cid, token=token)
         cid = meta["id"]
         self._record(cid, req, now, "created", 0, "user")
         return response(201, {"id": cid, "token": token, "status": "running", "scenario": meta["scenario"]["id"],
@@ -204,7 +213,37 @@ class Gateway:
                                         "invocations": f"conversations/{cid}/invocations",
                                         "usage": f"conversations/{cid}/usage"}})
 
-    def start(self, body, now: float, cid: str | None = None, origin: dict | None = None) -> tuple[dict, str]:
+    def _idempotent(self, key: str, raw: bytes) -> tuple[str, float, str]:
+        """(conversation id, creation time, token) for a start with `Idempotency-Key: key`.
+
+        The first request records the id it starts under `idempotency/<HMAC(API key, key)>`
+        (create-only); a retry with the same key and body gets the same conversation and the same
+        token (an HMAC of the id under the API key, so only the key's holder can compute it).
+        """
+        if not isinstance(key, str) or not _IDEMPOTENCY_KEY.match(key):
+            raise BadRequest("header Idempotency-Key must be 1 to 100 characters: letters, digits, '-', '_', '.' "
+                             "or ':'", field="Idempotency-Key")
+        secret = self.api_key.encode()
+        name = hmac.new(secret, b"idempotency:" + key.encode(), "sha256").hexdigest()
+        record_key = f"idempotency/{name}.json"
+        body_sha = hashlib.sha256(raw).hexdigest()
+        try:
+            found = json.loads(self.convs.store.get(record_key))
+        except NoSuchKey:
+            now = self.clock()
+            found = {"id": new_conversation_id(now), "created": now, "body_sha256": body_sha}
+            try:
+                self.convs.store.put(record_key, json.dumps(found).encode(), create_only=True)
+            except ObjectExists:  # a concurrent retry recorded it first: use its conversation
+                found = json.loads(self.convs.store.get(record_key))
+        if found["body_sha256"] != body_sha:
+            raise Conflict("this Idempotency-Key was used with another request body", field="Idempotency-Key")
+        token = "tok_" + base64.urlsafe_b64encode(
+            hmac.new(secret, b"token:" + found["id"].encode(), "sha256").digest()[:24]).decode().rstrip("=")
+        return found["id"], found["created"], token
+
+    def start(self, body, now: float, cid: str | None = None, origin: dict | None = None,
+              token: str | None = None) -> tuple[dict, str]:
         """Validate a start request (the body of POST /conversations, or a request file) and
         start the conversation: (its meta, its access token). With `cid` given, a second start
         of the same id (a duplicated event) is no error: it re-asserts the opening delivery."""
@@ -231,13 +270,16 @@ class Gateway:
             scenario = {**scenario, "rounds": rounds}
 
         cid = cid or new_conversation_id(now)
-        token = new_token()
+        token = token or new_token()
         meta = {"id": cid, "scenario": scenario, "input": text, "limits": limits, "options": options,
                 "created": now, "token_sha256": token_hash(token), **({"origin": origin} if origin else {})}
         try:
             self.convs.create(cid, meta)
         except ObjectExists:
-            meta, token = self.convs.meta(cid), ""  # started before: only the delivery is re-asserted
+            # started before: only the delivery is re-asserted (and a token derived for this id is
+            # still the conversation's)
+            meta = self.convs.meta(cid)
+            token = token if token and hmac.compare_digest(token_hash(token), meta.get("token_sha256", "")) else ""
         opening_id = derive_id(cid, "input")
         nxt = decide(meta, 0, "user", text, False)
         message = {"id": opening_id, "content": text, "instruct_content": None, "role": "user",

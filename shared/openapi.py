@@ -86,9 +86,13 @@ def document() -> dict:
             },
             "/conversations": {
                 "post": {"summary": "start a conversation", "security": _API_KEY,
+                         "parameters": [{"name": "Idempotency-Key", "in": "header", "required": False,
+                                         "description": "a retry with the same key and body gets the same "
+                                                        "conversation and token (409 with another body)",
+                                         "schema": {"type": "string", "pattern": r"^[A-Za-z0-9._:-]{1,100}$"}}],
                          "requestBody": {"required": True, "content": {"application/json": {"schema": START}}},
                          "responses": {**_ok("started: id and token", {"type": "object"}, 201),
-                                       **_errors(400, 401, 403, 413, 503)}},
+                                       **_errors(400, 401, 403, 409, 413, 503)}},
             },
             conv: {
                 "get": {"summary": "status and messages", "security": _TOKEN,

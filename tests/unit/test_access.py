@@ -67,3 +67,29 @@ def test_ids_are_unguessable(harness):
 
 def test_scenarios_are_public(harness):
     assert harness.http("GET", "/scenarios", auth=False)[0] == 200
+
+
+def test_a_retried_start_with_an_idempotency_key_gets_the_same_conversation(tmp_path):
+    from tests.harness import API_KEY, Harness
+
+    h = Harness(str(tmp_path))
+    body = {"scenario": "debate", "input": "Tea or coffee?", "rounds": 1}
+    headers = {"Authorization": f"Bearer {API_KEY}", "Idempotency-Key": "order-7781:start"}
+    first = h.http("POST", "/conversations", body, headers=headers)
+    again = h.http("POST", "/conversations", body, headers=headers)
+    assert first[0] == again[0] == 201
+    assert again[1]["id"] == first[1]["id"] and again[1]["token"] == first[1]["token"]
+    metas = [i.key for i in h.store.iter("conversations/") if i.key.endswith("/meta.json")]
+    assert len(metas) == 1 and len(h.pending_inbox()) == 1  # one conversation, one opening delivery
+    # the token it returns reads the conversation
+    assert h.http("GET", f"/conversations/{first[1]['id']}",
+                  headers={"Authorization": f"Bearer {again[1]['token']}"})[0] == 200
+    # the same key with another body is a conflict; a malformed key is refused; neither starts anything
+    status, err = h.http("POST", "/conversations", {**body, "input": "Coffee or tea?"}, headers=headers)
+    assert status == 409 and err["details"]["field"] == "Idempotency-Key"
+    status, err = h.http("POST", "/conversations", body, headers={**headers, "Idempotency-Key": "bad key!"})
+    assert status == 400 and err["details"]["field"] == "Idempotency-Key"
+    # another key is another conversation
+    other = h.http("POST", "/conversations", body, headers={**headers, "Idempotency-Key": "order-7782"})
+    assert other[0] == 201 and other[1]["id"] != first[1]["id"]
+    assert len([i for i in h.store.iter("conversations/") if i.key.endswith("/meta.json")]) == 2
