@@ -140,6 +140,28 @@ def tree_files(root: Path, ignored=None) -> list[str]:
     return sorted(out)
 
 
+#: blobs this instance has read or written, by hash, so a warm instance restores a workspace
+#: without reading what it already holds; cleared when it outgrows BLOB_CACHE_BYTES (/tmp is small)
+BLOB_CACHE = Path(tempfile.gettempdir()) / "troupe-blobs"
+BLOB_CACHE_BYTES = 64 * 1024 * 1024
+_cached_bytes = 0
+
+
+def _cache_blob(sha: str, data: bytes) -> None:
+    global _cached_bytes
+    if _cached_bytes + len(data) > BLOB_CACHE_BYTES:
+        shutil.rmtree(BLOB_CACHE, ignore_errors=True)
+        _cached_bytes = 0
+    try:
+        BLOB_CACHE.mkdir(parents=True, exist_ok=True)
+        tmp = BLOB_CACHE / f".{sha}.{os.getpid()}"
+        tmp.write_bytes(data)
+        os.replace(tmp, BLOB_CACHE / sha)
+        _cached_bytes += len(data)
+    except OSError:
+        pass  # a cache only
+
+
 class Workspace:
     """Restore and save one conversation's project tree for one invocation."""
 
@@ -168,7 +190,7 @@ class Workspace:
             for path, info in manifest["files"].items():
                 target = root / check_path(path)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(self.convs.store.get(blob_key(self.convs, self.cid, info["sha256"])))
+                target.write_bytes(self._blob(info["sha256"]))
         except BadRequest as e:
             raise RejectedEvent(f"the workspace manifest is corrupt: {e.message}", key=key[:200]) from None
         self.base_files = manifest["files"]
@@ -204,11 +226,26 @@ class Workspace:
             pass  # a replay of this turn stored the same tree
         return key, changed
 
+    def _blob(self, sha: str) -> bytes:
+        """A blob's bytes: from this instance's cache when a warm instance has seen it (contents
+        are addressed by hash, so a cached copy is never stale), else from the store."""
+        cached = BLOB_CACHE / sha
+        try:
+            data = cached.read_bytes()
+            if hashlib.sha256(data).hexdigest() == sha:
+                return data
+        except OSError:
+            pass
+        data = self.convs.store.get(blob_key(self.convs, self.cid, sha))
+        _cache_blob(sha, data)
+        return data
+
     def _put_blob(self, sha: str, data: bytes) -> None:
         try:
             self.convs.store.put(blob_key(self.convs, self.cid, sha), data, create_only=True)
         except ObjectExists:
             pass
+        _cache_blob(sha, data)
 
     def close(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

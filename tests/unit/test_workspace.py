@@ -106,3 +106,28 @@ def test_generated_code_runs_without_credentials(tmp_path, monkeypatch):
     assert seen["PIP_NO_INDEX"] == "1" and seen["HOME"] == str(tmp_path / ".home")
     assert not any(k.startswith(("ALIBABA", "DASHSCOPE", "TROUPE", "OSS")) for k in seen)
     assert os.environ["DASHSCOPE_API_KEY"].startswith("planted")  # the function's own environment is untouched
+
+
+def test_a_warm_instance_restores_from_its_blob_cache_and_a_bad_copy_is_not_trusted(convs, tmp_path, monkeypatch):
+    import shared.sop.workspace as w
+
+    monkeypatch.setattr(w, "BLOB_CACHE", tmp_path / "cache")
+    cid = new_conversation_id()
+    ws = Workspace(convs, cid, str(tmp_path / "one"))
+    root = ws.dir / "p"
+    root.mkdir(parents=True)
+    (root / "a.py").write_text("a = 1\n")
+    (root / "b.py").write_text("b = 2\n")
+    key, _ = ws.save(root, 1, "d" * 16)
+    reads = []
+    real_get = convs.store.get
+    monkeypatch.setattr(convs.store, "get", lambda k: reads.append(k) or real_get(k))
+    again = Workspace(convs, cid, str(tmp_path / "two")).restore(key)
+    assert (again / "a.py").read_text() == "a = 1\n"
+    assert [k for k in reads if "/blobs/" in k] == []  # both blobs came from the cache
+    # a cached copy that does not hash to its name is fetched again
+    sha = json.loads(real_get(key))["files"]["a.py"]["sha256"]
+    (tmp_path / "cache" / sha).write_bytes(b"tampered")
+    third = Workspace(convs, cid, str(tmp_path / "three")).restore(key)
+    assert (third / "a.py").read_text() == "a = 1\n"
+    assert [k for k in reads if "/blobs/" in k] == [f"conversations/{cid}/blobs/{sha}"]
