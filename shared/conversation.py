@@ -7,6 +7,7 @@ Layout (every key is built here, from validated ids only):
   conversations/<cid>/state/<role>.json                a role's MetaGPT state (overwritten)
   conversations/<cid>/journal/<trigger>-<n>.json       LLM replies keyed by trigger (create-only)
   conversations/<cid>/invocations/<start>-<reqid>.json invocations that committed no turn
+  conversations/<cid>/decisions/<delivery>.json        the director's choice for a delivery (create-only)
   conversations/<cid>/end.json                         terminal status (create-only, first wins)
   inbox/<function>/<cid>/<turn>-<msgid>.json           deliveries: these fire the OSS triggers
 
@@ -199,6 +200,22 @@ class ConversationStore:
 
     def release_claim(self, cid: str, trigger: str, n: int) -> None:
         self.store.delete(self.claim_key(cid, trigger, n))
+
+    # -- the director's decisions ------------------------------------------------------------
+    def decision_key(self, cid: str, delivery_id: str) -> str:
+        return self.base(cid) + f"decisions/{check_message_id(delivery_id)}.json"
+
+    def decide_once(self, cid: str, delivery_id: str, decision: dict) -> dict:
+        """Create-only: the first decision for a delivery wins, and is what every attempt uses."""
+        key = self.decision_key(cid, delivery_id)
+        try:
+            self.store.put(key, _dump(decision), create_only=True)
+            return decision
+        except ObjectExists:
+            return _load(self.store.get(key))
+
+    def decision(self, cid: str, delivery_id: str) -> dict | None:
+        return self._get_json(self.decision_key(cid, delivery_id))
 
     # -- invocations -----------------------------------------------------------------------
     def record_invocation(self, cid: str, record: dict) -> None:

@@ -80,7 +80,10 @@ class Director:
         if hops > max_hops(meta["limits"]):
             self.convs.end(cid, "stopped", "invocation_cap", hops=hops, turns=turn)
         elif not self.convs.is_ended(cid):
-            if scenario["director"]["mode"] == "llm" and self.llm_factory is not None:
+            decided = self.convs.decision(cid, delivery_id)
+            if decided is not None:  # an earlier attempt chose: keep its choice, whatever an LLM says now
+                chosen, how = decided["chosen"], decided["how"]
+            elif scenario["director"]["mode"] == "llm" and self.llm_factory is not None:
                 chosen, llm = await self._ask_llm(cid, delivery_id, scenario, message, recent, request_id)
                 how = "llm" if chosen else "rule"
             if getattr(getattr(llm, "stopped", None), "code", None) == "InFlight":
@@ -89,6 +92,10 @@ class Director:
                 outcome = "in_flight"
             else:
                 chosen = chosen or pick_by_rule(scenario, message.get("content", ""), speaker, recent)
+                # the choice is recorded create-only before anyone is handed the turn: an attempt
+                # whose LLM call failed (rules) and a retry whose call succeeds cannot both deliver
+                decided = self.convs.decide_once(cid, delivery_id, {"chosen": chosen, "how": how})
+                chosen, how = decided["chosen"], decided["how"]
                 message = {**message, "send_to": [chosen]}  # the director re-addresses the message
                 payload = {"turn": turn, "message": message, "spent": delivery.get("spent"), "recent": recent,
                            "hops": hops + 1}

@@ -138,3 +138,38 @@ def test_a_commit_whose_answer_was_lost_is_billed_once(harness):
     assert lost and out[0]["outcome"] == "committed"
     rows = [r for r in harness.convs.invocations(cid) if r["function"] == "persona"]
     assert [r["outcome"] for r in rows] == ["committed", "committed"]
+
+
+def test_a_director_retry_keeps_the_choice_an_earlier_attempt_made_by_the_rules(tmp_path):
+    from shared.director import pick_by_rule
+    from shared.llm.fake import ScriptedLLM
+    from tests.harness import Harness
+
+    # GIVEN a selector scene whose director's LLM fails once (the rules choose) and then answers
+    # with someone the rules would not pick
+    calls = []
+
+    class Flaky(ScriptedLLM):
+        async def _achat_completion(self, messages, timeout=60):
+            calls.append(1)
+            if len(calls) == 1:
+                raise RuntimeError("the LLM endpoint answered 500")
+            return await super()._achat_completion(messages, timeout)
+
+    h = Harness(str(tmp_path), llm_factory=lambda model=None: Flaky(script={"assistant": ["Finance"]}))
+    cid = h.start(scenario="digital_employees", text="a refund request")
+    meta = json.loads(h.store.get(h.convs.meta_key(cid)))
+    meta["scenario"]["director"]["mode"] = "llm"
+    h.store.put(h.convs.meta_key(cid), json.dumps(meta).encode())
+    h.convs._meta_cache.clear()
+    event, = h.pending_inbox()
+    delivery = h.convs.read_delivery(json.loads(event)["events"][0]["oss"]["object"]["key"])
+    by_rule = pick_by_rule(meta["scenario"], delivery["message"]["content"], "user", [])
+    assert by_rule != "Finance"
+    # WHEN the delivery is handled, then handled again (a duplicate, or FC's retry)
+    first, = h.runner("director").handle_event(event, request_id="req-a")
+    second, = h.runner("director").handle_event(event, request_id="req-b")
+    # THEN both name the speaker the first attempt chose, and only one delivery exists
+    assert first["chosen"] == second["chosen"] == by_rule and first["how"] == "rule"
+    nxt = [i.key for i in h.store.iter("inbox/persona/")]
+    assert len(nxt) == 1 and h.convs.read_delivery(nxt[0])["to"] == by_rule
