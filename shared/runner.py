@@ -279,6 +279,7 @@ class RoleRunner:
         duration = round((self.clock() - turn.base["start"]) * 1000, 2)
         return {**turn.base, "outcome": "committed", "llm_calls": llm.calls, "llm_paid": llm.paid,
                 "llm_replayed": llm.replayed, "llm_ms": round(llm.llm_ms, 2), "usage": llm.usage,
+                **({"llm_mismatched": llm.mismatched} if llm.mismatched else {}),
                 "duration_ms": duration,
                 **bill_fields(llm.model, llm.usage["prompt_tokens"], llm.usage["completion_tokens"],
                               self.memory_mb, duration)}

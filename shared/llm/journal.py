@@ -16,6 +16,8 @@ holder died mid-call and its reply was never received.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 
@@ -33,6 +35,10 @@ class InFlight(TroupeError):
 
     status = 409
     code = "InFlight"
+
+
+def _digest(messages: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(messages, sort_keys=True, ensure_ascii=False, default=str).encode()).hexdigest()
 
 
 class JournalingLLM(BaseLLM):
@@ -56,6 +62,11 @@ class JournalingLLM(BaseLLM):
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
         self.llm_ms = 0.0
         """Time spent in paid LLM calls during this invocation."""
+        self.mismatched = 0
+        """Replayed calls whose prompt differs from the journaled one's: the role did not retrace its
+        first attempt exactly. Some of that is harmless (QA's prompt carries a test run's timings);
+        a different call order would not be. The journaled reply is used all the same, and the
+        count goes into the invocation record, so that it shows."""
         self._owns = False
         self.failed_call: int | None = None
         """The index of a claimed call whose provider raised (no reply was journaled)."""
@@ -84,13 +95,16 @@ class JournalingLLM(BaseLLM):
             after = _tokens(self.inner)
             self.llm_ms += (time.time() - started) * 1000
             entry = self.convs.journal_put(self.cid, self.trigger, n, {
-                "n": n, "reply": text, "model": self.model,
+                "n": n, "reply": text, "model": self.model, "prompt_sha256": _digest(messages),
                 "prompt_tokens": after[0] - before[0], "completion_tokens": after[1] - before[1],
                 "duration_ms": round((time.time() - started) * 1000, 1), "at": time.time(),
             })
             self.paid += 1
         else:
             self.replayed += 1
+            if entry.get("prompt_sha256") not in (None, _digest(messages)):
+                self.mismatched += 1
+                log.warning("replayed LLM call %s-%d had another prompt than the journaled one", self.trigger, n)
         self.usage["prompt_tokens"] += entry.get("prompt_tokens", 0)
         self.usage["completion_tokens"] += entry.get("completion_tokens", 0)
         if self.budget is not None:

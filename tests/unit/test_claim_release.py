@@ -173,3 +173,22 @@ def test_a_director_retry_keeps_the_choice_an_earlier_attempt_made_by_the_rules(
     assert first["chosen"] == second["chosen"] == by_rule and first["how"] == "rule"
     nxt = [i.key for i in h.store.iter("inbox/persona/")]
     assert len(nxt) == 1 and h.convs.read_delivery(nxt[0])["to"] == by_rule
+
+
+def test_a_replay_whose_prompt_differs_from_the_journaled_one_is_counted(tmp_path):
+    import asyncio
+
+    from shared.llm.fake import ScriptedLLM
+    from shared.llm.journal import JournalingLLM
+    from tests.harness import Harness
+
+    h = Harness(str(tmp_path))
+    cid = h.start()
+    first = JournalingLLM(ScriptedLLM(), h.convs, cid, "a" * 16, holder="req-1")
+    reply = asyncio.run(first.acompletion_text([{"role": "user", "content": "Tea or coffee?"}]))
+    same = JournalingLLM(ScriptedLLM(), h.convs, cid, "a" * 16, holder="req-2")
+    assert asyncio.run(same.acompletion_text([{"role": "user", "content": "Tea or coffee?"}])) == reply
+    assert (same.replayed, same.mismatched, same.paid) == (1, 0, 0)
+    other = JournalingLLM(ScriptedLLM(), h.convs, cid, "a" * 16, holder="req-3")
+    assert asyncio.run(other.acompletion_text([{"role": "user", "content": "Coffee or tea?"}])) == reply
+    assert (other.replayed, other.mismatched, other.paid) == (1, 1, 0)  # replayed, never paid twice
