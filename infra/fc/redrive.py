@@ -20,35 +20,15 @@ import json
 import time
 from typing import Callable
 
-from infra.local.redrive import REDRIVEN_PREFIX, STORE_PREFIX, Letter
+from infra.local.redrive import (REDRIVEN_PREFIX, STORE_PREFIX, Letter, collect_store_letters, latest_delivery,
+                                 reopen)
 from shared.conversation import ConversationStore
-from shared.errors import BadRequest, ObjectExists, RejectedEvent
+from shared.errors import ObjectExists
 from shared.events import make_oss_event
 from shared.store.base import ObjectStore
 
 #: (function resource id, event bytes) -> request id
 AsyncInvoke = Callable[[str, bytes], str]
-
-
-def collect_store_letters(store: ObjectStore, *, function: str | None = None,
-                          conversation: str | None = None) -> list[Letter]:
-    """The store's dead letters, one per (function, delivery key), filtered."""
-    convs = ConversationStore(store)
-    letters: dict[tuple[str, str], Letter] = {}
-    for info in store.iter(STORE_PREFIX):
-        try:
-            rec = json.loads(store.get(info.key))
-            fn, key = rec["function"], rec["key"]
-            event = json.dumps(rec["event"]).encode("utf-8")
-            parts = key.split("/")
-            cid, _, _ = convs.parse_delivery_key(parts[1] if len(parts) > 1 else "", key)
-        except (ValueError, KeyError, TypeError, RejectedEvent, BadRequest):
-            continue
-        if (function and fn != function) or (conversation and cid != conversation):
-            continue
-        letter = letters.setdefault((fn, key), Letter(fn, cid, key, event, str(rec.get("reason", ""))[:300]))
-        letter.sources.append(("store", info.key))
-    return list(letters.values())
 
 
 def _move(store: ObjectStore, src: str, dst: str, stamp: float | None) -> None:
@@ -61,16 +41,6 @@ def _move(store: ObjectStore, src: str, dst: str, stamp: float | None) -> None:
     store.delete(src)
 
 
-def _latest_delivery(store: ObjectStore, cid: str, functions: list[str]):
-    latest = None
-    for fn in functions:
-        for info in store.iter(f"inbox/{fn}/{cid}/"):
-            name = info.key.rsplit("/", 1)[-1]
-            if latest is None or name > latest[0]:
-                latest = (name, fn, info)
-    return latest
-
-
 def redrive_store(store: ObjectStore, invoke: AsyncInvoke, *, inbox_functions: list[str],
                   bucket: str, region: str, account: str = "", function: str | None = None,
                   conversation: str | None = None, dry_run: bool = False,
@@ -78,7 +48,7 @@ def redrive_store(store: ObjectStore, invoke: AsyncInvoke, *, inbox_functions: l
     """Re-drive the store's selected dead letters. Returns {"redriven": [keys], "skipped": [keys],
     "failed": [keys], "requests": {key: request id}}."""
     convs = ConversationStore(store)
-    letters = collect_store_letters(store, function=function, conversation=conversation)
+    letters = list(collect_store_letters(store, function=function, conversation=conversation).values())
     report: dict = {"redriven": [], "skipped": [], "failed": [], "requests": {}}
     if not letters:
         out("no dead letters" + (f" for function {function}" if function else "")
@@ -89,19 +59,9 @@ def redrive_store(store: ObjectStore, invoke: AsyncInvoke, *, inbox_functions: l
         by_cid.setdefault(letter.conversation, []).append(letter)
     stamp = time.time()
     for cid, group in sorted(by_cid.items()):
-        end = convs.get_end(cid)
-        if end and end.get("status") != "failed":
-            for letter in group:
-                out(f"skipped {letter.function} {letter.key}: the conversation ended as {end.get('status')}")
-                report["skipped"].append(letter.key)
+        go, end = reopen(convs, cid, group, dry_run=dry_run, out=out, skipped=report["skipped"])
+        if not go:
             continue
-        if dry_run:
-            for letter in group:
-                out(f"would re-drive {letter.function} {letter.key} ({letter.reason[:120]})")
-            continue
-        if end:
-            store.delete(convs.end_key(cid))  # reopen: only a `failed` end is ever removed
-            out(f"reopened {cid} (it had failed in {end.get('function')}: {str(end.get('reason'))[:120]})")
         sends: list[tuple[str, bytes, str, list[str]]] = []  # (function, event, key, moved store keys)
         for letter in group:
             moved = []
@@ -112,7 +72,7 @@ def redrive_store(store: ObjectStore, invoke: AsyncInvoke, *, inbox_functions: l
                     moved.append(dst)
             sends.append((letter.function, letter.event, letter.key, moved))
         keys = {letter.key for letter in group}
-        latest = _latest_delivery(store, cid, inbox_functions)
+        latest = latest_delivery(store, cid, inbox_functions)
         if latest and latest[2].key not in keys:
             _, fn, info = latest
             event = make_oss_event(bucket, region, info.key, info.size, info.etag,

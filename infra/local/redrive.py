@@ -40,6 +40,7 @@ from typing import Callable
 from shared.conversation import ConversationStore
 from shared.errors import BadRequest, RejectedEvent
 from shared.events import OssEvent, make_oss_event
+from shared.store.base import ObjectStore
 from shared.store.disk import DiskStore
 
 STORE_PREFIX = "deadletters/"
@@ -86,32 +87,44 @@ def _unwrap(record: dict, by_name: dict[str, str], function: str, depth: int = 0
     return None
 
 
+def _add(letters: dict, convs: ConversationStore, fn: str, key: str, event: bytes, reason: str,
+         source: tuple[str, str], function: str | None, conversation: str | None) -> None:
+    """Add a letter's source to `letters` (one per (function, key)), if the filters select it."""
+    parts = key.split("/")
+    try:
+        cid, _, _ = convs.parse_delivery_key(parts[1] if len(parts) > 1 else "", key)
+    except (RejectedEvent, BadRequest):
+        return
+    if (function and fn != function) or (conversation and cid != conversation):
+        return
+    letter = letters.setdefault((fn, key), Letter(fn, cid, key, event, reason))
+    letter.sources.append(source)
+
+
+def collect_store_letters(store: ObjectStore, *, function: str | None = None,
+                          conversation: str | None = None) -> dict[tuple[str, str], Letter]:
+    """The dead letters the deadletter function kept in `store` (local disk or OSS), by
+    (function, delivery key), filtered."""
+    convs = ConversationStore(store)
+    letters: dict[tuple[str, str], Letter] = {}
+    for info in store.iter(STORE_PREFIX):
+        try:
+            rec = json.loads(store.get(info.key))
+            event = json.dumps(rec["event"]).encode("utf-8")
+            _add(letters, convs, rec["function"], rec["key"], event, str(rec.get("reason", ""))[:300],
+                 ("store", info.key), function, conversation)
+        except (ValueError, KeyError, TypeError):
+            continue
+    return letters
+
+
 def collect(data_dir: str, by_name: dict[str, str] | None = None, *, function: str | None = None,
             conversation: str | None = None) -> list[Letter]:
     """Every dead letter under DIR (store and runtime files), one per (function, key)."""
     store = DiskStore(data_dir, emit_events=False)
     convs = ConversationStore(store)
     by_name = by_name or {}
-    letters: dict[tuple[str, str], Letter] = {}
-
-    def add(fn: str, key: str, event: bytes, reason: str, source: tuple[str, str]) -> None:
-        parts = key.split("/")
-        try:
-            cid, _, _ = convs.parse_delivery_key(parts[1] if len(parts) > 1 else "", key)
-        except (RejectedEvent, BadRequest):
-            return
-        if (function and fn != function) or (conversation and cid != conversation):
-            return
-        letter = letters.setdefault((fn, key), Letter(fn, cid, key, event, reason))
-        letter.sources.append(source)
-
-    for info in store.iter(STORE_PREFIX):
-        try:
-            rec = json.loads(store.get(info.key))
-            event = json.dumps(rec["event"]).encode("utf-8")
-            add(rec["function"], rec["key"], event, str(rec.get("reason", ""))[:300], ("store", info.key))
-        except (ValueError, KeyError, TypeError):
-            continue
+    letters = collect_store_letters(store, function=function, conversation=conversation)
     folder = os.path.join(data_dir, "runtime", "deadletters")
     for fn in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
         for name in sorted(os.listdir(os.path.join(folder, fn))):
@@ -127,7 +140,8 @@ def collect(data_dir: str, by_name: dict[str, str] | None = None, *, function: s
             if found is None:
                 continue
             target, event = found
-            add(target, _event_key(event), event, str(rec.get("responsePayload", ""))[:300], ("file", path))
+            _add(letters, convs, target, _event_key(event), event, str(rec.get("responsePayload", ""))[:300],
+                 ("file", path), function, conversation)
     return list(letters.values())
 
 
@@ -145,7 +159,8 @@ def _move(store: DiskStore, data_dir: str, letter: Letter, stamp: float) -> None
             os.replace(where, dest)
 
 
-def _latest_delivery(store: DiskStore, cid: str, functions: list[str]):
+def latest_delivery(store: ObjectStore, cid: str, functions: list[str]):
+    """(name, function, info) of the conversation's newest delivery under the functions' inboxes."""
     latest = None
     for fn in functions:
         for info in store.iter(f"inbox/{fn}/{cid}/"):
@@ -153,6 +168,27 @@ def _latest_delivery(store: DiskStore, cid: str, functions: list[str]):
             if latest is None or name > latest[0]:
                 latest = (name, fn, info)
     return latest
+
+
+def reopen(convs: ConversationStore, cid: str, group: list[Letter], *, dry_run: bool,
+           out: Callable[[str], None], skipped: list[str]) -> tuple[bool, dict | None]:
+    """Before re-driving a conversation's letters: (go on?, the end it had). A conversation that
+    ended otherwise than `failed` is skipped (its letters stay); a dry run only says what it
+    would do; else a `failed` end is removed, reopening the conversation."""
+    end = convs.get_end(cid)
+    if end and end.get("status") != "failed":
+        for letter in group:
+            out(f"skipped {letter.function} {letter.key}: the conversation ended as {end.get('status')}")
+            skipped.append(letter.key)
+        return False, end
+    if dry_run:
+        for letter in group:
+            out(f"would re-drive {letter.function} {letter.key} ({letter.reason[:120]})")
+        return False, end
+    if end:
+        convs.store.delete(convs.end_key(cid))  # reopen: only a `failed` end is ever removed
+        out(f"reopened {cid} (it had failed in {end.get('function')}: {str(end.get('reason'))[:120]})")
+    return True, end
 
 
 def endpoint_invoker(endpoint: str, data_dir: str | None = None) -> Callable[[str, bytes], str]:
@@ -193,26 +229,16 @@ def redrive(data_dir: str, s_yaml: str | None = None, *, function: str | None = 
     sends: list[tuple[str, bytes, str]] = []  # (function id, event, what)
     stamp = time.time()
     for cid, group in sorted(by_cid.items()):
-        end = convs.get_end(cid)
-        if end and end.get("status") != "failed":
-            for letter in group:
-                out(f"skipped {letter.function} {letter.key}: the conversation ended as {end.get('status')}")
-                report["skipped"].append(letter.key)
+        go, end = reopen(convs, cid, group, dry_run=dry_run, out=out, skipped=report["skipped"])
+        if not go:
             continue
-        if dry_run:
-            for letter in group:
-                out(f"would re-drive {letter.function} {letter.key} ({letter.reason[:120]})")
-            continue
-        if end:
-            store.delete(convs.end_key(cid))  # reopen: only a `failed` end is ever removed
-            out(f"reopened {cid} (it had failed in {end.get('function')}: {str(end.get('reason'))[:120]})")
         keys = set()
         for letter in group:
             _move(store, data_dir, letter, stamp)
             sends.append((letter.function, letter.event, f"{letter.function} {letter.key}"))
             keys.add(letter.key)
             report["redriven"].append(letter.key)
-        latest = _latest_delivery(store, cid, inbox_functions)
+        latest = latest_delivery(store, cid, inbox_functions)
         if latest and latest[2].key not in keys:
             _, fn, info = latest
             event = json.dumps(make_oss_event(store.bucket, store.region, info.key, info.size, info.etag)).encode()
