@@ -96,6 +96,10 @@ class OssEventRecord(DictWrapper):
         return self._data.get("oss", {}).get("object", {}).get("eTag", "")
 
     @property
+    def event_time(self) -> str:
+        return self._data.get("eventTime", "")
+
+    @property
     def request_id(self) -> str:
         return self._data.get("responseElements", {}).get("requestId", "")
 
@@ -123,6 +127,16 @@ class OssEvent(DictWrapper):
         return [OssEventRecord(r) for r in self._data["events"]]
 
 
+def records_or_rejection(event: bytes | str | dict, log) -> tuple[list["OssEventRecord"], list[dict]]:
+    """The records of an OSS trigger event, and no outcome; or, for a malformed event, no
+    records and its logged `rejected` outcome (never an error to retry)."""
+    try:
+        return OssEvent.parse(event).records, []
+    except BadRequest as e:
+        log.warning("rejected event: %s", e.message)
+        return [], [{"outcome": "rejected", "reason": e.message}]
+
+
 def for_each_created(event: bytes | str | dict, handle_key, request_id: str, log) -> list[dict]:
     """Run the async `handle_key(key, request_id)` for every ObjectCreated record of an OSS event.
 
@@ -133,13 +147,8 @@ def for_each_created(event: bytes | str | dict, handle_key, request_id: str, log
 
     from shared.errors import RejectedEvent
 
-    try:
-        parsed = OssEvent.parse(event)
-    except BadRequest as e:
-        log.warning("rejected event: %s", e.message)
-        return [{"outcome": "rejected", "reason": e.message}]
-    outcomes = []
-    for record in parsed.records:
+    records, outcomes = records_or_rejection(event, log)
+    for record in records:
         if not record.is_created:
             outcomes.append({"outcome": "rejected", "reason": f"event {record.event_name} is not ObjectCreated"})
             continue
@@ -218,6 +227,10 @@ class HttpEvent(DictWrapper):
         if self._data.get("isBase64Encoded"):
             return base64.b64decode(body)
         return body.encode("utf-8") if isinstance(body, str) else bytes(body)
+
+    @property
+    def event_time(self) -> str:
+        return self._data.get("eventTime", "")
 
     @property
     def request_id(self) -> str:

@@ -33,7 +33,7 @@ from shared import artifacts
 from shared.billing import usage_report
 from shared.conversation import ConversationStore
 from shared.errors import BadRequest, NoSuchKey, TroupeError
-from shared.events import OssEvent
+from shared.events import records_or_rejection
 from shared.gateway import Gateway
 
 log = logging.getLogger("troupe.pipeline")
@@ -72,17 +72,12 @@ class Pipeline:
         self.gateway = Gateway(convs, clock=clock)
 
     def handle_event(self, event: bytes | str | dict, request_id: str = "") -> list[dict]:
-        try:
-            parsed = OssEvent.parse(event)
-        except BadRequest as e:
-            log.warning("rejected event: %s", e.message)
-            return [{"outcome": "rejected", "reason": e.message}]
-        out = []
-        for record in parsed.records:
+        records, out = records_or_rejection(event, log)
+        for record in records:
             if not record.is_created:
                 out.append({"outcome": "rejected", "reason": f"event {record.event_name} is not ObjectCreated"})
             elif record.key.startswith(REQUESTS):
-                out.append(self.start(record.key, record.etag, record.raw.get("eventTime", "")))
+                out.append(self.start(record.key, record.etag, record.event_time))
             elif _END.match(record.key):
                 out.append(self.finish(_END.match(record.key).group(1)))
             else:

@@ -47,7 +47,7 @@ from typing import Callable
 from urllib.parse import unquote
 
 from shared.errors import BadRequest, NoSuchKey, ObjectExists, TransientStoreError
-from shared.events import OssEvent
+from shared.events import records_or_rejection
 from shared.ids import check_name
 from shared.knowledge import text as textmod
 from shared.store.base import ObjectStore
@@ -334,13 +334,8 @@ def _remove(store: ObjectStore, kb: str, path: str, clock, latest) -> dict:
 def handle_event(store: ObjectStore, event, request_id: str = "", clock=time.time) -> list[dict]:
     """The indexer's OSS trigger (prefix `knowledge/`, ObjectCreated and ObjectRemoved): one
     outcome per record. Keys that are not documents are ignored; storage errors raise (FC retries)."""
-    try:
-        parsed = OssEvent.parse(event)
-    except BadRequest as e:
-        log.warning("rejected event: %s", e.message)
-        return [{"outcome": "rejected", "reason": e.message}]
-    out = []
-    for record in parsed.records:
+    records, out = records_or_rejection(event, log)
+    for record in records:
         name = record.event_name
         if not (name.startswith("ObjectCreated:") or name.startswith("ObjectRemoved:")):
             out.append({"outcome": "ignored", "reason": f"event {name} is neither ObjectCreated nor ObjectRemoved"})
