@@ -72,6 +72,15 @@ def _tea_error(e: Exception) -> FCError:
                    str(getattr(e, "request_id", None) or data.get("RequestId") or ""))
 
 
+def _tea_config(config_class, endpoint: str, credentials: Credentials, region: str | None):
+    """The client config both tea SDKs (fc3, fc-open) take: credentials, endpoint, timeouts."""
+    parts = urlsplit(endpoint)
+    return config_class(access_key_id=credentials.access_key_id, access_key_secret=credentials.access_key_secret,
+                        security_token=credentials.security_token or None, endpoint=parts.netloc,
+                        protocol=parts.scheme, region_id=region, read_timeout=READ_TIMEOUT_S * 1000,
+                        connect_timeout=CONNECT_TIMEOUT_S * 1000)
+
+
 class Invoker:
     sdk = ""
 
@@ -89,13 +98,7 @@ class FC3Invoker(Invoker):
         from alibabacloud_fc20230330.client import Client
         from alibabacloud_tea_openapi import utils_models
 
-        parts = urlsplit(endpoint)
-        config = utils_models.Config(access_key_id=credentials.access_key_id,
-                                     access_key_secret=credentials.access_key_secret,
-                                     security_token=credentials.security_token or None,
-                                     endpoint=parts.netloc, protocol=parts.scheme, region_id=region,
-                                     read_timeout=READ_TIMEOUT_S * 1000, connect_timeout=CONNECT_TIMEOUT_S * 1000)
-        self.client = Client(config)
+        self.client = Client(_tea_config(utils_models.Config, endpoint, credentials, region))
 
     def invoke(self, function, payload, *, asynchronous=False, service=None):
         from alibabacloud_fc20230330 import models
@@ -126,14 +129,7 @@ class FCOpenInvoker(Invoker):
         from alibabacloud_fc_open20210406.client import Client
         from alibabacloud_tea_openapi import models as open_api_models
 
-        parts = urlsplit(endpoint)
-        config = open_api_models.Config(access_key_id=credentials.access_key_id,
-                                        access_key_secret=credentials.access_key_secret,
-                                        security_token=credentials.security_token or None,
-                                        endpoint=parts.netloc, protocol=parts.scheme, region_id=region,
-                                        read_timeout=READ_TIMEOUT_S * 1000,
-                                        connect_timeout=CONNECT_TIMEOUT_S * 1000)
-        self.client = Client(config)
+        self.client = Client(_tea_config(open_api_models.Config, endpoint, credentials, region))
 
     def invoke(self, function, payload, *, asynchronous=False, service=None):
         from alibabacloud_fc_open20210406 import models
