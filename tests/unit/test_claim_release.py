@@ -83,6 +83,17 @@ def test_a_late_duplicate_does_not_roll_the_role_state_back(tmp_path):
     assert [m["turn"] for m in h.transcript(cid)] == list(range(8))
 
 
+def _selector_scene_with_llm_director(h):
+    """A digital_employees scene whose director asks its LLM: (meta, the director's event, its delivery)."""
+    cid = h.start(scenario="digital_employees", text="a refund request")
+    meta = json.loads(h.store.get(h.convs.meta_key(cid)))
+    meta["scenario"]["director"]["mode"] = "llm"
+    h.store.put(h.convs.meta_key(cid), json.dumps(meta).encode())
+    h.convs._meta_cache.clear()
+    event, = h.pending_inbox()
+    return meta, event, h.convs.read_delivery(json.loads(event)["events"][0]["oss"]["object"]["key"])
+
+
 def test_racing_copies_of_a_director_delivery_name_one_next_speaker(tmp_path):
     import threading
 
@@ -92,13 +103,7 @@ def test_racing_copies_of_a_director_delivery_name_one_next_speaker(tmp_path):
 
     # GIVEN a selector scene whose director asks a (slow) LLM, which names someone the rules would not
     h = Harness(str(tmp_path), llm_factory=lambda model=None: ScriptedLLM(latency=0.3, script={"assistant": ["Finance"]}))
-    cid = h.start(scenario="digital_employees", text="a refund request")
-    meta = json.loads(h.store.get(h.convs.meta_key(cid)))
-    meta["scenario"]["director"]["mode"] = "llm"
-    h.store.put(h.convs.meta_key(cid), json.dumps(meta).encode())
-    h.convs._meta_cache.clear()
-    event, = h.pending_inbox()
-    delivery = h.convs.read_delivery(json.loads(event)["events"][0]["oss"]["object"]["key"])
+    meta, event, delivery = _selector_scene_with_llm_director(h)
     assert pick_by_rule(meta["scenario"], delivery["message"]["content"], "user", []) != "Finance"
     # WHEN two copies of its delivery run at once
     outcomes = []
@@ -157,13 +162,7 @@ def test_a_director_retry_keeps_the_choice_an_earlier_attempt_made_by_the_rules(
             return await super()._achat_completion(messages, timeout)
 
     h = Harness(str(tmp_path), llm_factory=lambda model=None: Flaky(script={"assistant": ["Finance"]}))
-    cid = h.start(scenario="digital_employees", text="a refund request")
-    meta = json.loads(h.store.get(h.convs.meta_key(cid)))
-    meta["scenario"]["director"]["mode"] = "llm"
-    h.store.put(h.convs.meta_key(cid), json.dumps(meta).encode())
-    h.convs._meta_cache.clear()
-    event, = h.pending_inbox()
-    delivery = h.convs.read_delivery(json.loads(event)["events"][0]["oss"]["object"]["key"])
+    meta, event, delivery = _selector_scene_with_llm_director(h)
     by_rule = pick_by_rule(meta["scenario"], delivery["message"]["content"], "user", [])
     assert by_rule != "Finance"
     # WHEN the delivery is handled, then handled again (a duplicate, or FC's retry)
