@@ -216,7 +216,6 @@ def validate_scenario(data: Any, source: str = "scenario", functions: set[str] |
 
 
 MAX_ROLE_KBS = 5
-_KB = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
 
 
 def _kbs(value: Any, field: str) -> list[str]:
@@ -227,9 +226,10 @@ def _kbs(value: Any, field: str) -> list[str]:
         raise BadRequest(f"{field} must be a list of at most {MAX_ROLE_KBS} knowledge base names",
                          field=field.split(": ")[-1])
     for v in value:
-        if not isinstance(v, str) or not _KB.match(v):
-            raise BadRequest(f"{field}: {str(v)[:60]!r} is not a knowledge base name (a letter, then letters, "
-                             "digits, '_' or '-'; at most 40)", field=field.split(": ")[-1])
+        try:
+            check_name(v, "knowledge base name")  # the names shared/knowledge accepts
+        except BadRequest as e:
+            raise BadRequest(f"{field}: {e.message}", field=field.split(": ")[-1]) from None
     return list(value)
 
 
