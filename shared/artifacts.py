@@ -86,11 +86,13 @@ def zip_bytes(convs: ConversationStore, cid: str, manifest: dict | None) -> byte
     return buf.getvalue()
 
 
-def export(convs: ConversationStore, cid: str, manifest: dict) -> None:
-    """Copy a tree to `artifacts/<path>`: plain objects for people and pipelines. Idempotent."""
+def export(convs: ConversationStore, cid: str, manifest: dict, read=None) -> None:
+    """Copy a tree to `artifacts/<path>`: plain objects for people and pipelines. Idempotent.
+    `read(sha)` gives a blob's bytes (default: from the store)."""
+    read = read or (lambda sha: convs.store.get(blob_key(convs, cid, sha)))
     for path, info in manifest["files"].items():
         try:
-            data = convs.store.get(blob_key(convs, cid, info["sha256"]))
+            data = read(info["sha256"])
         except NoSuchKey:
             continue
         convs.store.put(convs.base(cid) + f"artifacts/{check_path(path)}", data)

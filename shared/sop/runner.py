@@ -50,7 +50,7 @@ from shared.ids import derive_id
 from shared.routing import RECENT, end_turn, role_spec
 from shared.runner import RoleRunner, Turn, role_class
 from shared.artifacts import export
-from shared.sop.workspace import TreeRepository, Workspace, use_tree_repositories
+from shared.sop.workspace import TreeRepository, Workspace, read_blob, use_tree_repositories
 
 #: scenario option → the MetaGPT role field it sets (on every role class that has the field)
 OPTION_FIELDS = {"code_review": "use_code_review"}
@@ -265,7 +265,9 @@ def follow_sop(convs, cid: str, meta: dict, record: dict) -> None:
     if not by_role or turn >= meta["limits"]["max_turns"]:
         reason = "idle" if not by_role else "turn_limit"
         if record.get("workspace"):
-            export(convs, cid, json.loads(convs.store.get(record["workspace"])))
+            # the files this instance just saved are in its blob cache
+            export(convs, cid, json.loads(convs.store.get(record["workspace"])),
+                   read=lambda sha: read_blob(convs, cid, sha))
         end_turn(convs, cid, meta, record, reason)
         return
     payload = {"turn": turn, "spent": record.get("spent"), "recent": (record.get("recent") or [])[-RECENT:],

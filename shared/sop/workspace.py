@@ -162,6 +162,20 @@ def _cache_blob(sha: str, data: bytes) -> None:
         pass  # a cache only
 
 
+def read_blob(convs: ConversationStore, cid: str, sha: str) -> bytes:
+    """A blob's bytes: from this instance's cache when a warm instance has seen it (contents are
+    addressed by hash, so a cached copy that hashes right is never stale), else from the store."""
+    try:
+        data = (BLOB_CACHE / sha).read_bytes()
+        if hashlib.sha256(data).hexdigest() == sha:
+            return data
+    except OSError:
+        pass
+    data = convs.store.get(blob_key(convs, cid, sha))
+    _cache_blob(sha, data)
+    return data
+
+
 class Workspace:
     """Restore and save one conversation's project tree for one invocation."""
 
@@ -190,7 +204,7 @@ class Workspace:
             for path, info in manifest["files"].items():
                 target = root / check_path(path)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(self._blob(info["sha256"]))
+                target.write_bytes(read_blob(self.convs, self.cid, info["sha256"]))
         except BadRequest as e:
             raise RejectedEvent(f"the workspace manifest is corrupt: {e.message}", key=key[:200]) from None
         self.base_files = manifest["files"]
@@ -225,20 +239,6 @@ class Workspace:
         except ObjectExists:
             pass  # a replay of this turn stored the same tree
         return key, changed
-
-    def _blob(self, sha: str) -> bytes:
-        """A blob's bytes: from this instance's cache when a warm instance has seen it (contents
-        are addressed by hash, so a cached copy is never stale), else from the store."""
-        cached = BLOB_CACHE / sha
-        try:
-            data = cached.read_bytes()
-            if hashlib.sha256(data).hexdigest() == sha:
-                return data
-        except OSError:
-            pass
-        data = self.convs.store.get(blob_key(self.convs, self.cid, sha))
-        _cache_blob(sha, data)
-        return data
 
     def _put_blob(self, sha: str, data: bytes) -> None:
         try:
