@@ -144,10 +144,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--turns", type=int, default=4)
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--skip-debate", action="store_true")
-    p.add_argument("--wait-policy", help="OMP_WAIT_POLICY of the server: PASSIVE (default), ACTIVE, default")
+    p.add_argument("--wait-policy", help="OMP_WAIT_POLICY of the server: default (OpenMP's, the default), "
+                                         "PASSIVE, ACTIVE")
+    p.add_argument("--hugepages", choices=["on", "off"], help="weights on transparent huge pages (default on)")
     args = p.parse_args(argv)
     if args.wait_policy:
         os.environ["TROUPE_LLM_WAIT_POLICY"] = args.wait_policy
+    if args.hugepages:
+        os.environ["TROUPE_LLM_HUGEPAGES"] = "1" if args.hugepages == "on" else "0"
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
 
     t0 = time.monotonic()
@@ -159,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         warm = srv.warm_up()
         s = speed(srv, args.max_tokens)
         rss = srv.rss_mb()
+        huge = srv.huge_pages_mb()
         threads, policy = srv.threads, srv.wait_policy
     rows = [
         ("model server startup (to /v1/models answering)", f"{srv.startup_seconds:.2f} s", ""),
@@ -169,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         ("time to first streamed token", f"{s['ttft_s']:.2f} s" if s.get("ttft_s") else "n/a", ""),
         ("server RSS loaded / after a completion", f"{rss_loaded:.0f} / {rss:.0f} MB",
          f"<= {TARGETS['rss_mb']:g} MB"),
+        ("of which on transparent huge pages", f"{huge:.0f} MB" if huge is not None else "n/a", ""),
     ]
     if not args.skip_debate:
         d = debate(args.turns, args.threads)
@@ -183,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             ("completion tokens per turn", ", ".join(map(str, d["completion_tokens"])), ""),
         ]
     print(f"\nembedded model: {model.MODEL_ALIAS} Q4_K_M, {threads} llama.cpp threads, "
-          f"OMP_WAIT_POLICY {policy}, "
+          f"OMP_WAIT_POLICY {policy}, huge pages {'on' if srv.hugepages else 'off'}, "
           f"load average now {os.getloadavg()[0]:.2f}")
     width = max(len(r[0]) for r in rows)
     for name, value, target in rows:

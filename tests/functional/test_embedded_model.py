@@ -219,12 +219,43 @@ def test_runtime_passes_other_llms_through(tmp_path):
         rt.stop()
 
 
+def test_server_environment_sets_wait_policy_and_huge_pages(monkeypatch):
+    monkeypatch.delenv("TROUPE_LLM_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("TROUPE_LLM_HUGEPAGES", raising=False)
+    base = {"OMP_WAIT_POLICY": "PASSIVE", "GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=0"}
+    # GIVEN the defaults: OpenMP's own wait policy, weights on huge pages; the caller's other tunables kept
+    env = ModelServer("m.gguf").environment(base)
+    assert "OMP_WAIT_POLICY" not in env
+    assert env["GLIBC_TUNABLES"] == "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"
+    # AND an explicit policy, or huge pages turned off by the variable, or an mmap'd model
+    assert ModelServer("m.gguf", wait_policy="passive").environment(base)["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("TROUPE_LLM_HUGEPAGES", "0")
+    assert ModelServer("m.gguf").environment(base)["GLIBC_TUNABLES"] == base["GLIBC_TUNABLES"]
+    monkeypatch.setenv("TROUPE_LLM_HUGEPAGES", "1")
+    assert ModelServer("m.gguf", mmap=True).environment(base)["GLIBC_TUNABLES"] == base["GLIBC_TUNABLES"]
+
+
+def _huge_pages_possible() -> bool:
+    """Transparent huge pages available to a process that asks (madvise or always), and a glibc
+    with the malloc.hugetlb tunable (2.35+)."""
+    try:
+        with open("/sys/kernel/mm/transparent_hugepage/enabled", encoding="ascii") as f:
+            mode = f.read()
+    except OSError:
+        return False
+    libc, _, version = (os.confstr("CS_GNU_LIBC_VERSION") or "").partition(" ")
+    numbers = tuple(int(x) for x in version.split(".")[:2] if x.isdigit())
+    return "[never]" not in mode and libc == "glibc" and numbers >= (2, 35)
+
+
 # -- the real model ---------------------------------------------------------------------------
 def test_embedded_model_answers_through_metagpt_openai_provider(tmp_path):
     # GIVEN the real weights served by llama.cpp on 1 thread
     path = _real_model_or_skip()
     with ModelServer(path, threads=1, ctx=512, log_path=str(tmp_path / "server.log")) as srv:
         assert srv.startup_seconds is not None and srv.rss_mb() > 100
+        if _huge_pages_possible():  # the weights (~1 GB after llama.cpp's repacking) sit on huge pages
+            assert srv.huge_pages_mb() > 500, srv.huge_pages_mb()
         # WHEN MetaGPT's own openai provider (as the role functions make it) asks for a few tokens
         from shared.llm import make_llm
 
