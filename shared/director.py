@@ -98,7 +98,7 @@ class Director:
                 chosen, how = decided["chosen"], decided["how"]
                 message = {**message, "send_to": [chosen]}  # the director re-addresses the message
                 payload = {"turn": turn, "message": message, "spent": delivery.get("spent"), "recent": recent,
-                           "hops": hops + 1}
+                           "scene": delivery.get("scene") or [], "hops": hops + 1}
                 hand_to(self.convs, cid, meta, chosen, payload, parent=delivery_id, after=message.get("id"),
                         closing=False, now=self.clock())
         duration = round((self.clock() - start) * 1000, 2)

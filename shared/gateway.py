@@ -44,7 +44,7 @@ from shared.errors import (BadRequest, Conflict, Forbidden, MethodNotAllowed, No
                            PayloadTooLarge,
                            ServiceUnavailable, TroupeError, Unauthorized)
 from shared.events import HttpEvent
-from shared.routing import RECENT, decide, follow, role_spec
+from shared.routing import RECENT, decide, follow, role_spec, scene_with
 from shared.knowledge.api import handle_knowledge
 from shared.ids import check_conversation_id, derive_id, new_conversation_id, new_token, token_hash
 
@@ -388,7 +388,8 @@ class Gateway:
                   "content": content, "sent_from": role, "send_to": message["send_to"], "cause_by": HUMAN_INPUT,
                   "reply_to": waiting["message"].get("id"), "message": message, "next": nxt,
                   "closing": bool(waiting.get("closing")), "spent": waiting.get("spent"),
-                  "recent": ((waiting.get("recent") or []) + [role])[-RECENT:], "hops": waiting.get("hops", 0)}
+                  "recent": ((waiting.get("recent") or []) + [role])[-RECENT:],
+                  "scene": scene_with(waiting.get("scene"), role, content), "hops": waiting.get("hops", 0)}
         if not self.convs.commit(cid, turn, mid, record):
             raise Conflict("this wait has already been answered")
         follow(self.convs, cid, meta, record)

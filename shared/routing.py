@@ -16,6 +16,20 @@ from shared.flows import DIRECTOR, Next, after_turn, closing_role
 from shared.ids import derive_id
 
 RECENT = 10  # speakers carried along with each delivery, for the director's rules
+SCENE = 8  # turns carried along with each delivery, so that every speaker sees the exchange
+SCENE_CHARS = 1500  # of each of those turns
+
+
+def scene_with(scene, speaker: str, content: str) -> list[dict]:
+    """The scene's last SCENE turns once `speaker` has said `content`.
+
+    A role function hears only what is addressed to it, so a judge called in at the end, or the
+    third speaker of a round, would otherwise know one turn of the exchange. Every turn's record
+    carries this window and every delivery hands it on (as MetaGPT's shared environment would
+    show it), at a bounded size whatever the conversation's length."""
+    kept = [e for e in (scene or []) if isinstance(e, dict) and isinstance(e.get("from"), str)
+            and isinstance(e.get("content"), str)]
+    return (kept + [{"from": speaker, "content": (content or "")[:SCENE_CHARS]}])[-SCENE:]
 
 
 def max_hops(limits: dict) -> int:
@@ -55,7 +69,7 @@ def follow(convs: ConversationStore, cid: str, meta: dict, record: dict) -> None
     nxt, turn = record["next"], record["turn"]
     recent = (record.get("recent") or [])[-RECENT:]
     payload = {"turn": turn, "message": record["message"], "spent": record.get("spent"), "recent": recent,
-               "hops": int(record.get("hops", 0)) + 1}
+               "scene": record.get("scene") or [], "hops": int(record.get("hops", 0)) + 1}
     if nxt["kind"] == "end":
         end_turn(convs, cid, meta, record, nxt.get("reason") or "completed")
         return
@@ -71,14 +85,15 @@ def hand_to(convs: ConversationStore, cid: str, meta: dict, role: str, payload: 
             after: str, closing: bool, now: float) -> None:
     """Give the floor to `role`: a delivery to its function, or, for a person, a wait.
 
-    `payload` is the delivery's body (turn, message, spent, recent, hops); the delivery's id
+    `payload` is the delivery's body (turn, message, spent, recent, scene, hops); the delivery's id
     derives from `parent` and the role, so a replay writes the same key.
     """
     spec = role_spec(meta, role)
     if spec["human"]:
         convs.open_waiting(cid, {"turn": payload["turn"], "role": role, "closing": closing, "since": now,
                                  "message": payload["message"], "spent": payload.get("spent"),
-                                 "recent": payload["recent"], "after": after, "hops": payload["hops"]})
+                                 "recent": payload["recent"], "scene": payload.get("scene") or [],
+                                 "after": after, "hops": payload["hops"]})
         return
     convs.deliver(spec["function"], cid, payload["turn"], derive_id(parent, role),
                   {**payload, "to": role, "closing": closing})

@@ -35,7 +35,7 @@ from shared.conversation import ConversationStore
 from shared.errors import BadRequest, NoSuchKey, RejectedEvent
 from shared.events import for_each_created
 from shared.ids import check_name, derive_id
-from shared.routing import RECENT, decide, follow, max_hops, role_spec
+from shared.routing import RECENT, decide, follow, max_hops, role_spec, scene_with
 from shared.llm.journal import InFlight, JournalingLLM
 from shared.roles.character import Character
 
@@ -239,6 +239,10 @@ class RoleRunner:
         instruction = meta["scenario"]["closing"]["instruction"] if closing else ""
         if hasattr(role, "instruction"):
             role.instruction = instruction
+        if hasattr(role, "scene") and isinstance(delivery.get("scene"), list):
+            # the exchange so far (older deliveries have none: the role's memory stands in)
+            role.scene = [e for e in delivery["scene"] if isinstance(e, dict) and isinstance(e.get("from"), str)
+                          and isinstance(e.get("content"), str)]
         role.put_message(Message.model_validate(delivery["message"]))
         self._retrieve(turn, role)
         if closing:
@@ -291,6 +295,8 @@ class RoleRunner:
             role.instruction = ""
         if hasattr(role, "references"):
             role.references = ""
+        if hasattr(role, "scene"):
+            role.scene = None
         rsp.id = turn.out_id  # the message in the role's memory is this same object
         nxt = decide(meta, turn.new_turn, role_name, rsp.content, turn.closing)
         # the flow names the recipient; MetaGPT's send_to carries it (the director, a role, or nobody)
@@ -303,6 +309,7 @@ class RoleRunner:
             "invocation": self._invocation(turn, llm),
             "spent": {"tokens": budget.tokens, "cost_cny": round(budget.cost, 8)},
             "recent": ((delivery.get("recent") or []) + [role_name])[-RECENT:],
+            "scene": scene_with(delivery.get("scene"), role_name, rsp.content),
             "hops": int(delivery.get("hops", 0)),
             "citations": turn.scratch.get("citations", []),
         }

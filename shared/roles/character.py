@@ -7,11 +7,16 @@ last speaker with its Speak action. Who hears the reply is the scenario flow's d
 
 from __future__ import annotations
 
+import re
+
 from metagpt.actions import Action, UserRequirement
 from metagpt.roles.role import Role
 from metagpt.schema import Message
+from metagpt.utils.common import any_to_str
 
+_USER_REQUIREMENT = any_to_str(UserRequirement)
 HISTORY = 8  # messages of the transcript a character sees when it speaks
+_CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
 class Speak(Action):
@@ -20,8 +25,13 @@ class Speak(Action):
     name: str = "Speak"
 
     async def run(self, topic: str, transcript: str, speaker: str, listener: str, instruction: str = "",
-                  profile: str = "", goal: str = "", references: str = "") -> str:
-        task = (instruction or f"Reply to {listener} in at most three sentences, staying in your role.")
+                  profile: str = "", goal: str = "", references: str = "", opening: bool = False) -> str:
+        if instruction:  # a closing deliverable: its own task and length
+            task, size = instruction, "Write it"
+        else:
+            task = ("You speak first: open the scene, in your role and towards your goal." if opening
+                    else f"It is your turn: reply to {listener}, staying in your role.")
+            size = "Write one short paragraph of at most three sentences, with no greeting, list or heading,"
         who = f"You are {speaker}" + (f", the {profile}" if profile else "") + "."
         aim = f" Your goal: {goal}." if goal else ""
         notes = (f"Reference passages from the knowledge base (rely on them where they apply, and cite the "
@@ -29,11 +39,17 @@ class Speak(Action):
         prompt = (
             f"Scene topic: {topic}\n"
             f"{notes}"
-            f"Recent turns:\n{transcript or '(none yet)'}\n\n"
-            f"{who}{aim} {task} Write in the language of the topic. Say something new: do not "
-            f"repeat or copy earlier turns. Do not prefix your reply with your name."
+            f"Turns so far:\n{transcript or '(none yet)'}\n\n"
+            f"{who}{aim} {task} Say something new: do not repeat or copy earlier turns.\n"
+            f"{size} in {language_of(topic)}, as {speaker}'s own words in the first person, without your name in front."
         )
         return (await self._aask(prompt)).strip()
+
+
+def language_of(text: str) -> str:
+    """How the prompt names the language to write in. A small model told "the language of the
+    topic" often answers a Chinese topic in English; a named language it follows."""
+    return "Chinese (中文)" if _CJK.search(text or "") else "the language of the topic"
 
 
 class Character(Role):
@@ -44,6 +60,9 @@ class Character(Role):
     """This turn's special task (the closing deliverable), set by the runner for one turn."""
     references: str = ""
     """Knowledge-base passages for this turn (the role's `knowledge:`), set by the runner for one turn."""
+    scene: list[dict] | None = None
+    """The scene's last turns, {from, content}, set by the runner for one turn from the delivery
+    (shared.routing.scene_with); None: the role's own memory stands in."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -59,11 +78,18 @@ class Character(Role):
         memories = self.get_memories()
         if not self.topic and memories:
             self.topic = memories[0].content
-        transcript = "\n".join(f"{m.sent_from or m.role}: {m.content}" for m in memories[-HISTORY:])
         last = self.rc.news[-1] if self.rc.news else (memories[-1] if memories else None)
+        # the scene's input (the topic) and a closing cue are not turns: the prompt states them, and
+        # whoever gets the input before anyone has spoken opens the scene
+        if self.scene is not None:
+            turns = [(e["from"], e["content"]) for e in self.scene]
+        else:
+            turns = [(m.sent_from or m.role, m.content) for m in memories if m.cause_by != _USER_REQUIREMENT]
+        opening = not turns and not self.instruction
+        transcript = "\n".join(f"{who}: {said}" for who, said in turns[-HISTORY:])
         listener = (last.sent_from if last and last.sent_from and last.sent_from != self.name else "everyone")
         text = await self.rc.todo.run(self.topic, transcript, self.name, listener, self.instruction,
-                                      self.profile, self.goal, self.references)
+                                      self.profile, self.goal, self.references, opening)
         msg = Message(content=text, role=self.profile, cause_by=type(self.rc.todo),
                       sent_from=self.name, send_to={listener})
         self.rc.memory.add(msg)

@@ -1,0 +1,74 @@
+"""What a scenario character is asked to say: the prompt its Speak action sends to the LLM."""
+
+from shared.llm.fake import ScriptedLLM
+from tests.harness import Harness
+
+
+class _Recording(ScriptedLLM):
+    """The scripted LLM, keeping every prompt it is sent (per process, for the test)."""
+
+    sent: list[list[dict]] = []
+
+    async def _achat_completion(self, messages, timeout=60):
+        _Recording.sent.append(messages)
+        return await super()._achat_completion(messages, timeout)
+
+
+def _prompts(tmp_path, text: str, max_turns: int) -> dict[str, str]:
+    _Recording.sent = []
+    h = Harness(str(tmp_path / "data"), llm_factory=lambda model=None: _Recording())
+    h.start("debate", text=text, max_turns=max_turns)
+    h.pump()
+    by_speaker = {}
+    for messages in _Recording.sent:
+        system = " ".join(m["content"] for m in messages if m["role"] == "system")
+        name = system.split("named ", 1)[1].split(",", 1)[0]
+        by_speaker.setdefault(name, messages[-1]["content"])
+    return by_speaker
+
+
+def test_the_first_speaker_opens_the_scene_and_the_next_replies_to_it(tmp_path):
+    prompts = _prompts(tmp_path, "Should cities ban cars?", max_turns=3)
+    opening, reply, verdict = prompts["Proponent"], prompts["Opponent"], prompts["Judge"]
+    # the topic is the scene's subject, not a speaker to answer
+    assert "Scene topic: Should cities ban cars?" in opening
+    assert "Turns so far:\n(none yet)" in opening and "You speak first: open the scene" in opening
+    assert "reply to user" not in opening.lower() and "user:" not in opening
+    # the next speaker sees the first turn and answers its author, briefly
+    assert "Turns so far:\nProponent: " in reply and "reply to Proponent" in reply
+    assert "at most three sentences" in reply and "in the language of the topic" in reply
+    # the closing turn gets the scenario's instruction instead, without the length rule
+    assert "Give your verdict" in verdict and "at most three sentences" not in verdict
+    assert "Proponent: " in verdict and "Opponent: " in verdict and "The debate is over" not in verdict.split("\n\n")[0]
+
+
+def test_a_chinese_topic_names_the_language(tmp_path):
+    prompts = _prompts(tmp_path, "城市应该禁止汽车吗？", max_turns=2)
+    assert "in Chinese (中文)" in prompts["Proponent"]
+
+
+def test_the_scene_window_is_bounded_and_passes_through_a_human_turn(tmp_path):
+    from shared.roles.character import HISTORY
+    from shared.routing import SCENE, SCENE_CHARS
+
+    _Recording.sent = []
+    h = Harness(str(tmp_path / "data"), llm_factory=lambda model=None: _Recording())
+    _, body = h.http("POST", "/conversations", {"scenario": "debate", "input": "Should cities ban cars?",
+                                                "humans": ["Opponent"], "rounds": 6, "limits": {"max_turns": 20}})
+    cid = body["id"]
+    h.pump()
+    for i in range(6):  # the person answers every time the floor is theirs
+        status, _ = h.http("POST", f"/conversations/{cid}/messages",
+                           {"role": "Opponent", "content": f"human point {i} " + "x" * 3000})
+        assert status == 201
+        h.pump()
+    prompts = [m[-1]["content"] for m in _Recording.sent if "named Proponent" in m[0]["content"]]
+    last = prompts[-1]
+    # the person's turns reach the next speaker, cut to SCENE_CHARS, and the window holds at most HISTORY turns
+    assert "Opponent: human point 4 " + "x" * (SCENE_CHARS - len("human point 4 ")) + "\n" in last
+    transcript = last.split("Turns so far:\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert len(transcript) == HISTORY and transcript[0].startswith(("Proponent: ", "Opponent: "))
+    # and every committed turn's record carries a bounded window ending with its own words
+    for m in h.transcript(cid)[1:]:
+        stored = h.convs.message(cid, m["turn"], m["id"])
+        assert 1 <= len(stored["scene"]) <= SCENE and stored["scene"][-1]["from"] == m["role"]
