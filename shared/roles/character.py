@@ -43,7 +43,9 @@ class Speak(Action):
             f"{who}{aim} {task} Say something new: do not repeat or copy earlier turns.\n"
             f"{size} in {language_of(topic)}, as {speaker}'s own words in the first person, without your name in front."
         )
-        return (await self._aask(prompt)).strip()
+        text = (await self._aask(prompt)).strip()
+        # small models often copy the transcript's "Name:" in front of their own turn anyway
+        return re.sub(rf"^\**{re.escape(speaker)}\**\s*[:：]\s*", "", text, count=1).strip() or text
 
 
 def language_of(text: str) -> str:

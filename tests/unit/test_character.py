@@ -72,3 +72,27 @@ def test_the_scene_window_is_bounded_and_passes_through_a_human_turn(tmp_path):
     for m in h.transcript(cid)[1:]:
         stored = h.convs.message(cid, m["turn"], m["id"])
         assert 1 <= len(stored["scene"]) <= SCENE and stored["scene"][-1]["from"] == m["role"]
+
+
+def test_a_copied_name_in_front_of_the_reply_is_dropped():
+    import asyncio
+
+    from shared.roles.character import Speak
+
+    class _Says(ScriptedLLM):
+        def __init__(self, reply):
+            super().__init__()
+            self.reply = reply
+
+        async def aask(self, *args, **kwargs):
+            return self.reply
+
+    def said(reply, speaker="Opponent"):
+        action = Speak()
+        action.set_llm(_Says(reply), override=True)
+        return asyncio.run(action.run("Motion", "", speaker, "Proponent"))
+
+    assert said("Opponent: Cars feed the shops.") == "Cars feed the shops."
+    assert said("**Opponent**： 汽车很重要。") == "汽车很重要。"
+    assert said("Proponent: is wrong here.") == "Proponent: is wrong here."  # another name stays
+    assert said("Opponent:") == "Opponent:"  # nothing else: kept, not emptied
