@@ -459,25 +459,20 @@ class ModelServer:
 
     def huge_pages_mb(self) -> float | None:
         """Memory of the server on transparent huge pages (AnonHugePages, MB); None when unknown."""
-        if self.proc is None or self.proc.poll() is not None:
-            return None
-        try:
-            with open(f"/proc/{self.proc.pid}/smaps_rollup", encoding="ascii") as f:
-                for line in f:
-                    if line.startswith("AnonHugePages:"):
-                        return round(int(line.split()[1]) / 1024, 1)
-        except OSError:
-            return None
-        return None
+        return self._proc_mb("smaps_rollup", "AnonHugePages:")
 
     def rss_mb(self) -> float | None:
         """Resident memory of the server process (MB), from /proc; None when not running."""
+        return self._proc_mb("status", "VmRSS:")
+
+    def _proc_mb(self, name: str, field: str) -> float | None:
+        """A kB figure of /proc/<server pid>/<name>, in MB; None when not running or unknown."""
         if self.proc is None or self.proc.poll() is not None:
             return None
         try:
-            with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as f:
+            with open(f"/proc/{self.proc.pid}/{name}", encoding="ascii") as f:
                 for line in f:
-                    if line.startswith("VmRSS:"):
+                    if line.startswith(field):
                         return round(int(line.split()[1]) / 1024, 1)
         except OSError:
             return None
