@@ -31,6 +31,9 @@ from shared.routing import hand_to, max_hops
 log = logging.getLogger("troupe.director")
 
 
+DIRECTOR_HISTORY = 4  # earlier turns of the scene an LLM director is shown
+
+
 def candidates(scenario: dict, recent: list[str]) -> list[str]:
     """Speakers allowed next: the scenario's `order` (its speakers), minus whoever hit the
     streak limit."""
@@ -84,7 +87,8 @@ class Director:
             if decided is not None:  # an earlier attempt chose: keep its choice, whatever an LLM says now
                 chosen, how = decided["chosen"], decided["how"]
             elif scenario["director"]["mode"] == "llm" and self.llm_factory is not None:
-                chosen, llm = await self._ask_llm(cid, delivery_id, scenario, message, recent, request_id)
+                chosen, llm = await self._ask_llm(cid, delivery_id, scenario, message, recent, request_id,
+                                                  delivery.get("scene"))
                 how = "llm" if chosen else "rule"
             if getattr(getattr(llm, "stopped", None), "code", None) == "InFlight":
                 # a duplicate racing the invocation that is asking the LLM: that one routes the
@@ -112,7 +116,7 @@ class Director:
         self.convs.record_invocation(cid, record)
         return record
 
-    async def _ask_llm(self, cid, delivery_id, scenario, message, recent, request_id=""):
+    async def _ask_llm(self, cid, delivery_id, scenario, message, recent, request_id="", scene=None):
         from shared.llm.journal import JournalingLLM
 
         allowed = candidates(scenario, recent)
@@ -121,7 +125,12 @@ class Director:
         # died mid-call takes its claim over instead of standing down behind it
         llm = JournalingLLM(inner, self.convs, cid, derive_id(delivery_id, "director-llm"), holder=request_id)
         cast = "; ".join(f"{r['name']} ({r['profile']})" for r in scenario["roles"] if r["name"] in allowed)
-        prompt = (f"You direct a scene. Cast: {cast}.\nLast speaker: {message.get('sent_from')}.\n"
+        # the turns before the last one (the delivery's scene window ends with the last message)
+        earlier = [e for e in (scene if isinstance(scene, list) else []) if isinstance(e, dict) and isinstance(e.get("content"), str)][:-1]
+        before = "".join(f"{str(e.get('from'))[:40]}: {e['content'][:500]}\n" for e in earlier[-DIRECTOR_HISTORY:])
+        prompt = (f"You direct a scene. Cast: {cast}.\n"
+                  + (f"Earlier turns:\n{before}" if before else "")
+                  + f"Last speaker: {message.get('sent_from')}.\n"
                   f"Last message: {message.get('content', '')[:2000]}\n"
                   f"Who should speak next? Answer with exactly one name from the cast.")
         try:

@@ -96,3 +96,23 @@ def test_a_copied_name_in_front_of_the_reply_is_dropped():
     assert said("**Opponent**： 汽车很重要。") == "汽车很重要。"
     assert said("Proponent: is wrong here.") == "Proponent: is wrong here."  # another name stays
     assert said("Opponent:") == "Opponent:"  # nothing else: kept, not emptied
+
+
+def test_an_llm_director_is_shown_the_turns_before_the_last(tmp_path):
+    import json
+
+    _Recording.sent = []
+    h = Harness(str(tmp_path / "data"), llm_factory=lambda model=None: _Recording())
+    cid = h.start(scenario="digital_employees", text="a refund request", max_turns=6)
+    meta = json.loads(h.store.get(h.convs.meta_key(cid)))
+    meta["scenario"]["director"]["mode"] = "llm"
+    h.store.put(h.convs.meta_key(cid), json.dumps(meta).encode())
+    h.convs._meta_cache.clear()
+    h.pump()
+    asked = [m[-1]["content"] for m in _Recording.sent if m[-1]["content"].startswith("You direct a scene.")]
+    spoken = [m for m in h.transcript(cid) if m["turn"] >= 1]
+    assert len(asked) >= 3 and len(spoken) >= 3
+    # the first choice has nothing before the opening; a later one sees earlier turns, by speaker
+    assert "Earlier turns:" not in asked[0]
+    earlier = asked[-1].split("Earlier turns:\n", 1)[1].split("Last speaker:", 1)[0]
+    assert f"{spoken[0]['role']}: {spoken[0]['content'][:60]}" in earlier
