@@ -20,8 +20,8 @@ import json
 import time
 from typing import Callable
 
-from infra.local.redrive import (REDRIVEN_PREFIX, STORE_PREFIX, Letter, collect_store_letters, latest_delivery,
-                                 reopen)
+from infra.local.redrive import (REDRIVEN_PREFIX, STORE_PREFIX, by_conversation, collect_store_letters,
+                                 latest_delivery, reopen)
 from shared.conversation import ConversationStore
 from shared.errors import ObjectExists
 from shared.events import make_oss_event
@@ -50,13 +50,9 @@ def redrive_store(store: ObjectStore, invoke: AsyncInvoke, *, inbox_functions: l
     convs = ConversationStore(store)
     letters = list(collect_store_letters(store, function=function, conversation=conversation).values())
     report: dict = {"redriven": [], "skipped": [], "failed": [], "requests": {}}
-    if not letters:
-        out("no dead letters" + (f" for function {function}" if function else "")
-            + (f" of conversation {conversation}" if conversation else ""))
+    by_cid = by_conversation(letters, function=function, conversation=conversation, out=out)
+    if not by_cid:
         return report
-    by_cid: dict[str, list[Letter]] = {}
-    for letter in letters:
-        by_cid.setdefault(letter.conversation, []).append(letter)
     stamp = time.time()
     for cid, group in sorted(by_cid.items()):
         go, end = reopen(convs, cid, group, dry_run=dry_run, out=out, skipped=report["skipped"])

@@ -170,6 +170,18 @@ def latest_delivery(store: ObjectStore, cid: str, functions: list[str]):
     return latest
 
 
+def by_conversation(letters: list[Letter], *, function: str | None, conversation: str | None,
+                    out: Callable[[str], None]) -> dict[str, list[Letter]]:
+    """The letters grouped by conversation; says so through `out` when there are none."""
+    if not letters:
+        out("no dead letters" + (f" for function {function}" if function else "")
+            + (f" of conversation {conversation}" if conversation else ""))
+    by_cid: dict[str, list[Letter]] = {}
+    for letter in letters:
+        by_cid.setdefault(letter.conversation, []).append(letter)
+    return by_cid
+
+
 def reopen(convs: ConversationStore, cid: str, group: list[Letter], *, dry_run: bool,
            out: Callable[[str], None], skipped: list[str]) -> tuple[bool, dict | None]:
     """Before re-driving a conversation's letters: (go on?, the end it had). A conversation that
@@ -218,13 +230,9 @@ def redrive(data_dir: str, s_yaml: str | None = None, *, function: str | None = 
     convs = ConversationStore(store)
     letters = collect(data_dir, by_name, function=function, conversation=conversation)
     report: dict = {"redriven": [], "skipped": [], "ended": {}}
-    if not letters:
-        out("no dead letters" + (f" for function {function}" if function else "")
-            + (f" of conversation {conversation}" if conversation else ""))
+    by_cid = by_conversation(letters, function=function, conversation=conversation, out=out)
+    if not by_cid:
         return report
-    by_cid: dict[str, list[Letter]] = {}
-    for letter in letters:
-        by_cid.setdefault(letter.conversation, []).append(letter)
 
     sends: list[tuple[str, bytes, str]] = []  # (function id, event, what)
     stamp = time.time()
