@@ -26,7 +26,7 @@ from shared.errors import NoSuchKey, RejectedEvent
 from shared.events import for_each_created
 from shared.flows import DIRECTOR
 from shared.ids import derive_id
-from shared.routing import hand_to, max_hops
+from shared.routing import hand_to, max_hops, scene_entries
 
 log = logging.getLogger("troupe.director")
 
@@ -126,8 +126,8 @@ class Director:
         llm = JournalingLLM(inner, self.convs, cid, derive_id(delivery_id, "director-llm"), holder=request_id)
         cast = "; ".join(f"{r['name']} ({r['profile']})" for r in scenario["roles"] if r["name"] in allowed)
         # the turns before the last one (the delivery's scene window ends with the last message)
-        earlier = [e for e in (scene if isinstance(scene, list) else []) if isinstance(e, dict) and isinstance(e.get("content"), str)][:-1]
-        before = "".join(f"{str(e.get('from'))[:40]}: {e['content'][:500]}\n" for e in earlier[-DIRECTOR_HISTORY:])
+        earlier = scene_entries(scene)[:-1]
+        before = "".join(f"{e['from'][:40]}: {e['content'][:500]}\n" for e in earlier[-DIRECTOR_HISTORY:])
         prompt = (f"You direct a scene. Cast: {cast}.\n"
                   + (f"Earlier turns:\n{before}" if before else "")
                   + f"Last speaker: {message.get('sent_from')}.\n"

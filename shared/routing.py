@@ -27,9 +27,16 @@ def scene_with(scene, speaker: str, content: str) -> list[dict]:
     third speaker of a round, would otherwise know one turn of the exchange. Every turn's record
     carries this window and every delivery hands it on (as MetaGPT's shared environment would
     show it), at a bounded size whatever the conversation's length."""
-    kept = [e for e in (scene or []) if isinstance(e, dict) and isinstance(e.get("from"), str)
+    return (scene_entries(scene) + [{"from": speaker, "content": (content or "")[:SCENE_CHARS]}])[-SCENE:]
+
+
+def scene_entries(scene) -> list[dict]:
+    """The well-formed {from, content} entries of a scene window read from a delivery or a
+    record; anything else (not a list, other entries) is left out."""
+    if not isinstance(scene, list):
+        return []
+    return [e for e in scene if isinstance(e, dict) and isinstance(e.get("from"), str)
             and isinstance(e.get("content"), str)]
-    return (kept + [{"from": speaker, "content": (content or "")[:SCENE_CHARS]}])[-SCENE:]
 
 
 def max_hops(limits: dict) -> int:

@@ -35,7 +35,7 @@ from shared.conversation import ConversationStore
 from shared.errors import BadRequest, NoSuchKey, RejectedEvent
 from shared.events import for_each_created
 from shared.ids import check_name, derive_id
-from shared.routing import RECENT, decide, follow, max_hops, role_spec, scene_with
+from shared.routing import RECENT, decide, follow, max_hops, role_spec, scene_entries, scene_with
 from shared.llm.journal import InFlight, JournalingLLM
 from shared.roles.character import Character
 
@@ -241,8 +241,7 @@ class RoleRunner:
             role.instruction = instruction
         if hasattr(role, "scene") and isinstance(delivery.get("scene"), list):
             # the exchange so far (older deliveries have none: the role's memory stands in)
-            role.scene = [e for e in delivery["scene"] if isinstance(e, dict) and isinstance(e.get("from"), str)
-                          and isinstance(e.get("content"), str)]
+            role.scene = scene_entries(delivery["scene"])
         role.put_message(Message.model_validate(delivery["message"]))
         self._retrieve(turn, role)
         if closing:
