@@ -19,6 +19,7 @@ import zipfile
 
 from shared.conversation import ConversationStore, turn_name
 from shared.errors import BadRequest, NoSuchKey, NotFound
+from shared.safe_paths import UnsafePath, check_relative
 
 MAX_ZIP_BYTES = 20 * 1024 * 1024
 TEXT_TYPES = {".md": "text/markdown", ".py": "text/x-python", ".json": "application/json", ".txt": "text/plain",
@@ -28,11 +29,12 @@ TEXT_TYPES = {".md": "text/markdown", ".py": "text/x-python", ".json": "applicat
 
 
 def check_path(path: str) -> str:
-    """A workspace path: relative, normalised, no `..`, no backslash, at most 400 characters."""
-    if not isinstance(path, str) or not path or len(path) > 400 or "\\" in path or "\x00" in path \
-            or path.startswith("/") or posixpath.normpath(path) != path or path.split("/")[0] == "..":
-        raise BadRequest(f"bad artifact path {str(path)[:100]!r}", field="path")
-    return path
+    """A workspace path as the API and object keys take it: the rule of
+    shared/safe_paths.check_relative, refused with a 400 naming the problem."""
+    try:
+        return check_relative(path, "path")
+    except UnsafePath as e:
+        raise BadRequest(f"bad artifact path {e.value}: {e.why}", field="path") from None
 
 
 def blob_key(convs: ConversationStore, cid: str, sha: str) -> str:

@@ -20,9 +20,10 @@ holds here too: journaled LLM replies, create-only commits, budgets, the bill.
 
 Options of the scenario (see software_company.yaml): `code_review` switches the Engineer's
 WriteCodeReview; `run_tests` off stops QA's messages that would run code (tests are written,
-not run). Generated code runs only in the QA function, through MetaGPT's RunCode, with the
-environment `SandboxContext` gives it: no credentials, no package index, time-limited by RunCode
-(10 s a run) and by the function's own timeout.
+not run). Generated code runs only in the QA function, through MetaGPT's RunCode, confined by
+shared/sop/sandbox.py: the conversation's scratch folder only, no credentials (`SandboxContext`),
+no network, no package index, time- and memory-limited. Every path MetaGPT takes from a model's
+reply is checked before it touches the file system (shared/sop/confine.py).
 """
 
 from __future__ import annotations
@@ -46,10 +47,12 @@ from metagpt.utils.file_repository import FileRepository
 from metagpt.utils.project_repo import ProjectRepo
 
 from shared.errors import RejectedEvent, StoreError, TransientStoreError
+from shared.safe_paths import UnsafePath
 from shared.ids import derive_id
 from shared.routing import RECENT, end_turn, role_spec
 from shared.runner import RoleRunner, Turn, role_class
 from shared.artifacts import export
+from shared.sop import confine
 from shared.sop.workspace import TreeRepository, Workspace, read_blob, use_tree_repositories
 
 #: scenario option → the MetaGPT role field it sets (on every role class that has the field)
@@ -146,6 +149,7 @@ class SopRunner(RoleRunner):
                                 f"{turn.meta['scenario']['flow']} flow belongs on a function such as persona")
         use_tree_repositories()
         use_conversation_stamps()
+        confine.install()
         _STAMP.set(time.strftime("%Y%m%d%H%M%S", time.gmtime(turn.meta["created"])))
         where = scratch_dir(turn.cid)
         where.parent.mkdir(parents=True, exist_ok=True)
@@ -207,7 +211,8 @@ class SopRunner(RoleRunner):
                type(e).__module__.split(".")[0] in ("openai", "httpx", "aiohttp", "requests") for e in chain):
             return None  # FC retries; journaled replies make the retry free
         step = role.rc.todo.name if role.rc.todo else "react"
-        cause = _describe(chain)
+        unsafe = next((e for e in chain if isinstance(e, UnsafePath)), None)
+        cause = unsafe.message if unsafe is not None else _describe(chain)
         reason = f"{role.profile} ({role.name}) failed at {step}: {cause}"
         self.convs.end(turn.cid, "failed", reason, function=self.function, role=role.name, step=step,
                        turn=turn.turn_in)

@@ -36,6 +36,7 @@ from metagpt.utils.git_repository import ChangeType, GitRepository
 from shared.artifacts import blob_key, check_path, manifest_key
 from shared.conversation import ConversationStore
 from shared.errors import BadRequest, NoSuchKey, ObjectExists, RejectedEvent
+from shared.safe_paths import check_relative, inside, project_slug
 
 IGNORED = ["__pycache__", "*.pyc", ".vs"]
 MAX_FILES = 500
@@ -104,10 +105,17 @@ class TreeRepository(GitRepository):
             shutil.rmtree(self._workdir, ignore_errors=True)
 
     def rename_root(self, new_dir_name):
+        """MetaGPT names the project folder after the PRD's "Project Name", a model's words: the
+        name is reduced to a slug (shared/safe_paths.project_slug), so the folder stays beside
+        the old one in the conversation's scratch folder, and only a folder proven to lie there
+        is replaced."""
         old = self._workdir
-        if old is None or old.name == new_dir_name:
+        if old is None:
             return
-        new = old.parent / new_dir_name
+        name = project_slug(new_dir_name)
+        if old.name == name:
+            return
+        new = inside(old.parent, name, "project name")
         if new.exists():
             shutil.rmtree(new)
         shutil.move(str(old), str(new))
@@ -117,10 +125,29 @@ class TreeRepository(GitRepository):
 
 def use_tree_repositories() -> None:
     """Make MetaGPT's PrepareDocuments (the one place a run creates its repository) build a
-    TreeRepository. Idempotent."""
+    TreeRepository inside the workspace. Idempotent."""
     from metagpt.actions import prepare_documents
 
     prepare_documents.GitRepository = TreeRepository
+    action = prepare_documents.PrepareDocuments
+    if not getattr(action._init_repo, "troupe_confined", False):
+        action._init_repo = _confined_init_repo(action._init_repo)
+
+
+def _confined_init_repo(init_repo):
+    """PrepareDocuments._init_repo removes and recreates `<workspace>/<project name>`: the name is
+    a slug and any preset project path must lie inside the workspace."""
+
+    def _init_repo(self):
+        config = self.config
+        if config.project_name:
+            config.project_name = project_slug(config.project_name)
+        if config.project_path:
+            config.project_path = inside(config.workspace.path, config.project_path, "project path")
+        return init_repo(self)
+
+    _init_repo.troupe_confined = True
+    return _init_repo
 
 
 def tree_files(root: Path, ignored=None) -> list[str]:
@@ -219,8 +246,9 @@ class Workspace:
         paths = tree_files(root, parse_gitignore(str(root / ".gitignore")) if (root / ".gitignore").exists() else None)
         if len(paths) > MAX_FILES:
             raise WorkspaceTooLarge(f"the workspace has {len(paths)} files, more than {MAX_FILES}")
+        check_relative(root.name, "project name")
         for path in paths:
-            data = (root / path).read_bytes()
+            data = (root / check_relative(path, "workspace file")).read_bytes()
             if len(data) > MAX_FILE_BYTES:
                 raise WorkspaceTooLarge(f"{path} is {len(data)} bytes, more than {MAX_FILE_BYTES}")
             total += len(data)

@@ -74,6 +74,12 @@ def test_the_sop_runs_each_role_as_its_own_invocation_and_leaves_the_project(h):
         ast.parse(code.decode())
     tests = [p for p in files if p.startswith("tests/") and p.endswith(".py")]
     assert tests
+    # QA ran them, confined (shared/sop/sandbox.py), and they passed
+    outputs = [p for p in files if p.startswith("test_outputs/")]
+    assert len(outputs) == len(tests)
+    for p in outputs:
+        result = json.loads(_get(h, cid, f"/artifacts/{p}")[1])
+        assert "## Status:\nPASS" in result["summary"] and result["stderr"].rstrip().endswith("OK"), result
     for p in tests:
         ast.parse(_get(h, cid, f"/artifacts/{p}")[1].decode())
     # the zip holds the same files; the final tree is also exported as plain objects

@@ -4,7 +4,6 @@ the store per invocation; and the sandboxed environment generated code runs in."
 import asyncio
 import json
 import os
-import sys
 
 import pytest
 
@@ -14,6 +13,7 @@ from metagpt.utils.project_repo import ProjectRepo
 from shared.conversation import ConversationStore
 from shared.errors import RejectedEvent
 from shared.ids import new_conversation_id
+from shared.sop import confine
 from shared.sop.runner import SandboxContext
 from shared.sop.workspace import TreeRepository, Workspace, WorkspaceTooLarge
 from shared.store.disk import DiskStore
@@ -95,12 +95,13 @@ def test_generated_code_runs_without_credentials(tmp_path, monkeypatch):
     for name in ("DASHSCOPE_API_KEY", "ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_SECURITY_TOKEN",
                  "TROUPE_API_KEY", "TROUPE_LLM_API_KEY", "OSS_ACCESS_KEY_SECRET"):
         monkeypatch.setenv(name, "planted-secret-" + name)
+    confine.install()
     ctx = shared.mg.make_context(context_class=SandboxContext)
     ctx.git_repo = TreeRepository(local_path=tmp_path / "proj")
     (tmp_path / "proj" / "dump.py").write_text("import os, json\nprint(json.dumps(dict(os.environ)))\n")
-    run = RunCode(i_context=RunCodeContext(command=[sys.executable, "dump.py"], working_directory=str(tmp_path / "proj"),
+    run = RunCode(i_context=RunCodeContext(command=["python", "dump.py"], working_directory=str(tmp_path / "proj"),
                                            mode="script"), context=ctx)
-    out, err = asyncio.run(run.run_script(working_directory=str(tmp_path / "proj"), command=[sys.executable, "dump.py"]))
+    out, err = asyncio.run(run.run_script(working_directory=str(tmp_path / "proj"), command=["python", "dump.py"]))
     seen = json.loads(out)
     assert "planted-secret" not in out and "planted-secret" not in err
     assert seen["PIP_NO_INDEX"] == "1" and seen["HOME"] == str(tmp_path / ".home")

@@ -1,0 +1,89 @@
+"""Generated code, run confined: what MetaGPT's RunCode runs in the qa_engineer function.
+
+RunCode runs `python <test file>` in the project folder. Here that command runs in a fresh
+interpreter that first confines itself (shared/sop/sandbox_boot.py): it may read and write only
+the conversation's scratch folder, read only the interpreter's own prefix and the system
+libraries, open no connection and start no process; its environment holds no credentials
+(SandboxContext.new_environ); it has a CPU, memory and file-size limit and a wall-clock timeout,
+after which its whole process group is killed. The function's own code (/code, the layer under
+/opt, or this checkout on the local runtime) and the parent's /proc entries are out of its reach.
+
+The interpreter is the base one (not a virtualenv's), so the project's own dependencies are not
+on its path either. Nothing is pip-installed for generated code: RunCode's dependency install is
+switched off (there is no package index on the function, and a requirements line may name a
+local path, which pip would build outside the sandbox).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from shared.safe_paths import UnsafePath, inside
+
+BOOT = Path(__file__).with_name("sandbox_boot.py")
+TIMEOUT_S = 10.0
+LIMITS = {"cpu_s": 10, "memory_bytes": 1024 * 1024 * 1024, "file_bytes": 2 * 1024 * 1024}
+SYSTEM_READ = ("/usr", "/lib", "/lib64", "/etc/ld.so.cache")
+LAYERS = ("landlock", "audit_hook")
+
+
+def interpreter() -> str:
+    """The base interpreter (a virtualenv's python would put the function's packages in reach)."""
+    return os.path.realpath(getattr(sys, "_base_executable", None) or sys.executable)
+
+
+def read_roots() -> list[str]:
+    prefix = os.path.realpath(sys.base_prefix)
+    return [prefix, os.path.dirname(interpreter()), *SYSTEM_READ]
+
+
+def command_for(workspace: Path, cwd: Path, command: list, layers: tuple = LAYERS) -> list[str]:
+    """`python <script>` from a RunCode context, as the confined command. Anything else is refused."""
+    if not (isinstance(command, list) and len(command) == 2 and command[0] in ("python", "python3")):
+        raise UnsafePath("command", " ".join(map(str, command)) if isinstance(command, list) else command,
+                         "generated code is run only as `python <file in the project>`")
+    script = inside(workspace, cwd / command[1] if not os.path.isabs(command[1]) else command[1], "test file")
+    config = {"workspace": str(workspace), "read": read_roots(), "limits": LIMITS, "layers": list(layers)}
+    return [interpreter(), "-s", "-B", "-c", BOOT.read_text(), json.dumps(config), str(script)]
+
+
+def run(workspace: Path, working_directory, python_paths, command, env: dict,
+        timeout: float = TIMEOUT_S, layers: tuple = LAYERS) -> tuple[str, str]:
+    """Run `command` confined to `workspace`; (stdout, stderr) as RunCode returns them."""
+    workspace = Path(os.path.realpath(workspace))
+    cwd = inside(workspace, working_directory, "working directory")
+    paths = [str(inside(workspace, p, "python path")) for p in python_paths]
+    env = dict(env)
+    env["PYTHONPATH"] = ":".join([str(cwd), *paths])
+    env["TMPDIR"] = str(workspace / ".home")
+    (workspace / ".home").mkdir(exist_ok=True)
+    proc = subprocess.Popen(command_for(workspace, cwd, command, layers), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        err += f"\n(troupe: the run was stopped after {timeout:g} s)".encode()
+    return out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+
+
+async def run_script(self, working_directory, additional_python_paths=[], command=[]) -> tuple[str, str]:  # noqa: B006
+    """RunCode.run_script, confined: the scratch folder that holds the project is the sandbox."""
+    repo = self.context.git_repo
+    if repo is None or repo.workdir is None:
+        raise UnsafePath("working directory", str(working_directory), "there is no project workspace to run it in")
+    workspace = Path(repo.workdir).parent
+    return await asyncio.to_thread(run, workspace, working_directory, additional_python_paths, command,
+                                   self.context.new_environ())
+
+
+def no_install(working_directory, env) -> None:
+    """RunCode._install_dependencies: nothing is installed for generated code."""
+    return None

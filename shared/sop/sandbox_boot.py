@@ -1,0 +1,140 @@
+"""The first code a generated program's interpreter runs (passed with `python -c`): it confines
+its own process, then runs the program. It imports nothing from troupe, which it cannot read.
+
+    python -s -c <this file's text> <config JSON> <script> [args...]
+
+config: {"workspace": dir, "read": [dirs], "limits": {"cpu_s", "memory_bytes", "file_bytes"},
+         "layers": ["landlock", "audit_hook"] (tests leave one out to see the other alone)}
+
+1. Resource limits: CPU seconds, address space, the largest file, no core dumps.
+2. Landlock, where the kernel has it (Linux 5.13+): from here on the process and whatever it
+   starts may read and write only under `workspace`, read only under `read` (the interpreter's
+   own prefix and the system libraries), and, with Landlock ABI 4+, open no TCP connection.
+   /proc is out of reach: no peeking at the function's own environment through its parent.
+3. An audit hook, always: opening, listing, deleting or renaming anything outside those folders,
+   starting a process, opening a socket and loading native code through ctypes raise
+   PermissionError. It is the only layer where the kernel has no Landlock.
+"""
+
+import ctypes
+import json
+import os
+import resource
+import runpy
+import sys
+
+_config = json.loads(sys.argv[1])
+_script = sys.argv[2]
+sys.argv = sys.argv[2:]
+_WS = os.path.realpath(_config["workspace"])
+_READ = [os.path.realpath(p) for p in _config["read"]]
+_limits = _config.get("limits") or {}
+
+# -- 1. resource limits ------------------------------------------------------------------------
+for _name, _key in (("RLIMIT_CPU", "cpu_s"), ("RLIMIT_AS", "memory_bytes"), ("RLIMIT_FSIZE", "file_bytes")):
+    if _limits.get(_key):
+        resource.setrlimit(getattr(resource, _name), (int(_limits[_key]), int(_limits[_key])))
+resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+# -- 2. Landlock -------------------------------------------------------------------------------
+_SYS_CREATE, _SYS_ADD, _SYS_RESTRICT = 444, 445, 446  # the same on x86_64 and aarch64
+_READ_FS = (1 << 0) | (1 << 2) | (1 << 3)  # execute, read file, read dir
+_FILE_ONLY = (1 << 0) | (1 << 1) | (1 << 2) | (1 << 14) | (1 << 15)  # rights a rule on a file may hold
+
+
+def _landlock() -> int:
+    """Restrict this process; the Landlock ABI used, 0 when the kernel has none."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    abi = libc.syscall(_SYS_CREATE, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    if abi < 1:
+        return 0
+    fs = (1 << 13) - 1  # ABI 1: execute .. make_sym
+    fs |= (1 << 13) if abi >= 2 else 0  # refer
+    fs |= (1 << 14) if abi >= 3 else 0  # truncate
+    fs |= (1 << 15) if abi >= 5 else 0  # ioctl_dev
+
+    class Attr(ctypes.Structure):
+        _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+
+    class Beneath(ctypes.Structure):
+        _pack_ = 1
+        _fields_ = [("allowed", ctypes.c_uint64), ("fd", ctypes.c_int32)]
+
+    attr = Attr(fs, 0b11 if abi >= 4 else 0, 0b11 if abi >= 6 else 0)  # tcp bind+connect; unix+signal scope
+    size = 8 * (1 + (abi >= 4) + (abi >= 6))
+    ruleset = libc.syscall(_SYS_CREATE, ctypes.byref(attr), ctypes.c_size_t(size), ctypes.c_uint32(0))
+    if ruleset < 0:
+        raise OSError(ctypes.get_errno(), "landlock_create_ruleset")
+
+    def allow(path: str, rights: int) -> None:
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            return
+        if not os.path.isdir(path):
+            rights &= _FILE_ONLY
+        rule = Beneath(rights & fs, fd)
+        if libc.syscall(_SYS_ADD, ctypes.c_int(ruleset), ctypes.c_int(1), ctypes.byref(rule), ctypes.c_uint32(0)):
+            raise OSError(ctypes.get_errno(), f"landlock_add_rule {path}")
+        os.close(fd)
+
+    allow(_WS, fs)
+    for path in _READ:
+        allow(path, _READ_FS)
+    allow("/dev/null", (1 << 1) | (1 << 2))
+    if libc.prctl(38, 1, 0, 0, 0):  # PR_SET_NO_NEW_PRIVS
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    if libc.syscall(_SYS_RESTRICT, ctypes.c_int(ruleset), ctypes.c_uint32(0)):
+        raise OSError(ctypes.get_errno(), "landlock_restrict_self")
+    os.close(ruleset)
+    return abi
+
+
+try:
+    _abi = _landlock() if "landlock" in _config.get("layers", ["landlock"]) else 0
+except (OSError, AttributeError):
+    _abi = 0
+os.environ["SANDBOX_LANDLOCK_ABI"] = str(_abi)
+
+
+# -- 3. the audit hook -------------------------------------------------------------------------
+def _under(path, roots) -> bool:
+    if isinstance(path, int):
+        return True
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    real = os.path.realpath(os.path.join(os.getcwd(), os.fspath(path)))
+    return any(real == r or real.startswith(r.rstrip("/") + "/") for r in roots)
+
+
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+_DENIED = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
+           "pty.spawn", "socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg", "ctypes.",
+           "os.kill", "os.killpg", "signal.pthread_kill")
+_MUTATE = ("os.remove", "os.rmdir", "os.rename", "os.mkdir", "os.symlink", "os.link", "os.chmod", "os.chown",
+           "os.truncate", "os.utime", "shutil.rmtree", "shutil.move", "shutil.copyfile", "shutil.copytree")
+_READABLE = [_WS, *_READ, "/dev/null"]
+
+
+def _hook(event, args):
+    if event.startswith(_DENIED):
+        raise PermissionError(f"sandbox: {event} is not allowed for generated code")
+    if event == "open":
+        path, mode, flags = args
+        writing = any(c in (mode or "") for c in "wax+") or bool((flags or 0) & _WRITE_FLAGS)
+        if not _under(path, [_WS, "/dev/null"] if writing else _READABLE):
+            raise PermissionError(f"sandbox: {path!r} is outside the workspace")
+    elif event in ("os.listdir", "os.scandir"):
+        if args and args[0] is not None and not _under(args[0], _READABLE):
+            raise PermissionError(f"sandbox: {args[0]!r} is outside the workspace")
+    elif event.startswith(_MUTATE):
+        for path in args[:2]:
+            if isinstance(path, (str, bytes, os.PathLike)) and not _under(path, [_WS]):
+                raise PermissionError(f"sandbox: {event} on {path!r} is outside the workspace")
+
+
+if "audit_hook" in _config.get("layers", ["audit_hook"]):
+    sys.addaudithook(_hook)
+sys.path[0] = os.path.dirname(os.path.abspath(_script))
+runpy.run_path(_script, run_name="__main__")
