@@ -77,7 +77,7 @@ def read(convs: ConversationStore, cid: str, manifest: dict | None, path: str) -
 def zip_bytes(convs: ConversationStore, cid: str, manifest: dict | None) -> bytes:
     """All artifacts in one zip, under the project's folder name."""
     buf = io.BytesIO()
-    root = (manifest or {}).get("root") or cid
+    root = check_path((manifest or {}).get("root") or cid)
     total = 0
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
         for path, info in sorted((manifest or {}).get("files", {}).items()):

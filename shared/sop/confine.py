@@ -18,12 +18,13 @@ through `GitRepository.rename_root` (troupe's TreeRepository), and generated cod
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 from metagpt.actions.run_code import RunCode
 from metagpt.utils.file_repository import FileRepository
 
-from shared.safe_paths import inside
+from shared.safe_paths import UnsafePath, check_relative, inside
 from shared.sop import sandbox
 
 _installed = False
@@ -31,9 +32,13 @@ _installed = False
 
 def checked(repo: FileRepository, filename) -> Path:
     """The file `filename` names in `repo`, proven to lie inside the project folder."""
-    relative = Path(repo._relative_path) / Path(str(filename))
-    root = repo._git_repo.workdir
-    return inside(root, relative if not Path(str(filename)).is_absolute() else Path(str(filename)), "file name")
+    name = str(filename)
+    try:
+        check_relative(name, "file name") if not os.path.isabs(name) else None
+        return inside(repo._git_repo.workdir, name if os.path.isabs(name) else Path(repo._relative_path) / name,
+                      "file name")
+    except UnsafePath as e:
+        raise UnsafePath("file name", name, e.why) from None
 
 
 def _guard(method):

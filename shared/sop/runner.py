@@ -210,7 +210,7 @@ class SopRunner(RoleRunner):
                (isinstance(e, StoreError) and not isinstance(e, RejectedEvent)) or
                type(e).__module__.split(".")[0] in ("openai", "httpx", "aiohttp", "requests") for e in chain):
             return None  # FC retries; journaled replies make the retry free
-        step = role.rc.todo.name if role.rc.todo else "react"
+        step = _step(role)
         unsafe = next((e for e in chain if isinstance(e, UnsafePath)), None)
         cause = unsafe.message if unsafe is not None else _describe(chain)
         reason = f"{role.profile} ({role.name}) failed at {step}: {cause}"
@@ -242,7 +242,11 @@ class SopRunner(RoleRunner):
         repo = role.context.git_repo
         workspace, changed = (None, [])
         if repo is not None and repo.workdir is not None and repo.workdir.is_dir():
-            workspace, changed = ws.save(repo.workdir, turn.new_turn, turn.out_id)
+            try:
+                workspace, changed = ws.save(repo.workdir, turn.new_turn, turn.out_id)
+            except RejectedEvent as e:
+                e.message = f"{role.profile} ({role.name}) failed at saving the workspace: {e.message}"
+                raise
         delivery = turn.delivery
         return {
             "turn": turn.new_turn, "id": turn.out_id, "role": turn.role_name, "profile": turn.spec["profile"],
@@ -281,6 +285,14 @@ def follow_sop(convs, cid: str, meta: dict, record: dict) -> None:
         spec = role_spec(meta, name)
         convs.deliver(spec["function"], cid, turn, derive_id(record["id"], name),
                       {**payload, "to": name, "message": messages[-1], "messages": messages})
+
+
+def _step(role) -> str:
+    """The action a role was at: its todo, else the planning that follows what it received."""
+    if role.rc.todo is not None:
+        return role.rc.todo.name
+    news = [m.cause_by.rsplit(".", 1)[-1] for m in role.rc.news if m.cause_by]
+    return f"planning after {news[-1]}" if news else "planning"
 
 
 def _summary(rsp: Message, changed: list[str]) -> str:

@@ -247,8 +247,10 @@ class Workspace:
         if len(paths) > MAX_FILES:
             raise WorkspaceTooLarge(f"the workspace has {len(paths)} files, more than {MAX_FILES}")
         check_relative(root.name, "project name")
+        for path in paths:  # every name first: a refused tree stores nothing
+            check_relative(path, "workspace file")
         for path in paths:
-            data = (root / check_relative(path, "workspace file")).read_bytes()
+            data = (root / path).read_bytes()
             if len(data) > MAX_FILE_BYTES:
                 raise WorkspaceTooLarge(f"{path} is {len(data)} bytes, more than {MAX_FILE_BYTES}")
             total += len(data)

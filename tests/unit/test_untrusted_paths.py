@@ -212,3 +212,20 @@ def test_only_python_on_a_file_of_the_project_is_run(tmp_path):
             sandbox.run(ws, ws / "proj", [], command, {})
     with pytest.raises(UnsafePath, match="working directory"):
         sandbox.run(ws, tmp_path, [], ["python", "x.py"], {})
+
+
+def test_a_workspace_file_with_an_unsafe_name_is_refused_before_anything_is_stored(tmp_path):
+    from shared.conversation import ConversationStore
+    from shared.ids import new_conversation_id
+    from shared.sop.workspace import Workspace
+    from shared.store.disk import DiskStore
+
+    convs = ConversationStore(DiskStore(str(tmp_path / "data")))
+    cid = new_conversation_id()
+    ws = Workspace(convs, cid, str(tmp_path / "w"))
+    (ws.dir / "proj").mkdir(parents=True)
+    (ws.dir / "proj" / "a_first.py").write_text("x = 1\n")
+    (ws.dir / "proj" / "made\nby code.txt").write_text("junk")
+    with pytest.raises(UnsafePath, match="refused workspace file 'made\\\\nby code.txt': it holds a control"):
+        ws.save(ws.dir / "proj", 1, "d" * 16)
+    assert list(convs.store.iter(f"conversations/{cid}/")) == []
