@@ -17,7 +17,10 @@ local path, which pip would build outside the sandbox).
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -26,11 +29,24 @@ from pathlib import Path
 
 from shared.safe_paths import UnsafePath, inside
 
+log = logging.getLogger("troupe.sandbox")
+
 BOOT = Path(__file__).with_name("sandbox_boot.py")
 TIMEOUT_S = 10.0
 LIMITS = {"cpu_s": 10, "memory_bytes": 1024 * 1024 * 1024, "file_bytes": 2 * 1024 * 1024}
 SYSTEM_READ = ("/usr", "/lib", "/lib64", "/etc/ld.so.cache")
 LAYERS = ("landlock", "audit_hook")
+
+
+@functools.lru_cache(maxsize=1)
+def landlock_abi() -> int:
+    """The Landlock ABI this kernel offers (0: none): what the first layer can do here."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        return max(int(libc.syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1))), 0)
+    except (OSError, AttributeError):
+        return 0
 
 
 def interpreter() -> str:
@@ -63,6 +79,9 @@ def run(workspace: Path, working_directory, python_paths, command, env: dict,
     env["PYTHONPATH"] = ":".join([str(cwd), *paths])
     env["TMPDIR"] = str(workspace / ".home")
     (workspace / ".home").mkdir(exist_ok=True)
+    log.info("running %s confined: %s", command[-1] if command else "", ", ".join(
+        f"landlock ABI {landlock_abi()}" if layer == "landlock" else "audit hook" for layer in layers
+        if layer != "landlock" or landlock_abi()) or "nothing")
     proc = subprocess.Popen(command_for(workspace, cwd, command, layers), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:

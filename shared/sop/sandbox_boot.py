@@ -12,8 +12,10 @@ config: {"workspace": dir, "read": [dirs], "limits": {"cpu_s", "memory_bytes", "
    own prefix and the system libraries), and, with Landlock ABI 4+, open no TCP connection.
    /proc is out of reach: no peeking at the function's own environment through its parent.
 3. An audit hook, always: opening, listing, deleting or renaming anything outside those folders,
-   starting a process, opening a socket and loading native code through ctypes raise
-   PermissionError. It is the only layer where the kernel has no Landlock.
+   starting a process, opening a socket, loading native code through ctypes and importing the
+   modules that reach past the hook raise PermissionError. Python says of its audit hooks that
+   they are no sandbox against code bent on escaping; here they are the second layer, and the
+   only one where the kernel has no Landlock.
 """
 
 import ctypes
@@ -117,7 +119,12 @@ _MUTATE = ("os.remove", "os.rmdir", "os.rename", "os.mkdir", "os.symlink", "os.l
 _READABLE = [_WS, *_READ, "/dev/null"]
 
 
+_NO_IMPORT = ("_posixsubprocess", "_ctypes", "_testcapi", "_testinternalcapi")  # process or memory tricks past the hook
+
+
 def _hook(event, args):
+    if event == "import" and args[0] in _NO_IMPORT:
+        raise PermissionError(f"sandbox: importing {args[0]} is not allowed for generated code")
     if event.startswith(_DENIED):
         raise PermissionError(f"sandbox: {event} is not allowed for generated code")
     if event == "open":

@@ -183,15 +183,7 @@ def test_the_audit_hook_alone_confines_generated_code(tmp_path):
     assert "TROUPE_LLM" not in seen["environ"] and "PATH" in seen["environ"]
 
 
-def _landlock_abi() -> int:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    return max(int(libc.syscall(444, None, ctypes.c_size_t(0), ctypes.c_uint32(1))), 0)
-
-
-@pytest.mark.skipif(_landlock_abi() < 1, reason="this kernel has no Landlock (Linux 5.13+): only the audit hook confines")
+@pytest.mark.skipif(sandbox.landlock_abi() < 1, reason="this kernel has no Landlock (Linux 5.13+): only the audit hook confines")
 def test_the_kernel_layer_alone_confines_generated_code(tmp_path):
     # GIVEN the audit hook left out: only Landlock stands between the code and the machine
     seen, err, outside = _probe(tmp_path, layers=("landlock",))
