@@ -79,6 +79,7 @@ package: setup
 bench: setup
 	TROUPE_LLM=fake $(PY) -m bench.orchestration
 	$(PY) -m bench.coldstart
+	$(PY) -m bench.sandbox
 
 bench-faults: setup
 	TROUPE_LLM=fake $(PY) -m bench.faults
