@@ -68,8 +68,9 @@ $(NODE_STAMP): package.json package-lock.json
 	else echo "npm is missing: the browser test will skip"; fi
 
 # the scripted LLM unless TROUPE_TEST_LLM says otherwise; the embedded model's own smoke test
-# (tests/functional/test_embedded_model.py) runs on 1 thread
-test: setup browser
+# (tests/functional/test_embedded_model.py) runs on 1 thread; the package is built first, so that
+# tests/functional/test_package_runs.py runs the functions from their zips on CPython 3.10
+test: setup browser package
 	TROUPE_LLM=$${TROUPE_TEST_LLM:-fake} TROUPE_TEST_REQUIRE_MODEL=1 OMP_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -p no:cacheprovider tests
 
 # what s.yaml deploys: the dependency layer and each function's zip, for FC's python3.10 (build/package)

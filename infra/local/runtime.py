@@ -74,10 +74,15 @@ class LocalRuntime:
                  python: str = sys.executable, stop_timeout: float = 30.0, scale_out_after: float = 1.0,
                  llm: str | None = None, model_threads: int | None = None,
                  model_progress: Callable[[str], None] | None = None,
-                 event_delays: Callable[[bytes], list[float]] | None = None):
+                 event_delays: Callable[[bytes], list[float]] | None = None, package: str | None = None):
         self.data_dir = os.path.abspath(data_dir)
         self.s_yaml_path = os.path.abspath(s_yaml_path or DEFAULT_S_YAML)
         self.specs = specs.load(self.s_yaml_path)
+        self.package = os.path.abspath(package) if package else None
+        """An unpacked `make package` (infra.package.build.unpack): each function runs from its
+        own zip's folder with the layer's python/ on its path, as on FC, instead of this checkout."""
+        if self.package:
+            self.specs = [dataclasses.replace(s, code=os.path.join(self.package, "functions", s.id)) for s in self.specs]
         self.functions = {s.id: s for s in self.specs}
         self.max_instances = max_instances
         self.scale_out_after = scale_out_after
@@ -490,7 +495,9 @@ class LocalRuntime:
         # environment); on this machine the LLM is the runtime's choice (llm=, TROUPE_LLM)
         env = {**{k: v for k, v in spec.env.items() if k not in CLOUD_LLM_ENV}, **env}
         env.update({
-            "PYTHONPATH": REPO_ROOT,  # stands for the FC layer's /opt/python
+            # the checkout stands for the FC layer's /opt/python; a package brings its own layer,
+            # and only the worker's bootstrap (the part FC's runtime plays) comes from here
+            "PYTHONPATH": os.path.join(self.package, "runtime") if self.package else REPO_ROOT,
             "PYTHONUNBUFFERED": "1",
             "FC_FUNCTION_NAME": spec.name, "FC_FUNCTION_HANDLER": spec.handler,
             "FC_FUNCTION_MEMORY_SIZE": str(spec.memory), "FC_REGION": spec.region,
@@ -506,7 +513,8 @@ class LocalRuntime:
 
     def _spawn(self, spec: FunctionSpec) -> Worker:
         os.makedirs(os.path.join(self.runtime_dir, "metagpt", spec.id), exist_ok=True)
-        return spawn(spec, env=self.worker_env(spec), root=REPO_ROOT, python=self.python,
+        root = os.path.join(self.package, "layer", "python") if self.package else REPO_ROOT
+        return spawn(spec, env=self.worker_env(spec), root=root, python=self.python,
                      log_path=os.path.join(self.runtime_dir, "logs", f"{spec.id}.log"))
 
     def _wait_pending(self, timeout: float) -> bool:

@@ -25,14 +25,12 @@ import zipfile
 
 import yaml
 
-from infra.package import deps
+from infra.package import deps, target
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LOCK = os.path.join(ROOT, "infra", "package", "requirements-fc.txt")
 MAX_ZIP = 100 * 1024 * 1024
 MAX_GLIBC = (2, 28)
-PLATFORMS = ["manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_26_x86_64", "manylinux_2_24_x86_64",
-             "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"]
 FORBIDDEN = ("tests/", "bench/", "infra/", "python/tests/", "python/bench/", "python/infra/")
 #: sdist-only packages with a pure-Python fallback for their optional C extension (crcmod: the
 #: CRC64 oss2 checks uploads with); built locally, they are packaged without the extension
@@ -107,8 +105,6 @@ def download(wheels: str) -> list[str]:
     """Wheels for CPython 3.10 manylinux x86_64, one requirement at a time so that a package
     without such a wheel is named; a pure-Python sdist is built into a py3 wheel instead."""
     os.makedirs(wheels, exist_ok=True)
-    target = ["--python-version", "3.10", "--implementation", "cp", "--abi", "cp310", "--abi", "abi3",
-              "--abi", "none", *sum((["--platform", p] for p in PLATFORMS), [])]
     reqs = _requirements()
     have = set(os.listdir(wheels))
     for req in reqs:
@@ -116,8 +112,14 @@ def download(wheels: str) -> list[str]:
         if any(re.sub(r"[-_.]+", "_", w.split("-")[0]).lower() == name for w in have):
             continue
         try:
-            _pip("download", "--quiet", "--no-deps", "--only-binary=:all:", *target, "-d", wheels, req)
-        except PackageError:
+            _pip("download", "--quiet", "--no-deps", "--only-binary=:all:", *target.PIP_TARGET, "-d", wheels, req)
+        except PackageError as e:
+            why = target._IGNORED.search(str(e))
+            version = req.split("==")[-1]
+            if why and target._requires_python(why.group(1), version):
+                raise PackageError(f"{req} cannot be installed on CPython {target.PYTHON} "
+                                   f"({target._requires_python(why.group(1), version)}): the lock was not "
+                                   "resolved for the target; run python -m infra.package.deps") from None
             # no wheel for CPython 3.10 on the index: build one from the sdist (check_wheel
             # refuses it unless it is pure Python, or made pure: PURE_FALLBACK)
             sdists = os.path.join(wheels, ".sdist")
@@ -231,6 +233,27 @@ def build_functions(out: str) -> dict[str, str]:
     return zips
 
 
+#: the part of the local runtime that plays FC's own runtime inside a function instance: it
+#: reads requests, calls `index.handler`, and imports nothing but the standard library
+BOOTSTRAP = ("infra/__init__.py", "infra/local/__init__.py", "infra/local/worker.py", "infra/local/_frames.py")
+
+
+def unpack(out: str, dest: str) -> str:
+    """Unpack a built package as FC does: the layer to `dest/layer` (its python/ is the layer's
+    /opt/python), each function zip to `dest/functions/<id>` (its /code), plus the local runtime's
+    worker bootstrap under `dest/runtime`. Returns `dest`, for LocalRuntime(package=dest)."""
+    shutil.rmtree(dest, ignore_errors=True)
+    with zipfile.ZipFile(os.path.join(out, "layer.zip")) as z:
+        z.extractall(os.path.join(dest, "layer"))
+    for name in sorted(os.listdir(os.path.join(out, "functions"))):
+        with zipfile.ZipFile(os.path.join(out, "functions", name)) as z:
+            z.extractall(os.path.join(dest, "functions", name[:-len(".zip")]))
+    for rel in BOOTSTRAP:
+        os.makedirs(os.path.dirname(os.path.join(dest, "runtime", rel)), exist_ok=True)
+        shutil.copyfile(os.path.join(ROOT, rel), os.path.join(dest, "runtime", rel))
+    return dest
+
+
 def check_zip(path: str) -> int:
     size = os.path.getsize(path)
     if size > MAX_ZIP:
@@ -256,6 +279,13 @@ def main(argv: list[str] | None = None) -> int:
             check_wheel(name)
         print(f"wheel tags: {len(names)} wheels, all cp310/abi3/py3 for manylinux x86_64 (glibc <= 2.28) or any")
         layer = build_layer(wheels_dir, names, args.out)
+        python, why = target.python310()
+        if python:
+            seen = target.check_layer_consistent(python, os.path.join(args.out, "layer", "python"))
+            print(f"versions: CPython 3.10 ({python}) finds every requirement among the layer's {seen['dists']} "
+                  f"distributions met ({len(seen['trimmed'])} left out: never loaded by the functions)")
+        else:
+            print(f"versions: not checked on CPython 3.10: {why}")
         check_layer_covers(os.path.join(args.out, "layer", "python"), deps.loaded_modules())
         print("layer: holds every module the functions load (infra.package.deps' probe)")
         zips = {"layer (deps + shared/)": layer, **{f"function {k}": v for k, v in build_functions(args.out).items()}}
@@ -266,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
                 unpacked = sum(i.file_size for i in z.infolist())
             print(f"{label:<32}{size / 2**20:>9.2f}{unpacked / 2**20:>13.1f}  {os.path.relpath(path, ROOT)}")
         print("every zip <= 100 MB; none holds tests/, bench/ or infra/")
-    except PackageError as e:
+    except (PackageError, target.TargetError) as e:
         print(f"package: {e}", file=sys.stderr)
         return 1
     return 0

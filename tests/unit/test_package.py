@@ -76,9 +76,79 @@ def test_the_lock_covers_what_the_functions_load_and_matches_the_pins():
     out = subprocess.run([sys.executable, "-m", "infra.package.deps", "--check"], cwd=ROOT, capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
+    versions, notes = deps.read_lock()
     pinned = {**deps.PY310_PINS, **deps.pins()}
-    with open(deps.LOCK, encoding="utf-8") as f:
-        for line in f:
-            if "==" in line and not line.startswith("#"):
-                name, version = line.strip().split("==")
-                assert deps.PY310_OVERRIDES.get(name, pinned[name]) == version
+    # every version is the pin, or a release for CPython 3.10 with the reason recorded
+    assert deps.stale({d: pinned[d] for d in versions}, versions, notes) == []
+    assert notes.get("filelock", "").startswith(pinned["filelock"] + " in requirements.txt: Requires-Python >=3.11")
+
+
+def test_a_stale_lock_is_named():
+    wanted = {"filelock": "4.2.12", "six": "1.17.0", "attrs": "26.1.0"}
+    locked = {"filelock": "4.1.0", "six": "1.16.0", "tornado": "6.4"}
+    notes = {"filelock": "4.2.12 in requirements.txt: Requires-Python >=3.11"}
+    assert deps.stale(wanted, locked, notes) == ["attrs is missing", "tornado is not needed",
+                                                 "six==1.16.0, but requirements.txt pins 1.17.0"]
+    assert any(p.startswith("filelock==4.1.0") for p in deps.stale(wanted, locked, {"filelock": "4.2.11 in requirements.txt: ..."}))
+
+
+def test_resolving_for_the_target_moves_a_pin_python310_cannot_install(monkeypatch):
+    from infra.package import target
+
+    # GIVEN an index where filelock 4.2.12 requires Python >= 3.11 and crcmod has no wheel at all
+    asked = []
+
+    def dry_run(reqs, sdist_ok):
+        asked.append((list(reqs), set(sdist_ok)))
+        if "filelock==4.2.12" in reqs:
+            return None, ("ERROR: Ignored the following versions that require a different python version: "
+                          "4.2.11 Requires-Python >=3.11; 4.2.12 Requires-Python >=3.11\n"
+                          "ERROR: Could not find a version that satisfies the requirement filelock==4.2.12 "
+                          "(from versions: 3.16.1, 4.1.0)\nERROR: No matching distribution found for filelock==4.2.12")
+        if "crcmod" not in sdist_ok:
+            return None, ("ERROR: Could not find a version that satisfies the requirement crcmod==1.7 (from versions: "
+                          "none)\nERROR: No matching distribution found for crcmod==1.7")
+        return {"filelock": "4.1.0", "crcmod": "1.7", "six": "1.17.0"}, ""
+
+    monkeypatch.setattr(target, "_dry_run", dry_run)
+    # WHEN the lock is resolved
+    versions, notes = target.resolve({"filelock": "4.2.12", "crcmod": "1.7", "six": "1.17.0"})
+    # THEN filelock moved to the newest release 3.10 can install, saying why; crcmod is built from source
+    assert versions == {"filelock": "4.1.0", "crcmod": "1.7", "six": "1.17.0"}
+    assert notes == {"filelock": "4.2.12 in requirements.txt: Requires-Python >=3.11"}
+    assert "filelock<=4.2.12" in asked[-1][0] and "crcmod" in asked[-1][1]
+
+
+def test_a_pin_no_release_of_can_serve_the_target_is_named(monkeypatch):
+    from infra.package import target
+
+    monkeypatch.setattr(target, "_dry_run", lambda reqs, sdist_ok: (None, (
+        "ERROR: Could not find a version that satisfies the requirement newpkg<=2.0 (from versions: 3.0)\n"
+        "ERROR: No matching distribution found for newpkg<=2.0") if "newpkg<=2.0" in reqs else (
+        "ERROR: Ignored the following versions that require a different python version: 2.0 Requires-Python >=3.12\n"
+        "ERROR: No matching distribution found for newpkg==2.0")))
+    with pytest.raises(target.TargetError, match="newpkg: no release up to 2.0 can be installed on CPython 3.10"):
+        target.resolve({"newpkg": "2.0"})
+
+
+@pytest.mark.skipif(__import__("infra.package.target", fromlist=["x"]).python310()[0] is None,
+                    reason="no CPython 3.10 on this machine")
+def test_cpython310_names_conflicting_versions_in_a_layer(tmp_path):
+    from infra.package import target
+
+    site = tmp_path / "python"
+    for name, version, requires in (("alpha", "1.0", ["beta>=2"]), ("beta", "1.5", []),
+                                    ("packaging", "24.2", [])):
+        info = site / f"{name}-{version}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                                       + "".join(f"Requires-Dist: {r}\n" for r in requires))
+    # the check imports packaging from the layer: give it the real one
+    import packaging
+    import shutil
+
+    shutil.copytree(os.path.dirname(packaging.__file__), site / "packaging")
+    with pytest.raises(target.TargetError, match="alpha 1.0 requires beta>=2, the layer has beta 1.5"):
+        target.check_layer_consistent(target.python310()[0], str(site))
+    (site / "beta-1.5.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: beta\nVersion: 2.1\n")
+    assert target.check_layer_consistent(target.python310()[0], str(site))["conflicts"] == []

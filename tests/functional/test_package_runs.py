@@ -1,0 +1,105 @@
+"""The deployed artifact is the product: what `make package` built, unpacked as FC unpacks it and
+run on CPython 3.10 (FC's python3.10): each function from its own zip's folder, the layer's
+python/ on its path, `index.handler` called with the runtime's real OSS and HTTP events.
+
+`make test` builds the package first; run alone, this module needs `make package` (or
+TROUPE_PACKAGE_DIR naming a build) and skips, saying so, without it or without a CPython 3.10.
+"""
+
+import json
+import os
+import time
+import urllib.request
+
+import pytest
+
+from infra.local.runtime import LocalRuntime
+from infra.package import build, target
+
+ROOT = build.ROOT
+BUILT = os.environ.get("TROUPE_PACKAGE_DIR") or os.path.join(ROOT, "build", "package")
+PY310, NO_PY310 = target.python310()
+
+pytestmark = [
+    pytest.mark.skipif(not os.path.isfile(os.path.join(BUILT, "layer.zip")),
+                       reason=f"no package at {BUILT}: `make package` builds it (`make test` does so first)"),
+    pytest.mark.skipif(PY310 is None, reason=f"the package targets CPython 3.10: {NO_PY310}"),
+]
+
+
+def _http(rt, method, path, token, body=None):
+    req = urllib.request.Request(rt.http_url + path, data=json.dumps(body).encode() if body is not None else None,
+                                 method=method, headers={"Authorization": f"Bearer {token}",
+                                                         "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return json.loads(resp.read())
+
+
+def _run(rt, scenario, text, timeout=180):
+    created = _http(rt, "POST", "/conversations", rt.api_key, {"scenario": scenario, "input": text})
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        conv = _http(rt, "GET", f"/conversations/{created['id']}", created["token"])
+        if conv["status"] != "running":
+            return created, conv
+        time.sleep(0.2)
+    raise AssertionError(f"{scenario} did not end in {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def packaged(tmp_path_factory):
+    base = tmp_path_factory.mktemp("packaged")
+    unpacked = build.unpack(BUILT, str(base / "unpacked"))
+    with LocalRuntime(str(base / "data"), os.path.join(ROOT, "s.yaml"), package=unpacked, python=PY310,
+                      llm="fake", retry_delay=0.05) as rt:
+        yield rt, unpacked
+
+
+def _worker_pids(rt, cid, token):
+    rows = _http(rt, "GET", f"/conversations/{cid}/invocations", token)["invocations"]
+    return {(r["function"], r["pid"]) for r in rows if r.get("pid")}
+
+
+def _assert_runs_from_the_package(pid: int, unpacked: str) -> None:
+    exe = os.path.realpath(f"/proc/{pid}/exe")
+    assert os.path.realpath(exe) == os.path.realpath(PY310), exe
+    with open(f"/proc/{pid}/maps") as f:
+        mapped = {line.split()[-1] for line in f if "/" in line}
+    native = [m for m in mapped if m.endswith(".so") and "site-packages" not in m and "lib-dynload" not in m
+              and not m.startswith(("/usr/", "/lib"))]
+    assert native and all(m.startswith(unpacked) for m in native), native  # the layer's compiled packages
+    assert not any(m.startswith(os.path.join(ROOT, ".venv")) for m in mapped)
+
+
+def test_a_debate_completes_on_the_packaged_functions(packaged):
+    rt, unpacked = packaged
+    created, conv = _run(rt, "debate", "Tea or coffee?")
+    assert conv["status"] == "completed" and conv["end"]["reason"] == "deliverable", conv["end"]
+    pids = _worker_pids(rt, created["id"], created["token"])
+    assert {f for f, _ in pids} >= {"persona"}
+    for function, pid in pids:
+        if os.path.exists(f"/proc/{pid}"):  # a warm instance
+            _assert_runs_from_the_package(pid, unpacked)
+
+
+def test_a_software_company_completes_on_the_packaged_functions(packaged):
+    rt, unpacked = packaged
+    created, conv = _run(rt, "software_company", "开发一个记账APP")
+    assert conv["status"] == "completed", conv["end"]
+    pids = _worker_pids(rt, created["id"], created["token"])
+    assert {f for f, _ in pids} >= {"product_manager", "architect", "project_manager", "engineer", "qa_engineer"}
+    checked = 0
+    for function, pid in pids:
+        if os.path.exists(f"/proc/{pid}"):
+            _assert_runs_from_the_package(pid, unpacked)
+            checked += 1
+    assert checked >= 5
+    arts = _http(rt, "GET", f"/conversations/{created['id']}/artifacts", created["token"])["artifacts"]
+    outputs = [a["path"] for a in arts if a["path"].startswith("test_outputs/")]
+    assert outputs  # QA ran the generated tests, confined, on the packaged function, and they passed
+    for path in outputs:
+        req = urllib.request.Request(f"{rt.http_url}/conversations/{created['id']}/artifacts/{path}",
+                                     headers={"Authorization": f"Bearer {created['token']}"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            result = json.loads(resp.read())
+        assert "## Status:\nPASS" in result["summary"], result
