@@ -451,6 +451,7 @@ class Gateway:
         inv = m.get("invocation") or {}
         return {"turn": m["turn"], "id": m["id"], "role": m["role"], "profile": m.get("profile", ""),
                 "content": m["content"], "sent_from": m.get("sent_from", ""), "send_to": m.get("send_to", []),
+                "cause_by": m.get("cause_by", ""),
                 "function": m.get("function", ""), "duration_ms": inv.get("duration_ms"), "pid": inv.get("pid"),
                 "start": inv.get("start"), "model": inv.get("model"), "prompt_tokens": inv.get("prompt_tokens", 0),
                 "completion_tokens": inv.get("completion_tokens", 0), "cost_cny": inv.get("cost_cny", 0),

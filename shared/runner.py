@@ -64,8 +64,9 @@ def role_class(path: str | None):
         raise RejectedEvent(f"role class {path!r} is outside the allowed packages ({', '.join(ROLE_PACKAGES)})")
     try:
         cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as e:
-        raise RejectedEvent(f"role class {path!r} cannot be imported: {e}") from None
+    except Exception as e:  # noqa: BLE001 - a deployment's module may fail in any way; named, never retried
+        text = str(e).splitlines()[0][:200] if str(e) else ""
+        raise RejectedEvent(f"role class {path!r} cannot be imported: {type(e).__name__}: {text}") from None
     if not (isinstance(cls, type) and issubclass(cls, Role)):
         raise RejectedEvent(f"{path!r} is not a MetaGPT Role subclass")
     return cls

@@ -1,7 +1,7 @@
 """`python -m infra.local`: run troupe on this machine.
 
   serve  --port 8000 --data DIR          the whole stack until Ctrl-C
-  run    --scenario ID "input"           one conversation, transcript on stdout
+  run    --scenario ID|FILE "input"      one conversation, transcript on stdout
   invoke FUNCTION --event FILE --data DIR  one event, synchronously (like `s local invoke -e`)
   redrive --data DIR [--function F] [--conversation CID]   re-drive dead letters (see redrive.py)
 
@@ -25,7 +25,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from infra.local.runtime import DEFAULT_S_YAML, LocalRuntime
+from infra.local.runtime import DEFAULT_S_YAML, REPO_ROOT, LocalRuntime
 
 DEFAULT_DATA = ".troupe"
 
@@ -44,7 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--llm", help="local (default unless TROUPE_LLM is set), fake, openai, dashscope")
 
     run = sub.add_parser("run", help="run one conversation and print its transcript")
-    run.add_argument("--scenario", required=True)
+    run.add_argument("--scenario", required=True,
+                     help="a scenario id (built in, or from user_roles/scenarios), or a scenario file (.yaml/.json)")
     run.add_argument("input")
     run.add_argument("--data", help="data directory (default: a temporary one)")
     run.add_argument("--s-yaml", default=DEFAULT_S_YAML)
@@ -270,6 +271,39 @@ def converse(base: str, scenario: str, text: str, max_turns: int | None, timeout
     return 0 if state == "completed" else 1
 
 
+def _scenario_arg(base: str, value: str, api_key: str) -> str | None:
+    """`--scenario`: an id from the catalog (built in, or the deployment's user_roles/scenarios),
+    or a scenario file, which is validated and added to this runtime's catalog (POST /scenarios)."""
+    if not (os.path.isfile(value) or value.endswith((".yaml", ".yml", ".json"))):
+        return value
+    from shared import scenarios
+    from shared.errors import TroupeError
+
+    try:
+        sc = scenarios.load_file(value)
+    except TroupeError as e:
+        print(f"error: {e.message}", file=sys.stderr)
+        return None
+    team = os.environ.get("TROUPE_USER_ROLES") or os.path.join(REPO_ROOT, "user_roles")
+    if any(os.path.samefile(value, f) for f in scenarios.deployment_files([team])):
+        return sc["id"]  # one of the deployment's own: already in the catalog
+    import yaml
+
+    with open(value, encoding="utf-8") as f:
+        status, body = _request("POST", f"{base}/scenarios", yaml.safe_load(f), token=api_key)
+    if status == 409 and "already exists" in str(body.get("message")):
+        code, catalog = _request("GET", f"{base}/scenarios")
+        stored = next((s for s in catalog.get("scenarios", []) if s.get("id") == sc["id"]), None)
+        print(f"scenario {sc['id']!r} was added to this data directory before: running that one"
+              + ("" if stored else " (not listed)"), file=sys.stderr)
+        return sc["id"]
+    if status != 201:
+        print(f"error {status}: {body.get('message')}", file=sys.stderr)
+        return None
+    print(f"scenario {sc['id']!r} from {value}", file=sys.stderr, flush=True)
+    return sc["id"]
+
+
 def run(args) -> int:
     with tempfile.TemporaryDirectory(prefix="troupe-") as tmp:
         # the gateway starts conversations only for the deployment's API key: a one-off key
@@ -283,7 +317,10 @@ def run(args) -> int:
                 print("s.yaml declares no function with an HTTP trigger", file=sys.stderr)
                 return 2
             print(f"web: {rt.http_url}/ (up while this command runs)", file=sys.stderr, flush=True)
-            code = converse(rt.http_url, args.scenario, args.input, args.max_turns, args.timeout, api_key,
+            scenario = _scenario_arg(rt.http_url, args.scenario, api_key)
+            if scenario is None:
+                return 2
+            code = converse(rt.http_url, scenario, args.input, args.max_turns, args.timeout, api_key,
                             _options(args.option))
             if args.keep_serving:
                 print(f"web: {rt.http_url}/ (serving until Ctrl-C)", flush=True)

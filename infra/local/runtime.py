@@ -83,6 +83,10 @@ class LocalRuntime:
         own zip's folder with the layer's python/ on its path, as on FC, instead of this checkout."""
         if self.package:
             self.specs = [dataclasses.replace(s, code=os.path.join(self.package, "functions", s.id)) for s in self.specs]
+        team = os.environ.get("TROUPE_USER_ROLES")
+        self.user_roles = os.path.abspath(team) if team and not self.package else None
+        """The deployment's team folder when it is not this checkout's user_roles/ (TROUPE_USER_ROLES):
+        its parent goes first on the workers' path. A package carries its own in the layer."""
         self.functions = {s.id: s for s in self.specs}
         self.max_instances = max_instances
         self.scale_out_after = scale_out_after
@@ -497,7 +501,8 @@ class LocalRuntime:
         env.update({
             # the checkout stands for the FC layer's /opt/python; a package brings its own layer,
             # and only the worker's bootstrap (the part FC's runtime plays) comes from here
-            "PYTHONPATH": os.path.join(self.package, "runtime") if self.package else REPO_ROOT,
+            "PYTHONPATH": os.path.join(self.package, "runtime") if self.package else os.pathsep.join(
+                ([os.path.dirname(self.user_roles)] if self.user_roles else []) + [REPO_ROOT]),
             "PYTHONUNBUFFERED": "1",
             "FC_FUNCTION_NAME": spec.name, "FC_FUNCTION_HANDLER": spec.handler,
             "FC_FUNCTION_MEMORY_SIZE": str(spec.memory), "FC_REGION": spec.region,

@@ -3,8 +3,9 @@
   build/package/wheels/            manylinux x86_64 wheels for CPython 3.10 (FC's python3.10),
                                    from infra/package/requirements-fc.txt, plus metagpt --no-deps
   build/package/layer.zip          the dependency layer: python/ = those wheels unpacked + troupe's
-                                   shared/ library (FC unpacks a layer to /opt; /opt/python is on
-                                   the path)
+                                   shared/ library + the deployment's own user_roles/ package (its
+                                   MetaGPT roles and scenarios; FC unpacks a layer to /opt and
+                                   /opt/python is on the path)
   build/package/functions/<f>.zip  each function's code folder (its index.py)
 
 Checks, each a hard error: every wheel is tagged for CPython 3.10 (cp310, abi3 or py3) on
@@ -177,7 +178,60 @@ def _zip_dir(src: str, dest: str, prefix: str = "") -> None:
                 z.write(full, prefix + os.path.relpath(full, src).replace(os.sep, "/"))
 
 
-def build_layer(wheels: str, names: list[str], out: str) -> str:
+def role_functions() -> set[str]:
+    """Functions that may play scenario roles: s.yaml's gateway lists them (TROUPE_ROLE_FUNCTIONS)."""
+    with open(os.path.join(ROOT, "s.yaml"), encoding="utf-8") as f:
+        doc = yaml.safe_load(f)
+    env = doc["resources"].get("gateway", {}).get("props", {}).get("environmentVariables", {})
+    return {f.strip() for f in str(env.get("TROUPE_ROLE_FUNCTIONS", "persona")).split(",") if f.strip()}
+
+
+def check_user_roles(src: str) -> list[str]:
+    """The deployment's own team folder (a `user_roles` package): every scenario file validates
+    against this deployment's functions and keeps clear of the built-in ids, and every role class
+    it names imports as a MetaGPT Role subclass. Returns the scenario ids; raises PackageError
+    naming the file and the problem."""
+    from shared import scenarios
+    from shared.errors import TroupeError
+
+    parent = os.path.dirname(os.path.abspath(src))
+    if os.path.basename(os.path.abspath(src)) != "user_roles":
+        raise PackageError(f"{src}: the team folder must be named user_roles (it is imported as that package)")
+    def forget() -> None:  # the folder's modules are imported afresh, whatever was imported before
+        for name in [m for m in sys.modules if m == "user_roles" or m.startswith("user_roles.")]:
+            del sys.modules[name]
+
+    forget()
+    sys.path.insert(0, parent)
+    try:
+        builtin = {n for n in os.listdir(scenarios.HERE) if n.endswith((".yaml", ".yml"))}
+        taken = {scenarios.load_file(os.path.join(scenarios.HERE, n))["id"] for n in builtin}
+        ids = []
+        for path in scenarios.deployment_files([src]):
+            where = os.path.relpath(path, parent)
+            try:
+                sc = scenarios.load_file(path, functions=role_functions())
+            except TroupeError as e:
+                raise PackageError(f"{where}: {e.message}") from None
+            if sc["id"] in taken:
+                raise PackageError(f"{where}: scenario id {sc['id']!r} is taken (built in, or another file)")
+            taken.add(sc["id"])
+            ids.append(sc["id"])
+            for role in sc["roles"]:
+                if (role.get("class") or "").startswith("user_roles."):
+                    from shared.runner import role_class
+
+                    try:
+                        role_class.__wrapped__(role["class"])  # not the cached answer
+                    except TroupeError as e:
+                        raise PackageError(f"{where}: role {role['name']!r}: {e.message}") from None
+        return ids
+    finally:
+        sys.path.remove(parent)
+        forget()
+
+
+def build_layer(wheels: str, names: list[str], out: str, user_roles: str | None = None) -> str:
     stage = os.path.join(out, "layer")
     shutil.rmtree(stage, ignore_errors=True)
     site = os.path.join(stage, "python")
@@ -188,6 +242,9 @@ def build_layer(wheels: str, names: list[str], out: str) -> str:
     _prune(site)
     shutil.copytree(os.path.join(ROOT, "shared"), os.path.join(site, "shared"),
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    if user_roles and os.path.isdir(user_roles):
+        shutil.copytree(user_roles, os.path.join(site, "user_roles"),
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "README.md"))
     dest = os.path.join(out, "layer.zip")
     _zip_dir(stage, dest)
     return dest
@@ -269,16 +326,22 @@ def check_zip(path: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m infra.package.build", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=os.path.join(ROOT, "build", "package"))
+    ap.add_argument("--user-roles", default=os.environ.get("TROUPE_USER_ROLES") or os.path.join(ROOT, "user_roles"),
+                    help="the deployment's own roles and scenarios (a folder named user_roles)")
+    ap.add_argument("--wheels", help="a folder of wheels already downloaded (default: OUT/wheels)")
     args = ap.parse_args(argv)
     try:
-        wheels_dir = os.path.join(args.out, "wheels")
+        wheels_dir = args.wheels or os.path.join(args.out, "wheels")
+        team = check_user_roles(args.user_roles) if os.path.isdir(args.user_roles) else []
+        print(f"user_roles: {os.path.relpath(os.path.abspath(args.user_roles), ROOT)}, "
+              f"{len(team)} scenario(s){': ' + ', '.join(team) if team else ''}", flush=True)
         print(f"downloading CPython 3.10 manylinux x86_64 wheels for {len(_requirements())} requirements "
               f"into {os.path.relpath(wheels_dir, ROOT)} (pip's cache makes later builds quick)", flush=True)
         names = download(wheels_dir)
         for name in names:
             check_wheel(name)
         print(f"wheel tags: {len(names)} wheels, all cp310/abi3/py3 for manylinux x86_64 (glibc <= 2.28) or any")
-        layer = build_layer(wheels_dir, names, args.out)
+        layer = build_layer(wheels_dir, names, args.out, args.user_roles)
         python, why = target.python310()
         if python:
             seen = target.check_layer_consistent(python, os.path.join(args.out, "layer", "python"))
@@ -288,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"versions: not checked on CPython 3.10: {why}")
         check_layer_covers(os.path.join(args.out, "layer", "python"), deps.loaded_modules())
         print("layer: holds every module the functions load (infra.package.deps' probe)")
-        zips = {"layer (deps + shared/)": layer, **{f"function {k}": v for k, v in build_functions(args.out).items()}}
+        zips = {"layer (deps, shared/, user_roles/)": layer, **{f"function {k}": v for k, v in build_functions(args.out).items()}}
         print(f"{'package':<32}{'zip MB':>9}{'unpacked MB':>13}")
         for label, path in zips.items():
             size = check_zip(path)

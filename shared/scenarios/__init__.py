@@ -2,6 +2,11 @@
 
 A scenario names its roles (name, profile, goal, constraints, the function that runs them),
 its flow, and its default limits. Errors name the field at fault.
+
+A deployment adds its own in the `user_roles` package, beside its own MetaGPT Role subclasses:
+`user_roles/scenarios/*.yaml` (see user_roles/README.md). `make package` ships that package in
+the layer; on the local runtime it is importable from the checkout. They join the catalog as
+the built-in ones do; a file that does not validate, or reuses a built-in id, is named.
 """
 
 from __future__ import annotations
@@ -310,15 +315,22 @@ def resolve_options(scenario: dict, given: Any) -> tuple[dict, dict]:
     return values, limits
 
 
-def load_file(path: str) -> dict:
-    with open(path, encoding="utf-8") as f:
-        return validate_scenario(yaml.safe_load(f), os.path.basename(path))
+def load_file(path: str, functions: set[str] | None = None) -> dict:
+    """A scenario file (YAML or JSON), validated; errors name the file and the field."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise BadRequest(f"{os.path.basename(path)}: cannot be read as YAML: {str(e).splitlines()[0][:200]}",
+                         field="scenario") from None
+    return validate_scenario(data, os.path.basename(path), functions)
 
 
 _BUILTIN: dict[str, dict] | None = None
 
 
 def builtin() -> dict[str, dict]:
+    """The catalog a deployment ships: troupe's own scenarios, then the deployment's own."""
     global _BUILTIN
     if _BUILTIN is None:
         found = {}
@@ -326,8 +338,32 @@ def builtin() -> dict[str, dict]:
             if name.endswith((".yaml", ".yml")):
                 sc = load_file(os.path.join(HERE, name))
                 found[sc["id"]] = sc
+        for path in deployment_files():
+            sc = load_file(path)
+            if sc["id"] in found:
+                raise BadRequest(f"{path}: scenario id {sc['id']!r} is taken (built in, or another file)", field="id")
+            found[sc["id"]] = sc
         _BUILTIN = found
     return _BUILTIN
+
+
+def deployment_files(folders: list[str] | None = None) -> list[str]:
+    """The deployment's scenario files: `scenarios/*.yaml|*.yml` in each folder of the `user_roles`
+    package (found without importing it), or of `folders`."""
+    if folders is None:
+        import importlib.util
+
+        try:
+            spec = importlib.util.find_spec("user_roles")
+        except (ImportError, ValueError):
+            spec = None
+        folders = list(spec.submodule_search_locations or []) if spec else []
+    out = []
+    for folder in folders:
+        where = os.path.join(folder, "scenarios")
+        if os.path.isdir(where):
+            out += [os.path.join(where, n) for n in sorted(os.listdir(where)) if n.endswith((".yaml", ".yml"))]
+    return out
 
 
 def get(scenario_id: Any) -> dict:

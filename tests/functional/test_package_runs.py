@@ -8,6 +8,8 @@ TROUPE_PACKAGE_DIR naming a build) and skips, saying so, without it or without a
 
 import json
 import os
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -103,3 +105,27 @@ def test_a_software_company_completes_on_the_packaged_functions(packaged):
         with urllib.request.urlopen(req, timeout=30) as resp:
             result = json.loads(resp.read())
         assert "## Status:\nPASS" in result["summary"], result
+
+
+def test_a_deployments_own_roles_and_scenarios_ship_in_the_layer_and_run_from_it(tmp_path):
+    # GIVEN a package built with the deployment's own team folder (a MetaGPT role, a scenario)
+    team = os.path.join(ROOT, "tests", "functional", "user_roles_pkg", "user_roles")
+    out = tmp_path / "package"
+    proc = subprocess.run([sys.executable, "-m", "infra.package.build", "--out", str(out), "--user-roles", team,
+                           "--wheels", os.path.join(BUILT, "wheels")], cwd=ROOT, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "1 scenario(s): poetry_slam" in proc.stdout
+    unpacked = build.unpack(str(out), str(tmp_path / "unpacked"))
+    assert os.path.isfile(os.path.join(unpacked, "layer", "python", "user_roles", "scenarios", "poetry_slam.yaml"))
+    # WHEN its scenario runs on the packaged functions, on CPython 3.10
+    with LocalRuntime(str(tmp_path / "data"), os.path.join(ROOT, "s.yaml"), package=unpacked, python=PY310,
+                      llm="fake", retry_delay=0.05) as rt:
+        catalog = [s["id"] for s in _http(rt, "GET", "/scenarios", rt.api_key)["scenarios"]]
+        created, conv = _run(rt, "poetry_slam", "the sea at night")
+        turns = conv["messages"]
+    # THEN the catalog has it, and the user's Role spoke through its own Action
+    assert "poetry_slam" in catalog
+    assert conv["status"] == "completed", conv["end"]
+    assert [m["role"] for m in turns] == ["user", "Poet", "Critic"]
+    assert turns[1]["cause_by"].endswith("WriteCouplet")

@@ -127,3 +127,20 @@ def test_readme_curl_commands(served):
     bill = curl(curls[3])
     assert len([r for r in bill["rows"] if r["outcome"] == "committed"]) == 5 and bill["currency"] == "CNY"
     assert any(s["id"] == "debate" for s in curl(curls[4])["scenarios"])
+
+
+TEAM_README = open(os.path.join(ROOT, "user_roles", "README.md"), encoding="utf-8").read()
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_the_team_folders_run_commands(tmp_path, n):
+    # user_roles/README.md: a deployment's own scenario, by id and as a file, with its own Role
+    lines = [ln for b in re.findall(r"```\n(.*?)```", TEAM_README, re.S) for ln in b.splitlines()
+             if " -m infra.local run " in ln]
+    words = shlex.split(lines[n])
+    env = {**os.environ, **dict(w.split("=", 1) for w in words if re.match(r"^[A-Z_]+=", w))}
+    argv = [w for w in words if not re.match(r"^[A-Z_]+=", w)]
+    out = _run([sys.executable] + argv[1:] + ["--data", str(tmp_path)], env=env)
+    assert out.returncode == 0, out.stderr[-2000:]
+    speakers = re.findall(r"^\[\d+\] (\w+)(?: \([^)]*\))?:", out.stdout, re.M)
+    assert speakers == ["user", "Poet", "Critic"] and "status: completed" in out.stdout

@@ -152,3 +152,48 @@ def test_cpython310_names_conflicting_versions_in_a_layer(tmp_path):
         target.check_layer_consistent(target.python310()[0], str(site))
     (site / "beta-1.5.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: beta\nVersion: 2.1\n")
     assert target.check_layer_consistent(target.python310()[0], str(site))["conflicts"] == []
+
+
+SLAM = """id: {id}
+title: {{en: Slam, zh: 擂台}}
+flow: round_robin
+rounds: 1
+roles:
+  - {{name: Poet, profile: poet, class: "{cls}", function: {function}}}
+  - {{name: Critic, profile: critic}}
+"""
+
+
+@pytest.mark.parametrize("sid, cls, function, module, needle", [
+    ("slam", "user_roles.bard:Bard", "persona", "from metagpt.roles import Role\nclass Bard(Role):\n    name: str = 'Poet'\n", None),
+    ("slam", "user_roles.missing:Bard", "persona", "", "role 'Poet': role class 'user_roles.missing:Bard' cannot be imported"),
+    ("slam", "user_roles.bard:Bard", "persona", "class Bard:\n    pass\n", "is not a MetaGPT Role subclass"),
+    ("slam", "user_roles.bard:Bard", "persona", "def broken(:\n", "cannot be imported"),
+    ("slam", "user_roles.bard:Bard", "ghost", "", "ghost"),
+    ("debate", "user_roles.bard:Bard", "persona", "", "scenario id 'debate' is taken"),
+])
+def test_a_deployments_team_folder_is_checked_before_it_ships(tmp_path, sid, cls, function, module, needle):
+    team = tmp_path / "user_roles"
+    (team / "scenarios").mkdir(parents=True)
+    (team / "__init__.py").write_text("")
+    (team / "bard.py").write_text(module)
+    (team / "scenarios" / "slam.yaml").write_text(SLAM.format(id=sid, cls=cls, function=function))
+    if needle is None:
+        assert build.check_user_roles(str(team)) == ["slam"]
+        return
+    with pytest.raises(build.PackageError, match="user_roles/scenarios/slam.yaml") as e:
+        build.check_user_roles(str(team))
+    assert needle in str(e.value)
+
+
+def test_a_bad_scenario_file_is_named_with_its_field(tmp_path):
+    team = tmp_path / "user_roles"
+    (team / "scenarios").mkdir(parents=True)
+    (team / "scenarios" / "bad.yaml").write_text("id: bad\nflow: chaos\nroles: []\n")
+    with pytest.raises(build.PackageError, match="bad.yaml.*flow"):
+        build.check_user_roles(str(team))
+    (team / "scenarios" / "bad.yaml").write_text("id: [unclosed\n")
+    with pytest.raises(build.PackageError, match="bad.yaml: cannot be read as YAML"):
+        build.check_user_roles(str(team))
+    with pytest.raises(build.PackageError, match="must be named user_roles"):
+        build.check_user_roles(str(tmp_path))
