@@ -10,6 +10,11 @@ measured twice:
   lean    as the functions run (shared.mg installs shared.lean): those __init__s resolve their
           names on first use
 
+With `--package build/package`, the built package is measured instead, as FC runs it: the
+layer and each function zip unpacked, a CPython 3.10 process started in the function's folder
+with the layer's python/ on its path, the handler module (`index`) imported and, for a role
+function, its role created.
+
 Prints, per role and mode, the median wall time from spawn to ready (including the interpreter's
 own start), its import and instantiation parts, and the child's peak RSS (ru_maxrss). Targets
 per role function: ready in <= 1.5 s, <= 150 MB. One untimed run of each first warms the
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -104,12 +110,104 @@ def interpreter_start(runs: int) -> float:
     return statistics.median(times)
 
 
+# -- the package, as FC runs it ------------------------------------------------------------------
+
+#: packaged function -> the role its first event instantiates (None: the function has no MetaGPT role)
+FUNCTION_ROLES = {"gateway": None, "persona": "Character", "director": None, "product_manager": "ProductManager",
+                  "architect": "Architect", "project_manager": "ProjectManager", "engineer": "Engineer",
+                  "qa_engineer": "QaEngineer", "pipeline": None, "indexer": None, "deadletter": None}
+
+_PKG_CHILD = r"""
+import importlib, json, resource, sys, time
+importlib.import_module("index")  # the function's handler module, as FC loads it
+if sys.argv[1]:
+    import shared.mg
+    role = getattr(importlib.import_module(sys.argv[1]), sys.argv[2])(context=shared.mg.make_context(),
+                                                                       **json.loads(sys.argv[3]))
+print("COLDSTART " + json.dumps({"ready": time.monotonic(), "python": sys.version.split()[0],
+      "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "modules": len(sys.modules)}))
+"""
+
+
+def run_packaged(unpacked: str, python: str, function: str, metagpt_root: str) -> dict:
+    """One fresh CPython 3.10 process in the function's unpacked folder, the layer on its path:
+    seconds from spawn to ready (handler module imported, its role created), peak RSS."""
+    role = FUNCTION_ROLES.get(function)
+    module, cls, kwargs = ROLES[role] if role else ("", "", {})
+    code = os.path.join(unpacked, "functions", function)
+    # FC's /code and /opt are read-only: nothing compiled at a cold start is kept for the next one
+    env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": os.pathsep.join([code, os.path.join(unpacked, "layer", "python")]),
+           "METAGPT_PROJECT_ROOT": metagpt_root, "HOME": metagpt_root, "PYTHONDONTWRITEBYTECODE": "1"}
+    started = time.monotonic()
+    proc = subprocess.run([python, "-s", "-c", _PKG_CHILD, module, cls, json.dumps(kwargs)], cwd=code, env=env,
+                          capture_output=True, text=True, timeout=300)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("COLDSTART ")), None)
+    if proc.returncode or line is None:
+        raise RuntimeError(f"packaged {function} failed, exit {proc.returncode}:\n{proc.stderr[-3000:]}")
+    out = json.loads(line[len("COLDSTART "):])
+    out["ready_s"] = out.pop("ready") - started
+    return out
+
+
+def _strip_bytecode(top: str) -> int:
+    n = 0
+    for dirpath, dirnames, _ in os.walk(top):
+        if "__pycache__" in dirnames:
+            shutil.rmtree(os.path.join(dirpath, "__pycache__"))
+            dirnames.remove("__pycache__")
+            n += 1
+    return n
+
+
+def main_package(built: str, runs: int, as_json: bool, no_bytecode: bool = False) -> None:
+    import tempfile
+
+    from infra.package import build, target
+
+    python, why = target.python310()
+    if python is None:
+        print(f"== packaged cold start: skipped, {why}")
+        return
+    with tempfile.TemporaryDirectory(prefix="troupe-coldstart-") as tmp:
+        unpacked = build.unpack(built, os.path.join(tmp, "unpacked"))
+        if no_bytecode:  # as a layer without compiled bytecode runs
+            _strip_bytecode(unpacked)
+        functions = [f for f in FUNCTION_ROLES if os.path.isdir(os.path.join(unpacked, "functions", f))]
+        root = os.path.join(tmp, "metagpt")
+        os.makedirs(root)
+        for f in functions:  # warm the page cache and write the bytecode, as a warm host has them
+            run_packaged(unpacked, python, f, root)
+        results = {}
+        for f in functions:
+            samples = [run_packaged(unpacked, python, f, root) for _ in range(runs)]
+            results[f] = {k: statistics.median(s[k] for s in samples) for k in ("ready_s", "rss_mb", "modules")}
+            results[f]["python"] = samples[0]["python"]
+    print(f"== packaged function cold start on CPython {results[functions[0]]['python']} ({python}): spawn -> "
+          f"handler module imported and its role created; unpacked {os.path.relpath(built, ROOT)}"
+          f"{', its bytecode removed' if no_bytecode else ''}, read-only as on FC, median of {runs}, "
+          f"{os.cpu_count()} cores")
+    print(f"   targets per role function: ready <= {TARGETS['ready_s']} s, peak RSS <= {TARGETS['rss_mb']:.0f} MB")
+    print(f"   {'function':<17}{'role':<16}{'ready s':>9}{'RSS MB':>8}{'modules':>9}")
+    for f, r in results.items():
+        ok = r["ready_s"] <= TARGETS["ready_s"] and r["rss_mb"] <= TARGETS["rss_mb"]
+        print(f"   {f:<17}{FUNCTION_ROLES[f] or '-':<16}{r['ready_s']:>9.2f}{r['rss_mb']:>8.0f}{int(r['modules']):>9}"
+              f"   {'ok' if ok else 'OVER'}")
+    if as_json:
+        print(json.dumps({"targets": TARGETS, "packaged": results}, indent=1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", type=int, default=3, help="timed runs per role and mode (median reported)")
     ap.add_argument("--roles", default=",".join(ROLES), help="comma-separated subset of " + ",".join(ROLES))
     ap.add_argument("--json", action="store_true", help="print the figures as JSON too")
+    ap.add_argument("--package", metavar="DIR", help="measure the built package (make package: build/package) "
+                                                     "instead, each function from its zip on CPython 3.10")
+    ap.add_argument("--no-bytecode", action="store_true", help="with --package: as if the layer had no .pyc")
     args = ap.parse_args()
+    if args.package:
+        main_package(args.package, args.runs, args.json, args.no_bytecode)
+        return
     roles = [r for r in args.roles.split(",") if r]
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
