@@ -2,6 +2,9 @@
 
 Shapes follow the real payloads (Serverless Devs fc3 event templates): an OSS trigger event is
 `{"events": [{"eventName": "ObjectCreated:PutObject", "oss": {"bucket": ..., "object": ...}}]}`;
+an EventBridge-based OSS trigger delivers one CloudEvent per invocation, `{"source": "acs.oss",
+"type": "oss:ObjectCreated:PutObject", "subject": ..., "data": <one such record>}` (or, with the
+RawData schema, the record alone), and both read as the same records;
 an FC 3.0 HTTP trigger event is `{"version": "v1", "rawPath", "headers", "queryParameters",
 "body", "isBase64Encoded", "requestContext": {"http": {"method", "path", ...}}}`.
 """
@@ -114,6 +117,8 @@ class OssEvent(DictWrapper):
     @classmethod
     def parse(cls, event: bytes | str | dict) -> "OssEvent":
         data = _loads(event, "OSS event")
+        if "events" not in data and (data.get("source") == "acs.oss" or "oss" in data):
+            data = {"events": [_eventbridge_record(data)]}
         records = data.get("events")
         if not isinstance(records, list) or not records:
             raise BadRequest("OSS event has no 'events' list")
@@ -125,6 +130,30 @@ class OssEvent(DictWrapper):
     @property
     def records(self) -> list[OssEventRecord]:
         return [OssEventRecord(r) for r in self._data["events"]]
+
+
+def _eventbridge_record(data: dict) -> dict:
+    """The OSS record an EventBridge-based trigger carries: the CloudEvent's `data` (its eventName
+    from the CloudEvent's type when missing), or, with the RawData schema, the event itself."""
+    if data.get("source") != "acs.oss":
+        return data
+    record = data.get("data")
+    if not isinstance(record, dict):
+        raise BadRequest("EventBridge OSS event has no 'data' object")
+    if not record.get("eventName") and isinstance(data.get("type"), str):
+        record = {**record, "eventName": data["type"].removeprefix("oss:")}
+    return record
+
+
+def eventbridge_event(record: dict, account: str = "1234567890") -> dict:
+    """The CloudEvent an EventBridge-based OSS trigger delivers for one OSS record."""
+    region = record.get("region", "")
+    bucket = record["oss"]["bucket"]["name"]
+    return {"id": str(uuid.uuid4()), "source": "acs.oss", "specversion": "1.0",
+            "type": "oss:" + record["eventName"], "datacontenttype": "application/json;charset=utf-8",
+            "subject": f"acs:oss:{region}:{account}:{bucket}/{record['oss']['object']['key']}",
+            "time": record.get("eventTime", ""), "aliyunaccountid": account, "aliyuneventbusname": "default",
+            "aliyunregionid": region, "data": record}
 
 
 def records_or_rejection(event: bytes | str | dict, log) -> tuple[list["OssEventRecord"], list[dict]]:

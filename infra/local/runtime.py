@@ -39,6 +39,7 @@ from infra.local.httpd import FunctionHTTPServer
 from infra.local.pool import Pool, Worker, WorkerFailure, spawn
 from infra.local.results import InvocationRecord, InvocationResult, failure_record
 from infra.local.spec import FunctionSpec
+from shared.events import eventbridge_event
 from shared.store.disk import DiskStore
 
 log = logging.getLogger(__name__)
@@ -447,11 +448,17 @@ class LocalRuntime:
     def _on_event(self, name: str, data: bytes, written: float) -> None:
         try:
             records = json.loads(data)["events"]
-            targets: list[FunctionSpec] = []
+            # a native OSS trigger gets the event as OSS sends it; an EventBridge-based one a
+            # CloudEvent per record, one invocation each (EventBridge's event-driven delivery)
+            targets: list[tuple[FunctionSpec, bytes, str]] = []
             for record in records:
                 for s in specs.functions_for(record, self.specs):
-                    if s not in targets:
-                        targets.append(s)
+                    fired = specs.triggers_for(record, s)
+                    if any(t.get("via") != "eventbridge" for t in fired) and (s, data, "oss") not in targets:
+                        targets.append((s, data, "oss"))
+                    if any(t.get("via") == "eventbridge" for t in fired):
+                        raw = record if fired[0].get("schema") == "RawData" else eventbridge_event(record)
+                        targets.append((s, json.dumps(raw, ensure_ascii=False).encode("utf-8"), "eventbridge"))
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             log.warning("dropping malformed event file %s: %s", name, e)
             return
@@ -459,9 +466,9 @@ class LocalRuntime:
             log.debug("event %s matches no trigger", name)
             return
         delays = self.event_delays(data) if self.event_delays else [0.0]
-        for s in targets:
+        for s, payload, via in targets:
             for delay in delays:
-                job = _Job(s, data, uuid.uuid4().hex, "oss", written)
+                job = _Job(s, payload, uuid.uuid4().hex, via, written)
                 if delay > 0:
                     self._enqueue_later(job, delay)
                 else:

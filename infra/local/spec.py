@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import json
 import os
 import re
 from typing import Any, Mapping
@@ -162,6 +163,8 @@ def _function(rid: str, props: dict, base: str, by_name: dict[str, str]) -> Func
             key = (conf.get("filter") or {}).get("key") or {}
             oss.append({"name": trig.get("triggerName", "oss"), "events": list(conf.get("events") or []),
                         "prefix": key.get("prefix") or "", "suffix": key.get("suffix") or ""})
+        elif kind == "eventbridge" and _oss_rule(conf) is not None:
+            oss += [{"name": trig.get("triggerName", "eventbridge"), **rule} for rule in _oss_rule(conf)]
         else:
             log.warning("resource %r: %s trigger is not run locally", rid, kind)
     async_conf = props.get("asyncInvokeConfig") or {}
@@ -183,6 +186,34 @@ def _function(rid: str, props: dict, base: str, by_name: dict[str, str]) -> Func
         on_failure_arn=arn,
         region=props.get("region", "cn-hangzhou"),
     )
+
+
+def _oss_rule(conf: dict) -> list[dict] | None:
+    """An EventBridge trigger on OSS events (source `Default`, pattern on `acs.oss`) as the OSS
+    triggers it amounts to: event types from the pattern's `type`, key prefixes from its `subject`
+    prefixes (acs:oss:<region>:<account>:<bucket>/<key prefix>) or `data.oss.object.key`
+    prefix/suffix. One per prefix (the pattern ORs them). None for any other EventBridge trigger."""
+    source = (conf.get("eventSourceConfig") or {}).get("eventSourceType", "Default")
+    try:
+        pattern = json.loads(conf.get("eventRuleFilterPattern") or "{}")
+    except ValueError as e:
+        raise SpecError(f"eventRuleFilterPattern is not JSON: {e}") from None
+    if source != "Default" or "acs.oss" not in (pattern.get("source") or []):
+        return None
+    schema = ((conf.get("eventSinkConfig") or {}).get("deliveryOption") or {}).get("eventSchema") or "CloudEvents"
+    events = [t for t in pattern.get("type") or ["oss:ObjectCreated:*"] if isinstance(t, str)]
+    prefixes = [s["prefix"].split("/", 1)[1] if "/" in s["prefix"] else "" for s in pattern.get("subject") or []
+                if isinstance(s, dict) and isinstance(s.get("prefix"), str)]
+    key = ((pattern.get("data") or {}).get("oss") or {}).get("object", {}).get("key") or []
+    prefixes += [k["prefix"] for k in key if isinstance(k, dict) and isinstance(k.get("prefix"), str)]
+    suffix = next((k["suffix"] for k in key if isinstance(k, dict) and isinstance(k.get("suffix"), str)), "")
+    return [{"events": events, "prefix": p, "suffix": suffix, "via": "eventbridge", "schema": schema}
+            for p in prefixes or [""]]
+
+
+def triggers_for(record: Mapping, spec: "FunctionSpec") -> list[dict]:
+    """The triggers of `spec` that one OSS record fires."""
+    return [t for t in spec.oss_triggers if trigger_matches(record, t)]
 
 
 def _destination(arn: str | None, by_name: dict[str, str], rid: str) -> str | None:

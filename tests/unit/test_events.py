@@ -34,3 +34,31 @@ def test_built_events_have_the_real_shape():
 def test_malformed_oss_events_are_refused(raw):
     with pytest.raises(BadRequest):
         OssEvent.parse(raw)
+
+
+def test_an_eventbridge_oss_event_reads_as_the_same_record_as_a_native_one():
+    from shared.events import OssEvent, eventbridge_event
+
+    # GIVEN the CloudEvent an EventBridge-based OSS trigger delivers (one record per invocation)
+    cloud = json.loads(load_event("eventbridge-oss-event.json"))
+    rec = OssEvent.parse(json.dumps(cloud).encode()).records[0]
+    assert rec.key == cloud["data"]["oss"]["object"]["key"] and rec.is_created
+    assert rec.event_name == "ObjectCreated:PutObject" and rec.bucket == "troupe-bucket"
+    # the RawData schema delivers the record alone; a CloudEvent without eventName takes its type
+    assert OssEvent.parse(cloud["data"]).records[0].key == rec.key
+    bare = {**cloud, "data": {k: v for k, v in cloud["data"].items() if k != "eventName"}}
+    assert OssEvent.parse(bare).records[0].event_name == "ObjectCreated:PutObject"
+    # the local runtime's builder makes the same shape from a native record
+    native = json.loads(load_event("oss-event.json"))["events"][0]
+    built = eventbridge_event(native)
+    assert built["source"] == "acs.oss" and built["subject"].endswith("/" + native["oss"]["object"]["key"])
+    assert OssEvent.parse(built).records[0].raw == native
+
+
+@pytest.mark.parametrize("event", [{"source": "acs.oss"}, {"source": "acs.oss", "data": "x"}, {"source": "acs.ecs"}])
+def test_a_malformed_eventbridge_event_is_refused(event):
+    from shared.errors import BadRequest
+    from shared.events import OssEvent
+
+    with pytest.raises(BadRequest):
+        OssEvent.parse(event)

@@ -562,3 +562,23 @@ def test_project_s_yaml_functions_and_triggers():
         for b, pb in prefixes:
             if a != b:
                 assert not pa.startswith(pb), f"OSS trigger prefixes of {a} and {b} overlap"
+
+
+def test_an_eventbridge_trigger_on_oss_events_runs_locally_as_the_prefixes_it_filters():
+    from infra.local.spec import _oss_rule
+
+    def conf(pattern, schema="CloudEvents"):
+        return {"eventSourceConfig": {"eventSourceType": "Default", "eventSourceParameters": {}},
+                "eventSinkConfig": {"deliveryOption": {"mode": "event-driven", "eventSchema": schema}},
+                "eventRuleFilterPattern": json.dumps(pattern)}
+
+    by_subject = _oss_rule(conf({"source": ["acs.oss"], "type": ["oss:ObjectCreated:PutObject"],
+                                 "subject": [{"prefix": "acs:oss:cn-hangzhou:1:b/inbox/poet/"},
+                                             {"prefix": "acs:oss:cn-hangzhou:1:b/inbox/bard/"}]}))
+    assert [(r["prefix"], r["events"], r["via"]) for r in by_subject] == [
+        ("inbox/poet/", ["oss:ObjectCreated:PutObject"], "eventbridge"),
+        ("inbox/bard/", ["oss:ObjectCreated:PutObject"], "eventbridge")]
+    by_key = _oss_rule(conf({"source": ["acs.oss"], "data": {"oss": {"object": {"key": [
+        {"prefix": "requests/"}, {"suffix": ".json"}]}}}}, schema="RawData"))
+    assert [(r["prefix"], r["suffix"], r["schema"]) for r in by_key] == [("requests/", ".json", "RawData")]
+    assert _oss_rule(conf({"source": ["acs.ecs"]})) is None  # not an OSS event rule: not run locally
