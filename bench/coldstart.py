@@ -13,7 +13,8 @@ measured twice:
 With `--package build/package`, the built package is measured instead, as FC runs it: the
 layer and each function zip unpacked, a CPython 3.10 process started in the function's folder
 with the layer's python/ on its path, the handler module (`index`) imported and, for a role
-function, its role created.
+function, its role created as the handler creates it (with the LLM s.yaml configures for it:
+DashScope's provider).
 
 Prints, per role and mode, the median wall time from spawn to ready (including the interpreter's
 own start), its import and instantiation parts, and the child's peak RSS (ru_maxrss). Targets
@@ -120,13 +121,25 @@ FUNCTION_ROLES = {"gateway": None, "persona": "Character", "director": None, "pr
 _PKG_CHILD = r"""
 import importlib, json, resource, sys, time
 importlib.import_module("index")  # the function's handler module, as FC loads it
-if sys.argv[1]:
+if sys.argv[1]:  # its role, created as the handler creates it: with the LLM s.yaml configures
     import shared.mg
-    role = getattr(importlib.import_module(sys.argv[1]), sys.argv[2])(context=shared.mg.make_context(),
+    from shared.llm import make_llm
+    llm = make_llm(json.loads(sys.argv[4]))
+    role = getattr(importlib.import_module(sys.argv[1]), sys.argv[2])(context=shared.mg.make_context(), llm=llm,
                                                                        **json.loads(sys.argv[3]))
 print("COLDSTART " + json.dumps({"ready": time.monotonic(), "python": sys.version.split()[0],
       "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "modules": len(sys.modules)}))
 """
+
+
+def _llm_env(function: str) -> dict:
+    """The LLM settings s.yaml gives the function (a placeholder key: nothing is called)."""
+    import yaml
+
+    with open(os.path.join(ROOT, "s.yaml"), encoding="utf-8") as f:
+        props = (yaml.safe_load(f)["resources"].get(function) or {}).get("props") or {}
+    env = {k: str(v) for k, v in (props.get("environmentVariables") or {}).items() if k.startswith("TROUPE_LLM")}
+    return {**env, "DASHSCOPE_API_KEY": "placeholder"}
 
 
 def run_packaged(unpacked: str, python: str, function: str, metagpt_root: str) -> dict:
@@ -139,8 +152,9 @@ def run_packaged(unpacked: str, python: str, function: str, metagpt_root: str) -
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": os.pathsep.join([code, os.path.join(unpacked, "layer", "python")]),
            "METAGPT_PROJECT_ROOT": metagpt_root, "HOME": metagpt_root, "PYTHONDONTWRITEBYTECODE": "1"}
     started = time.monotonic()
-    proc = subprocess.run([python, "-s", "-c", _PKG_CHILD, module, cls, json.dumps(kwargs)], cwd=code, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([python, "-s", "-c", _PKG_CHILD, module, cls, json.dumps(kwargs),
+                           json.dumps(_llm_env(function))], cwd=code, env=env, capture_output=True, text=True,
+                          timeout=300)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("COLDSTART ")), None)
     if proc.returncode or line is None:
         raise RuntimeError(f"packaged {function} failed, exit {proc.returncode}:\n{proc.stderr[-3000:]}")

@@ -57,10 +57,10 @@ DEFERRED_MODULES = (
     "pandas",  # metagpt.repo_parser (imported by metagpt.schema): one pd.DataFrame in a method
 )
 
-#: imports kept eager inside a lazy package: troupe's own providers register at import, as before
-EAGER = {
-    "metagpt.provider": ("metagpt.provider.openai_api", "metagpt.provider.dashscope_api"),
-}
+#: imports kept eager inside a lazy package (none: even troupe's own providers, openai and
+#: dashscope, load when a function first asks for their api_type, so a function configured for
+#: DashScope never imports the openai SDK)
+EAGER: dict[str, tuple[str, ...]] = {}
 
 _lock = threading.RLock()
 _installed = False
