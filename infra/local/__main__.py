@@ -1,6 +1,6 @@
 """`python -m infra.local`: run troupe on this machine.
 
-  serve  --port 8000 --data DIR          the whole stack until Ctrl-C
+  serve  --port 8000 --data DIR          the whole stack until Ctrl-C (gateway, FC invoke API, OSS endpoint)
   run    --scenario ID|FILE "input"      one conversation, transcript on stdout
   invoke FUNCTION --event FILE --data DIR  one event, synchronously (like `s local invoke -e`)
   redrive --data DIR [--function F] [--conversation CID]   re-drive dead letters (see redrive.py)
@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the local stack until Ctrl-C")
     serve.add_argument("--port", type=int, default=8000, help="the gateway's HTTP trigger")
     serve.add_argument("--api-port", type=int, default=0, help="the FC invoke API (0: any free port)")
+    serve.add_argument("--oss-port", type=int, default=0, help="the bucket's OSS endpoint (0: any free port)")
     serve.add_argument("--data", default=DEFAULT_DATA)
     serve.add_argument("--s-yaml", default=DEFAULT_S_YAML)
     serve.add_argument("--max-instances", type=int, default=2)
@@ -121,8 +122,15 @@ def _start(rt: LocalRuntime) -> bool:
     return True
 
 
+def _print_oss(rt) -> None:
+    if rt.oss_url:
+        print(f"  OSS endpoint: {rt.oss_url}  bucket: {rt.store.bucket}  AccessKey id {rt.oss_access_key.id}, "
+              f"the pair in {rt.runtime_dir}/oss-access-key.json while this runs (put requests/<name>.json, "
+              f"read results/<name>.json)", flush=True)
+
+
 def serve(args) -> int:
-    rt = LocalRuntime(args.data, args.s_yaml, http_port=args.port, api_port=args.api_port,
+    rt = LocalRuntime(args.data, args.s_yaml, http_port=args.port, api_port=args.api_port, oss_port=args.oss_port,
                       max_instances=args.max_instances, llm=_llm_choice(args), model_progress=_progress)
     done = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -138,6 +146,7 @@ def serve(args) -> int:
         print(f"  FC invoke API: {rt.api_url} (signed requests only; AccessKey id "
               f"{rt.api_server.access_key.id if rt.api_server else '-'}, the pair in "
               f"{rt.data_dir}/runtime/fc-access-key.json while this runs)")
+        _print_oss(rt)
         print(f"  data: {rt.data_dir}  logs: {rt.runtime_dir}/logs", flush=True)
         done.wait()
     except KeyboardInterrupt:
@@ -324,6 +333,7 @@ def run(args) -> int:
                             _options(args.option))
             if args.keep_serving:
                 print(f"web: {rt.http_url}/ (serving until Ctrl-C)", flush=True)
+                _print_oss(rt)
                 try:
                     threading.Event().wait()
                 except KeyboardInterrupt:

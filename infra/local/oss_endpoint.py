@@ -2,8 +2,11 @@
 
 Path-style addressing only, as oss2 uses for an IP endpoint: `/<bucket>/<url-encoded key>`.
 Served: PutObject (honouring `x-oss-forbid-overwrite`), GetObject, HeadObject, DeleteObject,
-ListObjects (no delimiter) and GetBucketVersioning (never enabled). Errors are OSS XML error
-bodies. Optionally verifies V1 signatures, and can answer the next requests with a 5xx fault.
+ListObjects and ListObjectsV2 (prefix, delimiter, paging), multipart upload (initiate, upload
+part, complete, abort) and GetBucketVersioning (never enabled). Anything else is OSS's own
+`NotImplemented` error. Errors are OSS XML error bodies. Optionally verifies V1 signatures, and
+can answer the next requests with a 5xx fault. Writes and deletes go through the store, so with
+an event-emitting DiskStore each is the same trigger event a function's write would be.
 
     server, thread = serve(DiskStore(root), "troupe-local")
     bucket = oss2.Bucket(oss2.Auth("id", "secret"), server.endpoint, "troupe-local")
@@ -27,16 +30,18 @@ from xml.etree import ElementTree as ET
 
 from infra.local.httpd import LoopbackServer
 from shared.errors import InvalidKey, NoSuchKey, ObjectExists
-from shared.store.base import MAX_LIST_KEYS, ObjectStore
+from shared.store.base import MAX_LIST_KEYS, ObjectStore, validate_key
 
 log = logging.getLogger(__name__)
 
 OWNER_ID = "1234567890"
+MAX_UPLOADS = 64
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024
 
 #: query parameters that belong to the V1 canonical resource (a subset of OSS's list: those a
 #: client may plausibly send here; any other parameter is left out of the signature)
 SUBRESOURCES = frozenset({
-    "acl", "append", "bucketInfo", "comp", "cors", "delete", "encryption", "lifecycle", "live",
+    "acl", "append", "bucketInfo", "comp", "continuation-token", "cors", "delete", "encryption", "lifecycle", "live",
     "location", "logging", "objectMeta", "partNumber", "policy", "position", "referer",
     "replication", "restore", "security-token", "stat", "status", "symlink", "tagging",
     "uploadId", "uploads", "versionId", "versioning", "versions", "website", "x-oss-process",
@@ -115,6 +120,11 @@ class OssError(Exception):
         self.status, self.code, self.message, self.extra = status, code, message, extra
 
 
+def _last(objects: list, prefixes: list) -> str:
+    """Where a truncated listing goes on: after its greatest key or common prefix."""
+    return max([o.key for o in objects] + prefixes)
+
+
 def _not_implemented(what: str) -> OssError:
     return OssError(501, "NotImplemented", f"{what} is not supported by the local OSS endpoint")
 
@@ -137,6 +147,8 @@ class OssEndpoint(LoopbackServer):
         self.access_key_id = access_key_id
         self.access_key_secret = access_key_secret
         self.requests: collections.Counter = collections.Counter()
+        self.uploads: dict[str, dict] = {}
+        """Multipart uploads in progress: upload id -> {key, parts: {number: bytes}, bytes}."""
         self._faults: collections.deque[int] = collections.deque()
         self._lock = threading.Lock()
         super().__init__(address, _Handler)
@@ -262,13 +274,20 @@ class _Handler(BaseHTTPRequestHandler):
         if not bucket:
             return "Unsupported"
         if not key:
+            sub -= {"continuation-token"}  # a listing's page, not a sub-resource of its own
             if method == "GET" and sub == {"versioning"}:
                 return "GetBucketVersioning"
             if method == "GET" and not sub:
-                return "ListObjects"
+                return "ListObjectsV2" if query.get("list-type") == "2" else "ListObjects"
             return "Unsupported"
+        multipart = {("POST", frozenset({"uploads"})): "InitiateMultipartUpload",
+                     ("PUT", frozenset({"partNumber", "uploadId"})): "UploadPart",
+                     ("POST", frozenset({"uploadId"})): "CompleteMultipartUpload",
+                     ("DELETE", frozenset({"uploadId"})): "AbortMultipartUpload",
+                     ("GET", frozenset({"uploadId"})): "ListParts",
+                     ("HEAD", frozenset({"objectMeta"})): "HeadObject"}  # GetObjectMeta: the same headers
         if sub:
-            return "Unsupported"
+            return multipart.get((method, frozenset(sub)), "Unsupported")
         return {"PUT": "PutObject", "GET": "GetObject", "HEAD": "HeadObject",
                 "DELETE": "DeleteObject"}.get(method, "Unsupported")
 
@@ -347,39 +366,83 @@ class _Handler(BaseHTTPRequestHandler):
     def _op_GetBucketVersioning(self, key: str, body: bytes, query) -> None:
         self._send(200, _xml(_element(None, "VersioningConfiguration")), content_type="application/xml")
 
-    def _op_ListObjects(self, key: str, body: bytes, query: Mapping[str, str]) -> None:
-        prefix, marker = query.get("prefix", ""), query.get("marker", "")
-        if query.get("delimiter"):
-            raise _not_implemented("ListObjects with a delimiter")
-        encoding = query.get("encoding-type", "")
-        if encoding not in ("", "url"):
-            raise OssError(400, "InvalidArgument", "encoding-type must be 'url'")
+    def _listing(self, query: Mapping[str, str], marker: str):
+        """(objects, common prefixes, next marker or ""), OSS's rules: a key holding the delimiter
+        after the prefix is rolled into its common prefix, and each counts once toward max-keys."""
+        prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
+        if len(delimiter) > 1:
+            raise OssError(400, "InvalidArgument", "delimiter must be one character")
         try:
             max_keys = int(query.get("max-keys") or 100)
         except ValueError:
             max_keys = -1
         if not 1 <= max_keys <= MAX_LIST_KEYS:
             raise OssError(400, "InvalidArgument", f"max-keys must be between 1 and {MAX_LIST_KEYS}")
+        objects, prefixes = [], []
         try:
-            page = self.server.store.list(prefix, marker=marker, max_keys=max_keys)
+            for obj in self.server.store.iter(prefix, marker=marker):
+                rest = obj.key[len(prefix):]
+                if delimiter and delimiter in rest:
+                    common = prefix + rest[:rest.index(delimiter) + 1]
+                    if (prefixes and prefixes[-1] == common) or (marker.startswith(common) and marker != prefix):
+                        continue  # already listed, on this page or an earlier one
+                    if len(objects) + len(prefixes) == max_keys:
+                        return objects, prefixes, _last(objects, prefixes)
+                    prefixes.append(common)
+                    continue
+                if len(objects) + len(prefixes) == max_keys:
+                    return objects, prefixes, _last(objects, prefixes)
+                objects.append(obj)
         except InvalidKey as e:
             raise OssError(400, "InvalidArgument", e.message) from None
+        return objects, prefixes, ""
+
+    def _op_ListObjects(self, key: str, body: bytes, query: Mapping[str, str]) -> None:
+        self._list_result(query, version=1)
+
+    def _op_ListObjectsV2(self, key: str, body: bytes, query: Mapping[str, str]) -> None:
+        self._list_result(query, version=2)
+
+    def _list_result(self, query: Mapping[str, str], version: int) -> None:
+        encoding = query.get("encoding-type", "")
+        if encoding not in ("", "url"):
+            raise OssError(400, "InvalidArgument", "encoding-type must be 'url'")
+        if version == 1:
+            marker = query.get("marker", "")
+        else:
+            token = query.get("continuation-token", "")
+            try:
+                marker = base64.urlsafe_b64decode(token.encode()).decode("utf-8") if token else query.get("start-after", "")
+            except (ValueError, UnicodeDecodeError):
+                raise OssError(400, "InvalidArgument", "continuation-token is not one this endpoint gave") from None
+        objects, prefixes, next_marker = self._listing(query, marker)
 
         def enc(s: str) -> str:
             return quote(s, safe="/") if encoding else s
 
+        prefix, max_keys = query.get("prefix", ""), int(query.get("max-keys") or 100)
         root = _element(None, "ListBucketResult")
         _element(root, "Name", self.server.bucket_name)
         _element(root, "Prefix", enc(prefix))
-        _element(root, "Marker", enc(marker))
+        if version == 1:
+            _element(root, "Marker", enc(marker))
+        else:
+            if query.get("continuation-token"):
+                _element(root, "ContinuationToken", query["continuation-token"])
+            if query.get("start-after"):
+                _element(root, "StartAfter", enc(query["start-after"]))
         _element(root, "MaxKeys", max_keys)
-        _element(root, "Delimiter", "")
+        _element(root, "Delimiter", enc(query.get("delimiter", "")))
         if encoding:
             _element(root, "EncodingType", encoding)
-        _element(root, "IsTruncated", "true" if page.truncated else "false")
-        if page.truncated:
-            _element(root, "NextMarker", enc(page.next_marker))
-        for obj in page.objects:
+        _element(root, "IsTruncated", "true" if next_marker else "false")
+        if next_marker and version == 1:
+            _element(root, "NextMarker", enc(next_marker))
+        if next_marker and version == 2:
+            _element(root, "NextContinuationToken", base64.urlsafe_b64encode(next_marker.encode()).decode())
+        if version == 2:
+            _element(root, "KeyCount", len(objects) + len(prefixes))
+        for obj in objects:
             node = _element(root, "Contents")
             _element(node, "Key", enc(obj.key))
             _element(node, "LastModified", _iso8601(obj.last_modified))
@@ -387,10 +450,113 @@ class _Handler(BaseHTTPRequestHandler):
             _element(node, "Type", "Normal")
             _element(node, "Size", obj.size)
             _element(node, "StorageClass", "Standard")
-            owner = _element(node, "Owner")
-            _element(owner, "ID", OWNER_ID)
-            _element(owner, "DisplayName", OWNER_ID)
+            if version == 1 or query.get("fetch-owner") == "true":
+                owner = _element(node, "Owner")
+                _element(owner, "ID", OWNER_ID)
+                _element(owner, "DisplayName", OWNER_ID)
+        for common in prefixes:
+            _element(_element(root, "CommonPrefixes"), "Prefix", enc(common))
         self._send(200, _xml(root), content_type="application/xml")
+
+    # -- multipart upload --------------------------------------------------------------------
+    def _upload(self, key: str, query: Mapping[str, str]) -> dict:
+        upload = self.server.uploads.get(query.get("uploadId", ""))
+        if upload is None or upload["key"] != key:
+            raise OssError(404, "NoSuchUpload", "The specified upload does not exist.", UploadId=query.get("uploadId", ""))
+        return upload
+
+    def _op_InitiateMultipartUpload(self, key: str, body: bytes, query) -> None:
+        try:
+            validate_key(key)
+        except InvalidKey as e:
+            raise OssError(400, "InvalidObjectName", e.message, Key=key) from None
+        upload_id = uuid.uuid4().hex.upper()
+        forbid = self.headers.get("x-oss-forbid-overwrite", "").strip().lower() == "true"
+        with self.server._lock:
+            if len(self.server.uploads) >= MAX_UPLOADS:
+                raise OssError(503, "ServiceUnavailable", "too many multipart uploads in progress here")
+            self.server.uploads[upload_id] = {"key": key, "parts": {}, "bytes": 0, "forbid": forbid}
+        root = _element(None, "InitiateMultipartUploadResult")
+        _element(root, "Bucket", self.server.bucket_name)
+        _element(root, "Key", key)
+        _element(root, "UploadId", upload_id)
+        self._send(200, _xml(root), content_type="application/xml")
+
+    def _op_UploadPart(self, key: str, body: bytes, query) -> None:
+        upload = self._upload(key, query)
+        try:
+            number = int(query.get("partNumber", ""))
+        except ValueError:
+            number = 0
+        if not 1 <= number <= 10000:
+            raise OssError(400, "InvalidArgument", "partNumber must be between 1 and 10000")
+        with self.server._lock:
+            old = upload["parts"].get(number, b"")
+            if upload["bytes"] - len(old) + len(body) > MAX_UPLOAD_BYTES:
+                raise OssError(400, "EntityTooLarge", f"the local endpoint holds at most {MAX_UPLOAD_BYTES} bytes "
+                               "an upload")
+            upload["parts"][number] = body
+            upload["bytes"] += len(body) - len(old)
+        self._send(200, headers={"ETag": f'"{hashlib.md5(body).hexdigest().upper()}"',
+                                 "x-oss-hash-crc64ecma": str(crc64(body))})
+
+    def _op_CompleteMultipartUpload(self, key: str, body: bytes, query) -> None:
+        upload = self._upload(key, query)
+        try:
+            listed = [(int(p.findtext("PartNumber")), (p.findtext("ETag") or "").strip('"').upper())
+                      for p in ET.fromstring(body).iter("Part")]
+        except (ET.ParseError, TypeError, ValueError):
+            raise OssError(400, "MalformedXML", "The XML you provided was not well-formed.") from None
+        if not listed or [n for n, _ in listed] != sorted({n for n, _ in listed}):
+            raise OssError(400, "InvalidPartOrder", "The list of parts was not in ascending order.")
+        for number, etag in listed:
+            data = upload["parts"].get(number)
+            if data is None or hashlib.md5(data).hexdigest().upper() != etag:
+                raise OssError(400, "InvalidPart", "One or more of the specified parts could not be found.",
+                               PartNumber=str(number))
+        whole = b"".join(upload["parts"][n] for n, _ in listed)
+        forbid = upload["forbid"] or self.headers.get("x-oss-forbid-overwrite", "").strip().lower() == "true"
+        try:
+            self.server.store.put(key, whole, create_only=forbid)
+        except ObjectExists:
+            raise OssError(409, "FileAlreadyExists", "The object you specified already exists and "
+                           "can not be overwritten.", Key=key) from None
+        with self.server._lock:
+            self.server.uploads.pop(query["uploadId"], None)
+        root = _element(None, "CompleteMultipartUploadResult")
+        _element(root, "Bucket", self.server.bucket_name)
+        _element(root, "Key", key)
+        _element(root, "ETag", f'"{hashlib.md5(whole).hexdigest().upper()}-{len(listed)}"')
+        self._send(200, _xml(root), content_type="application/xml",
+                   headers={"x-oss-hash-crc64ecma": str(crc64(whole))})
+
+    def _op_ListParts(self, key: str, body: bytes, query) -> None:
+        upload = self._upload(key, query)
+        try:
+            after = int(query.get("part-number-marker") or 0)
+            max_parts = int(query.get("max-parts") or 1000)
+        except ValueError:
+            raise OssError(400, "InvalidArgument", "part-number-marker and max-parts are numbers") from None
+        numbers = sorted(n for n in upload["parts"] if n > after)
+        page = numbers[:max(1, min(max_parts, 1000))]
+        root = _element(None, "ListPartsResult")
+        for tag, value in (("Bucket", self.server.bucket_name), ("Key", key), ("UploadId", query["uploadId"]),
+                           ("PartNumberMarker", after), ("NextPartNumberMarker", page[-1] if page else after),
+                           ("MaxParts", max_parts), ("IsTruncated", "true" if len(numbers) > len(page) else "false")):
+            _element(root, tag, value)
+        for n in page:
+            part = _element(root, "Part")
+            _element(part, "PartNumber", n)
+            _element(part, "LastModified", _iso8601(time.time()))
+            _element(part, "ETag", f'"{hashlib.md5(upload["parts"][n]).hexdigest().upper()}"')
+            _element(part, "Size", len(upload["parts"][n]))
+        self._send(200, _xml(root), content_type="application/xml")
+
+    def _op_AbortMultipartUpload(self, key: str, body: bytes, query) -> None:
+        self._upload(key, query)
+        with self.server._lock:
+            self.server.uploads.pop(query["uploadId"], None)
+        self._send(204)
 
     # -- responses -------------------------------------------------------------------------
     def _send(self, status: int, body: bytes = b"", *, content_type: str | None = None,

@@ -53,6 +53,7 @@ CLOUD_LLM_ENV = ("TROUPE_LLM", "TROUPE_LLM_MODEL", "DASHSCOPE_API_KEY")
 MAX_RETRY_DELAY = 30.0
 #: with the embedded model, unless set: short replies (a small model drifts in long ones) and a
 #: request timeout under the persona function's 120 s
+OSS_KEY_FILE = "oss-access-key.json"
 LOCAL_LLM_DEFAULTS = {"TROUPE_LLM_MAX_TOKENS": "256", "TROUPE_LLM_TIMEOUT": "100", "TROUPE_LLM_TEMPERATURE": "0.7"}
 
 
@@ -75,7 +76,8 @@ class LocalRuntime:
                  python: str = sys.executable, stop_timeout: float = 30.0, scale_out_after: float = 1.0,
                  llm: str | None = None, model_threads: int | None = None,
                  model_progress: Callable[[str], None] | None = None,
-                 event_delays: Callable[[bytes], list[float]] | None = None, package: str | None = None):
+                 event_delays: Callable[[bytes], list[float]] | None = None, package: str | None = None,
+                 oss_port: int = 0):
         self.data_dir = os.path.abspath(data_dir)
         self.s_yaml_path = os.path.abspath(s_yaml_path or DEFAULT_S_YAML)
         self.specs = specs.load(self.s_yaml_path)
@@ -105,6 +107,10 @@ class LocalRuntime:
         self.invocation_log: list[InvocationRecord] = []
         self.servers: dict[str, FunctionHTTPServer] = {}
         self.api_server: InvokeAPIServer | None = None
+        self.oss_server = None
+        """The local OSS endpoint (infra/local/oss_endpoint.py) while HTTP is served."""
+        self.oss_port = oss_port
+        self.oss_access_key = None
         self._stopped = threading.Event()
         self._sleep = sleep or self._stopped.wait
         self._cv = threading.Condition()
@@ -171,6 +177,27 @@ class LocalRuntime:
         if serve_http:
             self.api_server = InvokeAPIServer(self.host, self.api_port, self)
             self.api_server.start()
+            self.oss_server = self._start_oss()
+
+    def _start_oss(self):
+        """The bucket's OSS endpoint, for oss2 and ossutil: signed requests only, with an AccessKey
+        made for this runtime and written to <data>/runtime/oss-access-key.json (0600). Every put
+        and delete through it is a trigger event, as a function's own write is."""
+        from infra.local.fcapi import AccessKey
+        from infra.local.oss_endpoint import OssEndpoint
+
+        key = self.oss_access_key or AccessKey.generate()
+        self.oss_access_key = key
+        server = OssEndpoint((self.host, self.oss_port), self.store, self.store.bucket,
+                             access_key_id=key.id, access_key_secret=key.secret)
+        server.start()
+        path = os.path.join(self.runtime_dir, OSS_KEY_FILE)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
+            json.dump({"endpoint": server.url, "bucket": self.store.bucket, "access_key_id": key.id,
+                       "access_key_secret": key.secret}, f)
+        os.replace(tmp, path)
+        return server
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop taking events and requests, let in-flight work finish, then stop the workers."""
@@ -179,10 +206,13 @@ class LocalRuntime:
         timeout = self.stop_timeout if timeout is None else timeout
         if self._dispatcher is not None:
             self._dispatcher.stop()
-        for server in [*self.servers.values(), *([self.api_server] if self.api_server else [])]:
+        for server in [*self.servers.values(), *([self.api_server] if self.api_server else []),
+                       *([self.oss_server] if self.oss_server else [])]:
             server.stop()
         self.servers.clear()
-        self.api_server = None
+        self.api_server = self.oss_server = None
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(self.runtime_dir, OSS_KEY_FILE))
         if not self._wait_pending(timeout):
             log.warning("stopping with invocations still running; their events go to dead letters")
         self._stopped.set()
@@ -250,6 +280,11 @@ class LocalRuntime:
     def api_url(self) -> str | None:
         """Endpoint of the FC invoke API (for fc2 / alibabacloud-fc-open20210406 clients)."""
         return self.api_server.url if self.api_server else None
+
+    @property
+    def oss_url(self) -> str | None:
+        """The local OSS endpoint (oss2: `oss2.Bucket(oss2.Auth(id, secret), oss_url, bucket)`)."""
+        return self.oss_server.url if self.oss_server else None
 
     @property
     def http_urls(self) -> dict[str, str]:

@@ -3,7 +3,7 @@
 Layout under `root`:
   objects/<key>        the objects
   tmp/                 partial writes (renamed or linked into place atomically)
-  events/              ObjectCreated events in OSS trigger JSON, one file each, for the
+  events/              ObjectCreated and ObjectRemoved events in OSS trigger JSON, one file each, for the
                        local runtime to dispatch (only when `emit_events` is on)
   events.sock          the runtime's wake-up socket (a datagram is sent after each event)
 
@@ -131,13 +131,16 @@ class DiskStore(ObjectStore):
 
     def _delete(self, key: str) -> None:
         try:
+            size = os.path.getsize(self._path(key))
             os.unlink(self._path(key))
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-            pass
+            return
+        if self.emit_events:  # as OSS notifies a removal, to triggers that ask for ObjectRemoved
+            self._emit(ObjectInfo(key, size, "", time.time()), "ObjectRemoved:DeleteObject")
 
     # -- events ----------------------------------------------------------------------------
-    def _emit(self, info: ObjectInfo) -> None:
-        event = make_oss_event(self.bucket, self.region, info.key, info.size, info.etag)
+    def _emit(self, info: ObjectInfo, event_name: str = "ObjectCreated:PutObject") -> None:
+        event = make_oss_event(self.bucket, self.region, info.key, info.size, info.etag, event_name=event_name)
         name = f"{time.time_ns():020d}-{os.getpid()}-{next(_counter)}.json"
         tmp = self._tmpname()
         with open(tmp, "w") as f:

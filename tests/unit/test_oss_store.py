@@ -339,3 +339,60 @@ def test_from_env_invalid_bucket_name_is_a_store_error():
     # THEN a StoreError names the setting
     with pytest.raises(StoreError, match="TROUPE_OSS_BUCKET"):
         OssStore.from_env(env)
+
+
+def _bucket(endpoint):
+    import oss2
+
+    return oss2.Bucket(oss2.Auth(KEY_ID, SECRET), endpoint.endpoint, BUCKET)
+
+
+def test_listing_with_a_delimiter_groups_common_prefixes_across_pages_v1_and_v2(endpoint):
+    import oss2
+
+    b = _bucket(endpoint)
+    for k in ["a/1", "a/2", "b/x/1", "b/y", "c", "d/e/f"]:
+        b.put_object(k, b"x")
+    expected = [("a/", True), ("b/", True), ("c", False), ("d/", True)]
+    for max_keys in (1, 2, 100):  # every page boundary: a prefix is never listed twice
+        assert [(o.key, o.is_prefix()) for o in oss2.ObjectIterator(b, delimiter="/", max_keys=max_keys)] == expected
+        assert [(o.key, o.is_prefix()) for o in oss2.ObjectIteratorV2(b, delimiter="/", max_keys=max_keys)] == expected
+    assert [(o.key, o.is_prefix()) for o in oss2.ObjectIteratorV2(b, prefix="b/", delimiter="/")] == [
+        ("b/x/", True), ("b/y", False)]
+
+
+def test_multipart_upload_assembles_the_parts_and_refuses_bad_ones(endpoint, disk, tmp_path):
+    import os as _os
+
+    import oss2
+
+    b = _bucket(endpoint)
+    data = _os.urandom(250 * 1024)
+    src = tmp_path / "big.bin"
+    src.write_bytes(data)
+    oss2.resumable_upload(b, "knowledge/k/docs/big.txt", str(src), multipart_threshold=100 * 1024,
+                          part_size=100 * 1024, num_threads=1, store=oss2.ResumableStore(root=str(tmp_path)))
+    assert disk.get("knowledge/k/docs/big.txt") == data
+    upload = b.init_multipart_upload("x/y").upload_id
+    b.upload_part("x/y", upload, 1, b"part")
+    with pytest.raises(oss2.exceptions.ServerError) as e:  # a part it never got
+        b.complete_multipart_upload("x/y", upload, [oss2.models.PartInfo(2, '"ABC"')])
+    assert e.value.code == "InvalidPart"
+    b.abort_multipart_upload("x/y", upload)
+    with pytest.raises(oss2.exceptions.NoSuchUpload):
+        b.upload_part("x/y", upload, 1, b"part")
+    assert disk.head("x/y") is None
+
+
+def test_a_delete_is_an_object_removed_event(tmp_path):
+    import json as _json
+
+    from shared.store.disk import DiskStore as _Disk
+
+    store = _Disk(str(tmp_path / "d"), emit_events=True)
+    store.put("knowledge/k/docs/a.md", b"x")
+    store.delete("knowledge/k/docs/a.md")
+    store.delete("knowledge/k/docs/never.md")  # nothing was there: no event, as in OSS
+    names = [_json.loads(open(_os_path).read())["events"][0]["eventName"]
+             for _os_path in sorted(str(p) for p in (tmp_path / "d" / "events").iterdir())]
+    assert names == ["ObjectCreated:PutObject", "ObjectRemoved:DeleteObject"]
