@@ -58,5 +58,6 @@ def install() -> None:
     for name in ("save", "get", "delete", "get_dependency", "get_changed_dependency"):
         setattr(FileRepository, name, _guard(getattr(FileRepository, name)))
     RunCode.run_script = sandbox.run_script
+    RunCode.run_text = classmethod(sandbox.no_run_text)
     RunCode._install_dependencies = staticmethod(sandbox.no_install)
     _installed = True

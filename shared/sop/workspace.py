@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 
@@ -159,8 +160,8 @@ def tree_files(root: Path, ignored=None) -> list[str]:
         for name in filenames:
             full = os.path.join(dirpath, name)
             rel = os.path.relpath(full, root).replace(os.sep, "/")
-            if rel == ".gitignore" or os.path.islink(full):
-                continue
+            if rel == ".gitignore" or not stat.S_ISREG(os.lstat(full).st_mode):
+                continue  # symlinks, FIFOs, sockets: never part of a project tree
             if ignored is not None and ignored(full):
                 continue
             out.append(rel)

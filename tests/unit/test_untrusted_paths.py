@@ -221,3 +221,63 @@ def test_a_workspace_file_with_an_unsafe_name_is_refused_before_anything_is_stor
     with pytest.raises(UnsafePath, match="refused workspace file 'made\\\\nby code.txt': it holds a control"):
         ws.save(ws.dir / "proj", 1, "d" * 16)
     assert list(convs.store.iter(f"conversations/{cid}/")) == []
+
+
+def test_a_sitecustomize_or_a_shadowing_module_in_the_project_runs_only_confined(tmp_path):
+    # GIVEN files a model may name, which Python would import at start-up from the program's path
+    ws = tmp_path / "ws"
+    (ws / "proj").mkdir(parents=True)
+    outside = tmp_path / "escaped.txt"
+    for name in ("sitecustomize.py", "usercustomize.py", "json.py", "ctypes.py", "runpy.py"):
+        (ws / "proj" / name).write_text(f"open({str(outside)!r}, 'w').write({name!r})\n")
+    (ws / "proj" / "probe.py").write_text("print('ran')\n")
+    # WHEN the program runs, with either layer alone
+    for layers in (("audit_hook",), ("landlock",)) if sandbox.landlock_abi() else (("audit_hook",),):
+        out, err = sandbox.run(ws, ws / "proj", [], ["python", "probe.py"], {"PATH": os.environ["PATH"]},
+                               layers=layers)
+        # THEN it ran, and none of them ran before the process was confined
+        assert out.strip() == "ran", err
+        assert not outside.exists(), (layers, outside.read_text())
+
+
+@pytest.mark.skipif(sandbox.landlock_abi() < 1, reason="this kernel has no Landlock")
+def test_links_and_special_files_generated_code_leaves_are_swept_before_the_function_touches_the_tree(tmp_path):
+    # GIVEN code that plants a symlink where MetaGPT keeps its dependency file, and a FIFO
+    ws = tmp_path / "ws"
+    (ws / "proj" / "tests").mkdir(parents=True)
+    target = tmp_path / "victim.json"
+    target.write_text('{"keep": true}')
+    (ws / "proj" / "tests" / "plant.py").write_text(
+        "import os\n"
+        f"os.symlink({str(target)!r}, os.path.join({str(ws / 'proj')!r}, '.dependencies.json'))\n"
+        f"os.mkfifo(os.path.join({str(ws / 'proj')!r}, 'pipe'))\n")
+    # WHEN it runs with the kernel layer alone (the hook would refuse the symlink outright)
+    out, err = sandbox.run(ws, ws / "proj", [], ["python", "tests/plant.py"], {"PATH": os.environ["PATH"]},
+                           layers=("landlock",))
+    # THEN both are gone before anything else reads or writes the tree, and the target is as it was
+    assert "removed 2 link(s) or special file(s)" in err, err
+    assert not os.path.lexists(ws / "proj" / ".dependencies.json") and not os.path.lexists(ws / "proj" / "pipe")
+    assert target.read_text() == '{"keep": true}'
+
+
+def test_without_landlock_generated_code_is_not_run_unless_the_deployment_says_so(tmp_path, monkeypatch):
+    ws = tmp_path / "ws"
+    (ws / "proj").mkdir(parents=True)
+    (ws / "proj" / "probe.py").write_text("print('ran')\n")
+    monkeypatch.setattr(sandbox, "landlock_abi", lambda: 0)
+    out, err = sandbox.run(ws, ws / "proj", [], ["python", "probe.py"], {"PATH": os.environ["PATH"]})
+    assert out == "" and "was not run: this kernel has no Landlock" in err
+    monkeypatch.setenv("TROUPE_SANDBOX", "hook")  # the audit hook alone, by the deployment's choice
+    out, err = sandbox.run(ws, ws / "proj", [], ["python", "probe.py"], {"PATH": os.environ["PATH"]})
+    assert out.strip() == "ran", err
+    monkeypatch.setenv("TROUPE_SANDBOX", "none")
+    with pytest.raises(UnsafePath, match="TROUPE_SANDBOX"):
+        sandbox.run(ws, ws / "proj", [], ["python", "probe.py"], {})
+
+
+def test_metagpts_in_process_run_text_is_refused():
+    from metagpt.actions.run_code import RunCode
+
+    confine.install()
+    with pytest.raises(UnsafePath, match="only as a file"):
+        asyncio.run(RunCode.run_text("import os"))
