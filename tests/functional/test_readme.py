@@ -14,7 +14,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 README = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-BLOCKS = re.findall(r"```\n(.*?)```", README, re.S)
+BLOCKS = re.findall(r"```[a-z]*\n(.*?)```", README, re.S)
 LINES = [line.split("  #")[0].strip() for block in BLOCKS for line in block.splitlines()]
 
 
