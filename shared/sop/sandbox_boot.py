@@ -138,13 +138,13 @@ _NO_IMPORT = ("_posixsubprocess", "_ctypes", "_testcapi", "_testinternalcapi")  
 
 def _hook(event, args, _no_import=_NO_IMPORT, _denied=_DENIED, _mutate=_MUTATE, _ws=[_WS],
           _writable=[_WS, "/dev/null"], _readable=tuple(_READABLE), _under=_under, _pathlike=os.PathLike,
-          _write_flags=_WRITE_FLAGS):
+          _write_flags=_WRITE_FLAGS, _protected=()):
     if event == "import" and args[0] in _no_import:
         raise PermissionError(f"sandbox: importing {args[0]} is not allowed for generated code")
     if event.startswith(_denied):
         raise PermissionError(f"sandbox: {event} is not allowed for generated code")
-    if event == "object.__setattr__" and args[1] in ("__code__", "__defaults__", "__kwdefaults__"):
-        raise PermissionError(f"sandbox: replacing a function's {args[1]} is not allowed for generated code")
+    if event == "object.__setattr__" and (args[1] == "__code__" or any(args[0] is f for f in _protected)):
+        raise PermissionError(f"sandbox: replacing {args[1]} of this function is not allowed for generated code")
     if event == "open":
         path, mode, flags = args
         writing = any(c in (mode or "") for c in "wax+") or bool((flags or 0) & _write_flags)
@@ -159,6 +159,7 @@ def _hook(event, args, _no_import=_NO_IMPORT, _denied=_DENIED, _mutate=_MUTATE, 
                 raise PermissionError(f"sandbox: {event} on {path!r} is outside the workspace")
 
 
+_hook.__defaults__ = _hook.__defaults__[:-1] + ((_hook, _under),)  # the hook guards its own arguments
 if "audit_hook" in _config.get("layers", ["audit_hook"]):
     sys.addaudithook(_hook)
 sys.path[:0] = [os.path.dirname(os.path.abspath(_script)), *_config.get("path", [])]

@@ -281,3 +281,25 @@ def test_metagpts_in_process_run_text_is_refused():
     confine.install()
     with pytest.raises(UnsafePath, match="only as a file"):
         asyncio.run(RunCode.run_text("import os"))
+
+
+def test_the_hook_keeps_its_own_arguments_and_code_but_lets_namedtuple_set_defaults(tmp_path):
+    ws = tmp_path / "ws"
+    (ws / "proj").mkdir(parents=True)
+    (ws / "proj" / "probe.py").write_text(
+        "import collections, sys\n"
+        "P = collections.namedtuple('P', 'a b', defaults=(1,))\n"  # sets __new__.__defaults__: fine
+        "print('namedtuple', P(0).b)\n"
+        "frame = sys._getframe()\n"
+        "while frame.f_back is not None:\n"
+        "    frame = frame.f_back\n"
+        "hook = frame.f_globals['_hook']\n"
+        "for attempt in (lambda: setattr(hook, '__defaults__', ()), lambda: setattr(hook, '__code__', (lambda: 0).__code__)):\n"
+        "    try:\n"
+        "        attempt()\n"
+        "        print('swapped')\n"
+        "    except PermissionError:\n"
+        "        print('refused')\n")
+    out, err = sandbox.run(ws, ws / "proj", [], ["python", "probe.py"], {"PATH": os.environ["PATH"]},
+                           layers=("audit_hook",))
+    assert out.split() == ["namedtuple", "1", "refused", "refused"], (out, err)
