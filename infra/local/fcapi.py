@@ -279,6 +279,14 @@ def access_key_for(runtime) -> AccessKey:
         return _generated[runtime]
 
 
+def write_secret(path: str, data: dict) -> None:
+    """Write a key pair's JSON file readable by its owner only (0600), atomically."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
+        json.dump(data, f)
+    os.replace(tmp, path)
+
+
 def key_file(data_dir: str) -> str:
     return os.path.join(os.path.abspath(data_dir), "runtime", KEY_FILE)
 
@@ -356,12 +364,8 @@ class InvokeAPIServer(LoopbackServer):
         runtime_dir = getattr(self.runtime, "runtime_dir", None)
         if runtime_dir and os.path.isdir(runtime_dir):
             self._key_path = os.path.join(runtime_dir, KEY_FILE)
-            tmp = f"{self._key_path}.{os.getpid()}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"endpoint": self.url, "access_key_id": self.access_key.id,
-                           "access_key_secret": self.access_key.secret}, f)
-            os.replace(tmp, self._key_path)
+            write_secret(self._key_path, {"endpoint": self.url, "access_key_id": self.access_key.id,
+                                          "access_key_secret": self.access_key.secret})
         return super().start()
 
     def stop(self) -> None:

@@ -51,9 +51,9 @@ PASS_ENV = ("PATH", "HOME", "LANG", "TZ", "TMPDIR", "VIRTUAL_ENV")
 PASS_ENV_PREFIXES = ("TROUPE_", "LC_", "OMP_", "DASHSCOPE_")
 CLOUD_LLM_ENV = ("TROUPE_LLM", "TROUPE_LLM_MODEL", "DASHSCOPE_API_KEY")
 MAX_RETRY_DELAY = 30.0
+OSS_KEY_FILE = "oss-access-key.json"
 #: with the embedded model, unless set: short replies (a small model drifts in long ones) and a
 #: request timeout under the persona function's 120 s
-OSS_KEY_FILE = "oss-access-key.json"
 LOCAL_LLM_DEFAULTS = {"TROUPE_LLM_MAX_TOKENS": "256", "TROUPE_LLM_TIMEOUT": "100", "TROUPE_LLM_TEMPERATURE": "0.7"}
 
 
@@ -183,7 +183,7 @@ class LocalRuntime:
         """The bucket's OSS endpoint, for oss2 and ossutil: signed requests only, with an AccessKey
         made for this runtime and written to <data>/runtime/oss-access-key.json (0600). Every put
         and delete through it is a trigger event, as a function's own write is."""
-        from infra.local.fcapi import AccessKey
+        from infra.local.fcapi import AccessKey, write_secret
         from infra.local.oss_endpoint import OssEndpoint
 
         key = self.oss_access_key or AccessKey.generate()
@@ -191,12 +191,9 @@ class LocalRuntime:
         server = OssEndpoint((self.host, self.oss_port), self.store, self.store.bucket,
                              access_key_id=key.id, access_key_secret=key.secret)
         server.start()
-        path = os.path.join(self.runtime_dir, OSS_KEY_FILE)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w", encoding="utf-8") as f:
-            json.dump({"endpoint": server.url, "bucket": self.store.bucket, "access_key_id": key.id,
-                       "access_key_secret": key.secret}, f)
-        os.replace(tmp, path)
+        write_secret(os.path.join(self.runtime_dir, OSS_KEY_FILE),
+                     {"endpoint": server.url, "bucket": self.store.bucket, "access_key_id": key.id,
+                      "access_key_secret": key.secret})
         return server
 
     def stop(self, timeout: float | None = None) -> None:
@@ -487,12 +484,13 @@ class LocalRuntime:
             # CloudEvent per record, one invocation each (EventBridge's event-driven delivery)
             targets: list[tuple[FunctionSpec, bytes, str]] = []
             for record in records:
-                for s in specs.functions_for(record, self.specs):
+                for s in self.specs:
                     fired = specs.triggers_for(record, s)
                     if any(t.get("via") != "eventbridge" for t in fired) and (s, data, "oss") not in targets:
                         targets.append((s, data, "oss"))
-                    if any(t.get("via") == "eventbridge" for t in fired):
-                        raw = record if fired[0].get("schema") == "RawData" else eventbridge_event(record)
+                    bridged = next((t for t in fired if t.get("via") == "eventbridge"), None)
+                    if bridged is not None:
+                        raw = record if bridged.get("schema") == "RawData" else eventbridge_event(record)
                         targets.append((s, json.dumps(raw, ensure_ascii=False).encode("utf-8"), "eventbridge"))
         except (ValueError, KeyError, TypeError, AttributeError) as e:
             log.warning("dropping malformed event file %s: %s", name, e)

@@ -163,8 +163,8 @@ def _function(rid: str, props: dict, base: str, by_name: dict[str, str]) -> Func
             key = (conf.get("filter") or {}).get("key") or {}
             oss.append({"name": trig.get("triggerName", "oss"), "events": list(conf.get("events") or []),
                         "prefix": key.get("prefix") or "", "suffix": key.get("suffix") or ""})
-        elif kind == "eventbridge" and _oss_rule(conf) is not None:
-            oss += [{"name": trig.get("triggerName", "eventbridge"), **rule} for rule in _oss_rule(conf)]
+        elif kind == "eventbridge" and (rules := _oss_rule(conf)) is not None:
+            oss += [{"name": trig.get("triggerName", "eventbridge"), **rule} for rule in rules]
         else:
             log.warning("resource %r: %s trigger is not run locally", rid, kind)
     async_conf = props.get("asyncInvokeConfig") or {}
