@@ -26,6 +26,7 @@ disk is slower.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import shutil
@@ -132,6 +133,7 @@ print("COLDSTART " + json.dumps({"ready": time.monotonic(), "python": sys.versio
 """
 
 
+@functools.lru_cache(maxsize=None)
 def _llm_env(function: str) -> dict:
     """The LLM settings s.yaml gives the function (a placeholder key: nothing is called)."""
     import yaml

@@ -109,7 +109,7 @@ def inside(root: str | os.PathLike, path: str | os.PathLike, what: str = "path")
     p = Path(path)
     if p.is_absolute():
         try:
-            rel = p.relative_to(base) if _under(p, base) else p.relative_to(Path(os.path.abspath(root)))
+            rel = p.relative_to(base) if p.is_relative_to(base) else p.relative_to(Path(os.path.abspath(root)))
         except ValueError:
             raise UnsafePath(what, str(path), "it is outside the workspace") from None
     else:
@@ -124,11 +124,3 @@ def inside(root: str | os.PathLike, path: str | os.PathLike, what: str = "path")
         if os.path.islink(current):
             raise UnsafePath(what, str(path), f"{shown(current.relative_to(base).as_posix())} is a symlink")
     return current
-
-
-def _under(p: Path, base: Path) -> bool:
-    try:
-        p.relative_to(base)
-        return True
-    except ValueError:
-        return False

@@ -301,10 +301,7 @@ def _scenario_arg(base: str, value: str, api_key: str) -> str | None:
     with open(value, encoding="utf-8") as f:
         status, body = _request("POST", f"{base}/scenarios", yaml.safe_load(f), token=api_key)
     if status == 409 and "already exists" in str(body.get("message")):
-        code, catalog = _request("GET", f"{base}/scenarios")
-        stored = next((s for s in catalog.get("scenarios", []) if s.get("id") == sc["id"]), None)
-        print(f"scenario {sc['id']!r} was added to this data directory before: running that one"
-              + ("" if stored else " (not listed)"), file=sys.stderr)
+        print(f"scenario {sc['id']!r} was added to this data directory before: running that one", file=sys.stderr)
         return sc["id"]
     if status != 201:
         print(f"error {status}: {body.get('message')}", file=sys.stderr)

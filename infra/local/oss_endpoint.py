@@ -367,8 +367,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, _xml(_element(None, "VersioningConfiguration")), content_type="application/xml")
 
     def _listing(self, query: Mapping[str, str], marker: str):
-        """(objects, common prefixes, next marker or ""), OSS's rules: a key holding the delimiter
-        after the prefix is rolled into its common prefix, and each counts once toward max-keys."""
+        """(objects, common prefixes, next marker or "", max-keys), OSS's rules: a key holding the
+        delimiter after the prefix is rolled into its common prefix, and each counts once toward
+        max-keys."""
         prefix, delimiter = query.get("prefix", ""), query.get("delimiter", "")
         if len(delimiter) > 1:
             raise OssError(400, "InvalidArgument", "delimiter must be one character")
@@ -387,15 +388,15 @@ class _Handler(BaseHTTPRequestHandler):
                     if (prefixes and prefixes[-1] == common) or (marker.startswith(common) and marker != prefix):
                         continue  # already listed, on this page or an earlier one
                     if len(objects) + len(prefixes) == max_keys:
-                        return objects, prefixes, _last(objects, prefixes)
+                        return objects, prefixes, _last(objects, prefixes), max_keys
                     prefixes.append(common)
                     continue
                 if len(objects) + len(prefixes) == max_keys:
-                    return objects, prefixes, _last(objects, prefixes)
+                    return objects, prefixes, _last(objects, prefixes), max_keys
                 objects.append(obj)
         except InvalidKey as e:
             raise OssError(400, "InvalidArgument", e.message) from None
-        return objects, prefixes, ""
+        return objects, prefixes, "", max_keys
 
     def _op_ListObjects(self, key: str, body: bytes, query: Mapping[str, str]) -> None:
         self._list_result(query, version=1)
@@ -415,12 +416,12 @@ class _Handler(BaseHTTPRequestHandler):
                 marker = base64.urlsafe_b64decode(token.encode()).decode("utf-8") if token else query.get("start-after", "")
             except (ValueError, UnicodeDecodeError):
                 raise OssError(400, "InvalidArgument", "continuation-token is not one this endpoint gave") from None
-        objects, prefixes, next_marker = self._listing(query, marker)
+        objects, prefixes, next_marker, max_keys = self._listing(query, marker)
 
         def enc(s: str) -> str:
             return quote(s, safe="/") if encoding else s
 
-        prefix, max_keys = query.get("prefix", ""), int(query.get("max-keys") or 100)
+        prefix = query.get("prefix", "")
         root = _element(None, "ListBucketResult")
         _element(root, "Name", self.server.bucket_name)
         _element(root, "Prefix", enc(prefix))

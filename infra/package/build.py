@@ -204,8 +204,7 @@ def check_user_roles(src: str) -> list[str]:
     forget()
     sys.path.insert(0, parent)
     try:
-        builtin = {n for n in os.listdir(scenarios.HERE) if n.endswith((".yaml", ".yml"))}
-        taken = {scenarios.load_file(os.path.join(scenarios.HERE, n))["id"] for n in builtin}
+        taken = set(scenarios.shipped())
         ids = []
         for path in scenarios.deployment_files([src]):
             where = os.path.relpath(path, parent)

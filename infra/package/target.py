@@ -14,6 +14,7 @@ pycparser 3.12, httpx2 2.15), and pip, asked for CPython 3.10, finds no file for
 
 from __future__ import annotations
 
+import functools
 import glob
 import json
 import os
@@ -93,8 +94,9 @@ def _requires_python(ignored: str, version: str) -> str | None:
     return m.group(1).strip() if m else None
 
 
+@functools.lru_cache(maxsize=1)
 def python310() -> tuple[str | None, str]:
-    """(path of a CPython 3.10 interpreter, "") or (None, why there is none)."""
+    """(path of a CPython 3.10 interpreter, "") or (None, why there is none); looked up once."""
     candidates = [os.environ.get("TROUPE_PYTHON310"), shutil.which("python3.10")]
     try:
         prefix = subprocess.run(["pyenv", "prefix", "3.10"], capture_output=True, text=True, timeout=20).stdout.strip()

@@ -329,15 +329,21 @@ def load_file(path: str, functions: set[str] | None = None) -> dict:
 _BUILTIN: dict[str, dict] | None = None
 
 
+def shipped() -> dict[str, dict]:
+    """troupe's own scenarios, beside this file."""
+    found = {}
+    for name in sorted(os.listdir(HERE)):
+        if name.endswith((".yaml", ".yml")):
+            sc = load_file(os.path.join(HERE, name))
+            found[sc["id"]] = sc
+    return found
+
+
 def builtin() -> dict[str, dict]:
     """The catalog a deployment ships: troupe's own scenarios, then the deployment's own."""
     global _BUILTIN
     if _BUILTIN is None:
-        found = {}
-        for name in sorted(os.listdir(HERE)):
-            if name.endswith((".yaml", ".yml")):
-                sc = load_file(os.path.join(HERE, name))
-                found[sc["id"]] = sc
+        found = shipped()
         for path in deployment_files():
             sc = load_file(path)
             if sc["id"] in found:

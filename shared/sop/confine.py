@@ -34,9 +34,10 @@ def checked(repo: FileRepository, filename) -> Path:
     """The file `filename` names in `repo`, proven to lie inside the project folder."""
     name = str(filename)
     try:
-        check_relative(name, "file name") if not os.path.isabs(name) else None
-        return inside(repo._git_repo.workdir, name if os.path.isabs(name) else Path(repo._relative_path) / name,
-                      "file name")
+        if os.path.isabs(name):
+            return inside(repo._git_repo.workdir, name, "file name")
+        check_relative(name, "file name")  # as written: joining it to a Path would tidy `a//b` or `./a` away
+        return inside(repo._git_repo.workdir, Path(repo._relative_path) / name, "file name")
     except UnsafePath as e:
         raise UnsafePath("file name", name, e.why) from None
 
