@@ -22,6 +22,12 @@ Two registries are filled by import side effects, so they are completed on first
   * tools: the first read of `TOOL_REGISTRY` (has_tool, get_tool, get_all_tools...) imports
     every tool library the real `metagpt.tools.libs` __init__ imports.
 
+A few MetaGPT modules every role imports load an LLM SDK at module level for an annotation or
+a function no SOP role calls (openai in `metagpt.provider.base_llm`, openai, anthropic and
+tiktoken in `metagpt.utils.token_counter`, GitPython in `metagpt.utils.git_repository`). For the
+modules in HOISTED those imports move into the functions that use them (`shared.hoist`, which
+proves from the source that this changes nothing else, and otherwise leaves them as written).
+
 Call once per process, after `import shared.mg` and before the first metagpt import. With
 TROUPE_LEAN=0 in the environment it does nothing.
 """
@@ -57,6 +63,14 @@ DEFERRED_MODULES = (
     "pandas",  # metagpt.repo_parser (imported by metagpt.schema): one pd.DataFrame in a method
 )
 
+#: MetaGPT modules whose module-level imports of these SDKs move into the functions that use
+#: them (`shared.hoist`: proven safe from the source when loaded, else left as written)
+HOISTED: dict[str, frozenset[str]] = {
+    "metagpt.provider.base_llm": frozenset({"openai"}),  # one annotation: AsyncOpenAI (~0.5 s)
+    "metagpt.utils.token_counter": frozenset({"openai", "anthropic", "tiktoken"}),  # 3 functions no role calls
+    "metagpt.utils.git_repository": frozenset({"git"}),  # GitPython, for GitRepository's methods (~0.1 s)
+}
+
 #: imports kept eager inside a lazy package (none: even troupe's own providers, openai and
 #: dashscope, load when a function first asks for their api_type, so a function configured for
 #: DashScope never imports the openai SDK)
@@ -78,7 +92,7 @@ def install() -> bool:
     with _lock:
         if _installed:
             return True
-        early = [n for n in (*LAZY, *_HOOKS, *DEFERRED_MODULES) if n in sys.modules]
+        early = [n for n in (*LAZY, *_HOOKS, *DEFERRED_MODULES, *HOISTED) if n in sys.modules]
         if early:
             warnings.warn(f"shared.lean.install() after {', '.join(early)} was imported: those stay eager",
                           RuntimeWarning, stacklevel=2)
@@ -108,7 +122,8 @@ class _Finder(importlib.abc.MetaPathFinder):
         if fullname in _BEFORE:
             _BEFORE[fullname]()
             return None
-        if fullname not in LAZY and fullname not in _HOOKS and fullname not in DEFERRED_MODULES:
+        if fullname not in LAZY and fullname not in _HOOKS and fullname not in DEFERRED_MODULES \
+                and fullname not in HOISTED:
             return None
         spec = None
         for finder in sys.meta_path:
@@ -123,16 +138,18 @@ class _Finder(importlib.abc.MetaPathFinder):
             if isinstance(spec.loader, importlib.abc.Loader) and hasattr(spec.loader, "exec_module"):
                 spec.loader = importlib.util.LazyLoader(spec.loader)
             return spec
-        lazy = fullname in LAZY and spec.submodule_search_locations is not None and hasattr(spec.loader, "get_source")
-        spec.loader = _Loader(spec.loader, lazy, _HOOKS.get(fullname))
+        readable = hasattr(spec.loader, "get_source")
+        lazy = fullname in LAZY and spec.submodule_search_locations is not None and readable
+        spec.loader = _Loader(spec.loader, lazy, _HOOKS.get(fullname), HOISTED.get(fullname) if readable else None)
         return spec
 
 
 class _Loader(importlib.abc.Loader):
-    """The real loader, except that a lazy package's __init__ runs through `_LazyInit`."""
+    """The real loader, except that a lazy package's __init__ runs through `_LazyInit` and a
+    hoisted module's imports of `roots` move into its functions."""
 
-    def __init__(self, real, lazy: bool, hook):
-        self._real, self._lazy, self._hook = real, lazy, hook
+    def __init__(self, real, lazy: bool, hook, roots=None):
+        self._real, self._lazy, self._hook, self._roots = real, lazy, hook, roots
 
     def __getattr__(self, name):  # get_source, get_resource_reader, is_package, ...
         return getattr(self._real, name)
@@ -143,6 +160,8 @@ class _Loader(importlib.abc.Loader):
     def exec_module(self, module):
         if self._lazy:
             _LazyInit(module, self._real).run()
+        elif self._roots:
+            _run_hoisted(module, self._real, self._roots)
         else:
             self._real.exec_module(module)
         if self._hook is not None:
@@ -285,6 +304,24 @@ class _LazyInit:
     def realize(self) -> None:
         for name in list(self.lazy) + list(self.deferred):
             self.getattr(name)
+
+
+def _run_hoisted(module: ModuleType, real_loader, roots: frozenset[str]) -> None:
+    """Execute the module's source with its imports of `roots` moved into its functions. A module
+    without classes gets postponed annotations (its functions' annotations stay strings)."""
+    import __future__
+
+    from shared.hoist import hoist
+
+    name = module.__name__
+    filename = real_loader.get_filename(name)
+    tree = ast.parse(real_loader.get_source(name), filename)
+    flags = _future_flags(tree)
+    postponed = __future__.annotations.compiler_flag
+    if not flags & postponed and not any(isinstance(n, ast.ClassDef) for n in ast.walk(tree)):
+        flags |= postponed
+    module.__dict__["__hoisted__"] = frozenset(hoist(tree, roots, bool(flags & postponed)))
+    exec(compile(tree, filename, "exec", flags=flags, dont_inherit=True), module.__dict__)
 
 
 def _from(module: ModuleType, attr: str, source: str):

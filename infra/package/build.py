@@ -109,8 +109,7 @@ def download(wheels: str) -> list[str]:
     reqs = _requirements()
     have = set(os.listdir(wheels))
     for req in reqs:
-        name = re.sub(r"[-_.]+", "_", req.split("==")[0]).lower()
-        if any(re.sub(r"[-_.]+", "_", w.split("-")[0]).lower() == name for w in have):
+        if any(_wheel_for(w, req) for w in have):
             continue
         try:
             _pip("download", "--quiet", "--no-deps", "--only-binary=:all:", *target.PIP_TARGET, "-d", wheels, req)
@@ -133,7 +132,18 @@ def download(wheels: str) -> list[str]:
         dist = w.split("-")[0].lower()
         if w.endswith(".whl") and dist in PURE_FALLBACK and wheel_tags(w)[2] != "any":
             _purify(os.path.join(wheels, w))
-    return sorted(w for w in os.listdir(wheels) if w.endswith(".whl"))
+    # the folder may hold wheels of an older lock: only this lock's are the layer's
+    return sorted(w for w in os.listdir(wheels) if any(_wheel_for(w, req) for req in reqs))
+
+
+def _wheel_for(wheel: str, requirement: str) -> bool:
+    """Whether a wheel file is the distribution and version `name==version` pins."""
+    if not wheel.endswith(".whl") or "==" not in requirement:
+        return False
+    name, version = (x.strip() for x in requirement.split("==", 1))
+    dist, wheel_version = wheel.split("-")[:2]
+    canon = lambda n: re.sub(r"[-_.]+", "_", n).lower()  # noqa: E731
+    return canon(dist) == canon(name) and wheel_version == version
 
 
 def _purify(path: str) -> str:

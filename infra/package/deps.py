@@ -41,6 +41,13 @@ EXCLUDED = {"pytest", "hypothesis", "pluggy", "iniconfig", "_pytest", "moto", "p
 #: such as python_version < "3.11"); pinned here, as requirements.txt is resolved on 3.11
 PY310_PINS = {"exceptiongroup": "1.2.2", "tomli": "2.0.2", "async-timeout": "4.0.3", "typing-extensions": "4.12.2"}
 
+#: distributions a function reaches only on a path the probe cannot take offline, each with why
+REACHED_OFFLINE_UNSEEN = {
+    # metagpt.provider.openai_api counts a streamed reply's tokens with it when the endpoint sends
+    # no usage (its encodings download on first use; the probe has no network)
+    "tiktoken": "an OpenAI-compatible reply without usage is counted with tiktoken",
+}
+
 _PROBE = r"""
 import json, os, sys, tempfile
 sys.path.insert(0, sys.argv[1])
@@ -135,6 +142,7 @@ def curated(modules: list[str]) -> dict[str, str]:
             continue
         for dist in owners.get(mod, []):
             found.add(_canon(dist))
+    found |= set(REACHED_OFFLINE_UNSEEN)
     found -= {_canon(x) for x in EXCLUDED}
     todo, closure = list(found), set(found)
     while todo:

@@ -121,7 +121,10 @@ _CONSISTENCY = r"""
 import json, sys
 from importlib import metadata
 sys.path.insert(0, sys.argv[1])
-from packaging.requirements import Requirement
+try:
+    from packaging.requirements import Requirement
+except ImportError:  # the layer need not hold packaging: the interpreter's own pip carries it
+    from pip._vendor.packaging.requirements import Requirement
 dists = {d.metadata["Name"].lower().replace("_", "-").replace(".", "-"): d for d in metadata.distributions(path=[sys.argv[1]])}
 conflicts, trimmed = [], set()
 for name, dist in sorted(dists.items()):

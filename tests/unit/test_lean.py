@@ -164,3 +164,26 @@ def test_disabled_by_environment():
         print(json.dumps({"installed": shared.lean.install()}))
     """)
     assert out == {"installed": False}
+
+
+def test_a_dashscope_role_function_loads_no_other_sdk(tmp_path):
+    out = _run(f"""
+        import json, sys
+        import shared.mg, shared.lean
+        shared.lean.install()
+        from metagpt.roles.engineer import Engineer
+        from shared.llm import make_llm
+        Engineer(context=shared.mg.make_context(), llm=make_llm({{"TROUPE_LLM": "dashscope", "DASHSCOPE_API_KEY": "k"}}))
+        loaded = [m for m in ("openai", "anthropic", "git", "tiktoken", "httpx") if m in sys.modules]
+        hoisted = {{m: sorted(sys.modules[m].__hoisted__) for m in shared.lean.HOISTED}}
+        from metagpt.utils.git_repository import GitRepository
+        repo = GitRepository({str(tmp_path / "repo")!r}, auto_init=True)
+        print(json.dumps({{"loaded": loaded, "hoisted": hoisted, "git": GitRepository.is_git_dir(repo.workdir),
+                          "git_loaded": "git" in sys.modules}}))
+    """)
+    assert out["loaded"] == []
+    assert out["hoisted"] == {
+        "metagpt.provider.base_llm": ["AsyncOpenAI"],
+        "metagpt.utils.token_counter": ["ChatCompletionChunk", "CompletionUsage", "anthropic", "tiktoken"],
+        "metagpt.utils.git_repository": ["Repo", "is_git_dir"]}
+    assert out["git"] is True and out["git_loaded"] is True
