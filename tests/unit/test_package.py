@@ -197,3 +197,12 @@ def test_a_bad_scenario_file_is_named_with_its_field(tmp_path):
         build.check_user_roles(str(team))
     with pytest.raises(build.PackageError, match="must be named user_roles"):
         build.check_user_roles(str(tmp_path))
+
+
+def test_only_the_locks_wheels_reach_the_layer():
+    # a wheel folder kept from an older lock holds other versions and dropped distributions
+    assert build._wheel_for("GitPython-3.1.40-py3-none-any.whl", "gitpython==3.1.40")
+    assert build._wheel_for("typing_extensions-4.12.2-py3-none-any.whl", "typing-extensions==4.12.2")
+    assert not build._wheel_for("filelock-4.2.12-py3-none-any.whl", "filelock==4.1.0")
+    assert not build._wheel_for("anthropic-0.18.1-py3-none-any.whl", "openai==1.0.0")
+    assert not build._wheel_for("anthropic-0.18.1.tar.gz", "anthropic==0.18.1")
