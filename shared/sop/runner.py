@@ -53,6 +53,7 @@ from shared.routing import RECENT, end_turn, role_spec
 from shared.runner import RoleRunner, Turn, role_class
 from shared.artifacts import export
 from shared.sop import confine
+from shared.llm import structured
 from shared.sop.workspace import TreeRepository, Workspace, read_blob, use_tree_repositories
 
 #: scenario option → the MetaGPT role field it sets (on every role class that has the field)
@@ -150,6 +151,7 @@ class SopRunner(RoleRunner):
         use_tree_repositories()
         use_conversation_stamps()
         confine.install()
+        structured.install()
         _STAMP.set(time.strftime("%Y%m%d%H%M%S", time.gmtime(turn.meta["created"])))
         where = scratch_dir(turn.cid)
         where.parent.mkdir(parents=True, exist_ok=True)

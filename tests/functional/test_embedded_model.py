@@ -185,7 +185,7 @@ class _FakeServer:
 
 
 def test_runtime_with_local_llm_points_every_worker_at_one_shared_server(tmp_path, monkeypatch):
-    from infra.local.runtime import LocalRuntime
+    from infra.local.runtime import LOCAL_LLM_DEFAULTS, LocalRuntime
 
     monkeypatch.setattr(model, "check_server_installed", lambda: None)
     monkeypatch.setattr(model, "ensure_model", lambda progress=None: "/models/m.gguf")
@@ -202,6 +202,15 @@ def test_runtime_with_local_llm_points_every_worker_at_one_shared_server(tmp_pat
             env = rt.worker_env(spec)
             assert (env["TROUPE_LLM"], env["TROUPE_LLM_BASE_URL"], env["TROUPE_LLM_MODEL"]) == (
                 "openai", "http://127.0.0.1:9/v1", "qwen2.5-coder-1.5b-instruct")
+            assert env["TROUPE_LLM_JSON"] == "schema"  # llama.cpp's server constrains JSON to a schema
+            # s.yaml's per-function settings win over the runtime's defaults for the small model
+            for name in ("TROUPE_LLM_MAX_TOKENS", "TROUPE_LLM_TIMEOUT", "TROUPE_LLM_TEMPERATURE"):
+                assert env[name] == spec.env.get(name, LOCAL_LLM_DEFAULTS[name]), (spec.id, name)
+        by_id = {spec.id: rt.worker_env(spec) for spec in rt.specs}
+        assert by_id["engineer"]["TROUPE_LLM_MAX_TOKENS"] == "1500"
+        assert by_id["gateway"]["TROUPE_LLM_MAX_TOKENS"] == LOCAL_LLM_DEFAULTS["TROUPE_LLM_MAX_TOKENS"]
+        monkeypatch.setenv("TROUPE_LLM_MAX_TOKENS", "77")  # and this environment wins over both
+        assert all(rt.worker_env(spec)["TROUPE_LLM_MAX_TOKENS"] == "77" for spec in rt.specs)
     finally:
         rt.stop()
     assert srv.stopped and rt.model_server is None
@@ -267,3 +276,32 @@ def test_embedded_model_answers_through_metagpt_openai_provider(tmp_path):
     assert rsp.choices[0].message.content.strip()
     assert rsp.usage.prompt_tokens > 0 and 0 < rsp.usage.completion_tokens <= 8
     assert rsp.model == srv.alias
+
+
+def test_every_sop_schema_compiles_as_a_llamacpp_grammar():
+    # a grammar llama.cpp cannot parse takes the shared model server down with it: each SOP node's
+    # schema, through llama-cpp-python's converter, must parse in llama.cpp itself
+    import json
+
+    import llama_cpp
+    from llama_cpp.llama_grammar import json_schema_to_gbnf
+    from metagpt.actions.design_api_an import NODES as DESIGN
+    from metagpt.actions.project_management_an import NODES as TASKS
+    from metagpt.actions.write_prd_an import NODES as PRD, REFINED_NODES, WP_ISSUE_TYPE_NODE
+
+    from shared.llm.structured import node_schema
+
+    llm = llama_cpp.Llama(_real_model_or_skip(), vocab_only=True, verbose=False)
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+
+    def parses(schema: dict) -> bool:
+        sampler = llama_cpp.llama_sampler_init_grammar(vocab, json_schema_to_gbnf(json.dumps(schema)).encode(), b"root")
+        if sampler:
+            llama_cpp.llama_sampler_free(sampler)
+        return bool(sampler)
+
+    assert not parses({"type": "object", "properties": {"f": {"type": "string", "pattern": "^a\\.py$"}}})
+    issue = {child.key: (child.expected_type, ...) for child in WP_ISSUE_TYPE_NODE.children.values()}
+    for nodes in (PRD, REFINED_NODES, DESIGN, TASKS):
+        assert parses(node_schema({n.key: (n.expected_type, ...) for n in nodes})), [n.key for n in nodes]
+    assert parses(node_schema(issue))

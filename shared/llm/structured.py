@@ -1,0 +1,355 @@
+"""Structured generation: a MetaGPT call that expects JSON or code asks the provider for it.
+
+MetaGPT's ActionNode (WritePRD, WriteDesign, WriteTasks...) asks for a JSON object wrapped in
+`[CONTENT]...[/CONTENT]` by showing an example in the prompt, then parses and validates the
+reply against a pydantic class built from the node's keys. Small models (and sometimes large
+ones) break that JSON, and every retry is paid. Providers that can constrain their output are
+told what to produce instead:
+
+  * `expect()` marks the call a MetaGPT action is about to make: `install()` wraps
+    `ActionNode._aask_v1` (schema "json") to expect the node's JSON schema (`node_schema`), and
+    the code writers (`WriteCode.write_code`, `WriteTest.write_code`) to expect one fenced code
+    block within a budget sized from the plan (`code_budget`);
+  * `adapt(llm, mode)` makes a provider instance send what the mode asks for while a call is
+    expected: `schema` (llama.cpp's server: `response_format` json_object with the schema),
+    `json_schema` (DashScope's JSON Schema mode, OpenAI's structured outputs), `json_object`
+    (DashScope's JSON Object mode: the messages must name JSON), or `off`;
+  * the reply is shaped back into what MetaGPT's parser expects: a bare JSON object is wrapped
+    in `[CONTENT]` tags; a code block cut off by its budget is cut back to its last complete
+    statement and its fence closed (`close_code`).
+
+The shaping happens inside the provider, under the journal: the journaled reply is the shaped
+one, so a replay returns exactly what the first attempt used, and each call is paid once.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import contextvars
+import dataclasses
+import re
+import typing
+from typing import Any
+
+MODES = ("off", "schema", "json_schema", "json_object")
+
+#: DashScope models with JSON Schema mode (Model Studio, "structured output"); other Qwen
+#: models get JSON Object mode
+JSON_SCHEMA_MODELS = re.compile(r"^(qwen-plus|qwen-max|qwen-flash|qwen3-max|qwen3\.5-plus|qwen3\.5-flash)")
+
+
+@dataclasses.dataclass(frozen=True)
+class Expected:
+    kind: str
+    """"json" (an ActionNode's object) or "code" (one fenced code block)"""
+    name: str = ""
+    schema: dict | None = None
+    budget: int | None = None
+    """max completion tokens for this call (code: sized from the plan)"""
+
+
+_expected: contextvars.ContextVar[Expected | None] = contextvars.ContextVar("troupe_expected", default=None)
+
+
+@contextlib.contextmanager
+def expect(what: Expected):
+    token = _expected.set(what)
+    try:
+        yield what
+    finally:
+        _expected.reset(token)
+
+
+def expected() -> Expected | None:
+    return _expected.get()
+
+
+def default_mode(kind: str, model: str) -> str:
+    """What a provider kind supports when TROUPE_LLM_JSON does not say."""
+    if kind in ("dashscope", "dashscope-openai"):
+        return "json_schema" if JSON_SCHEMA_MODELS.match(model or "") else "json_object"
+    return "off"  # an OpenAI-compatible endpoint of unknown abilities: unchanged
+
+
+# -- schemas for MetaGPT's action nodes ----------------------------------------------------
+
+#: a file the engineer writes: lower-case Python module paths, nothing that climbs or is absolute
+FILE_PATTERN = r"^[a-z][a-z0-9_]{0,39}(/[a-z][a-z0-9_]{0,39}){0,3}[.]py$"  # [.]: llama-cpp-python writes \. into GBNF as is
+PROJECT_PATTERN = r"^[a-z][a-z0-9_]{1,39}$"
+PACKAGE_PATTERN = r"^[A-Za-z][A-Za-z0-9_.\-]{0,39}(==[0-9][0-9.]{0,15})?$"
+
+#: per key (lower case): longest string, most list items. llama.cpp's grammar parser refuses a
+#: string bound much over 800 characters ("number of rules ... exceeds sane defaults")
+MAX_STRING = 800
+_LONG = {"competitive quadrant chart": 800, "data structures and interfaces": 800, "program call flow": 800,
+         "full api spec": 600, "implementation approach": 600, "requirement analysis": 600,
+         "shared knowledge": 400, "ui design draft": 400}
+_SHORT = {"language": 20, "programming language": 20, "anything unclear": 200, "issue_type": 20,
+          "is_relative": 10, "reason": 200}
+_ITEMS = {"product goals": 3, "user stories": 5, "competitive analysis": 5, "requirement pool": 5,
+          "file list": 8, "task list": 8, "logic analysis": 8, "required packages": 6,
+          "required python packages": 6, "required other language third-party packages": 3}
+DEFAULT_STRING = 400
+DEFAULT_ITEMS = 6
+
+
+def node_schema(mapping: dict[str, tuple[Any, Any]]) -> dict:
+    """A strict JSON schema for an ActionNode's output mapping {key: (type, FieldInfo)}: every
+    key required and no other, strings and lists bounded, file and project names patterned."""
+    props = {}
+    for key, spec in mapping.items():
+        if isinstance(spec, dict):
+            props[key] = node_schema(spec)
+        else:
+            props[key] = _type_schema(key, spec[0])
+    return {"type": "object", "properties": props, "required": list(mapping), "additionalProperties": False}
+
+
+def _type_schema(key: str, tp, item: bool = False) -> dict:
+    k = key.strip().lower()
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is typing.Union and type(None) in args:  # Optional[X]: still asked for
+        return _type_schema(key, next(a for a in args if a is not type(None)), item)
+    if origin in (list, typing.List):
+        inner = args[0] if args else str
+        if typing.get_origin(inner) in (list, typing.List):  # [[file, what], ...] / [[priority, what], ...]
+            first = ({"type": "string", "pattern": FILE_PATTERN} if k.endswith("logic analysis")
+                     else {"type": "string", "maxLength": 40})
+            element = {"type": "array", "prefixItems": [first, {"type": "string", "maxLength": 300}],
+                       "items": False, "minItems": 2, "maxItems": 2}
+        else:
+            element = _type_schema(key, inner, item=True)
+        return {"type": "array", "items": element, "minItems": 1 if k.endswith(("file list", "task list")) else 0,
+                "maxItems": _ITEMS.get(_base(k), DEFAULT_ITEMS)}
+    if tp is str or tp is Any:
+        if item and k.endswith(("file list", "task list")):
+            return {"type": "string", "pattern": FILE_PATTERN}
+        if item and "packages" in k:
+            return {"type": "string", "pattern": PACKAGE_PATTERN}
+        if not item and k in ("project name",):
+            return {"type": "string", "pattern": PROJECT_PATTERN}
+        if item:
+            return {"type": "string", "maxLength": 300}
+        return {"type": "string", "maxLength": _SHORT.get(_base(k), _LONG.get(_base(k), DEFAULT_STRING))}
+    if tp is int:
+        return {"type": "integer"}
+    if tp is float:
+        return {"type": "number"}
+    if tp is bool:
+        return {"type": "boolean"}
+    if tp is dict or origin is dict:
+        return {"type": "object"}
+    return {"type": "string", "maxLength": DEFAULT_STRING}
+
+
+def _base(key: str) -> str:
+    return key[len("refined "):] if key.startswith("refined ") else key
+
+
+# -- code budgets --------------------------------------------------------------------------
+
+CODE_BASE_TOKENS = 350
+CODE_TOKENS_PER_UNIT = 220
+"""a function or class named in the file's plan: its signature, docstring and a body"""
+
+
+def code_budget(prompt: str, cap: int) -> int:
+    """Completion tokens for one file, from the plan in the prompt: the file's Logic Analysis
+    entry and the design's lines about it name its classes and functions."""
+    filename = _code_filename(prompt)
+    units = 0
+    if filename:
+        stem = re.escape(filename.rsplit("/", 1)[-1])
+        for line in prompt.splitlines():
+            if re.search(stem, line):
+                units += len(re.findall(r"\b[A-Za-z_][A-Za-z0-9_]*\s*\(", line))
+                units += len(re.findall(r"\bclass\s+[A-Z]\w*|\b[A-Z][a-z]+[A-Z]\w*\b", line))
+    return max(CODE_BASE_TOKENS, min(cap, CODE_BASE_TOKENS + CODE_TOKENS_PER_UNIT * max(units, 2)))
+
+
+def _code_filename(prompt: str) -> str | None:
+    """The file WriteCode / WriteTest is writing, as its prompt names it."""
+    for pattern in (r"##\s*Code:\s*([\w./-]+\.py)", r"Write code with triple quote.*?\b([\w./-]+\.py)",
+                    r"test_([\w-]+\.py)", r"\b([\w./-]+\.py)\b"):
+        m = re.search(pattern, prompt)
+        if m:
+            return m.group(1)
+    return None
+
+
+# -- shaping replies -----------------------------------------------------------------------
+
+_FENCE = re.compile(r"^```[\w+.-]*[ \t]*$", re.M)
+
+
+def close_code(text: str, lang: str = "python") -> str:
+    """One fenced code block that ends with its fence: trailing chatter dropped; a block cut
+    off mid-way cut back to its last complete statement (for Python: the longest prefix of whole
+    top-level blocks that compiles) and closed."""
+    opening = _FENCE.search(text)
+    if opening is None:
+        body = text.strip("\n")
+        head = f"```{lang}"
+    else:
+        head = opening.group(0).strip()
+        rest = text[opening.end() + 1:]
+        closing = re.search(r"^```[ \t]*$", rest, re.M)
+        if closing is not None:
+            return f"{text[:opening.start()]}{head}\n{rest[:closing.start()].rstrip()}\n```"
+        body = rest.rstrip("\n")
+    if lang == "python" or head in ("```python", "```py", "```"):
+        body = _complete_python(body)
+    return f"{head}\n{body}\n```"
+
+
+def _complete_python(body: str) -> str:
+    if _compiles(body):
+        return body
+    lines = body.split("\n")
+    cuts = [i for i in range(len(lines), 0, -1) if i == len(lines) or (lines[i] and not lines[i][0].isspace())]
+    for i in cuts:
+        candidate = "\n".join(lines[:i]).rstrip()
+        if _compiles(candidate):
+            return candidate
+    return body
+
+
+def _compiles(source: str) -> bool:
+    try:
+        compile(source, "<reply>", "exec", flags=ast.PyCF_ONLY_AST, dont_inherit=True)
+        return True
+    except (SyntaxError, ValueError):
+        return False
+
+
+def shape(text: str, what: Expected | None) -> str:
+    """The reply as MetaGPT's parser for the expected call wants it."""
+    if what is None or not isinstance(text, str):
+        return text
+    if what.kind == "json":
+        stripped = text.strip()
+        if "[CONTENT]" not in stripped and stripped.startswith("{"):
+            return f"[CONTENT]\n{stripped}\n[/CONTENT]"
+        return text
+    if what.kind == "code":
+        return close_code(text)
+    return text
+
+
+# -- the provider side ---------------------------------------------------------------------
+
+
+def response_format(mode: str, what: Expected) -> dict | None:
+    if what.kind != "json" or what.schema is None or mode == "off":
+        return None
+    if mode == "schema":
+        return {"type": "json_object", "schema": what.schema}
+    if mode == "json_schema":
+        return {"type": "json_schema", "json_schema": {"name": _schema_name(what.name), "strict": True,
+                                                       "schema": what.schema}}
+    return {"type": "json_object"}
+
+
+def _schema_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]", "_", name or "output")[:64] or "output"
+
+
+def request_changes(mode: str, messages: list[dict], max_tokens: int | None) -> dict:
+    """What the expected call adds to a request: response_format, a smaller max_tokens, and for
+    JSON Object mode the word JSON in the messages (DashScope refuses the request without it)."""
+    what = expected()
+    if what is None:
+        return {}
+    out: dict = {}
+    fmt = response_format(mode, what)
+    if fmt is not None:
+        out["response_format"] = fmt
+        if fmt["type"] == "json_object" and "schema" not in fmt and not any(
+                "json" in str(m.get("content", "")).lower() for m in messages):
+            out["messages"] = [*messages, {"role": "system", "content": "Reply with one JSON object."}]
+    if what.budget and (max_tokens is None or what.budget < max_tokens):
+        out["max_tokens"] = what.budget
+    return out
+
+
+def adapt(llm, mode: str):
+    """Make a MetaGPT provider instance (openai or dashscope) structured: requests made while a
+    call is expected carry what `mode` supports, and replies come back shaped. Returns `llm`."""
+    if mode not in MODES:
+        raise ValueError(f"structured mode must be one of {', '.join(MODES)}")
+    llm.structured_mode = mode
+    if hasattr(llm, "_cons_kwargs"):  # MetaGPT's OpenAILLM
+        cons = llm._cons_kwargs
+
+        def _cons_kwargs(messages: list[dict], timeout=None, **extra):
+            kwargs = cons(messages, timeout=timeout, **extra) if timeout is not None else cons(messages, **extra)
+            kwargs.update(request_changes(mode, kwargs.get("messages", messages), kwargs.get("max_tokens")))
+            return kwargs
+
+        llm._cons_kwargs = _cons_kwargs
+    elif hasattr(llm, "_const_kwargs"):  # MetaGPT's DashScopeLLM
+        const = llm._const_kwargs
+
+        def _const_kwargs(messages: list[dict], stream: bool = False) -> dict:
+            kwargs = const(messages, stream=stream)
+            kwargs.update(request_changes(mode, kwargs.get("messages", messages), kwargs.get("max_tokens")))
+            return kwargs
+
+        llm._const_kwargs = _const_kwargs
+    completion_text = llm.acompletion_text
+
+    async def acompletion_text(messages: list[dict], stream: bool = False, timeout=None, **kwargs):
+        what = expected()
+        if timeout is None:
+            text = await completion_text(messages, stream=stream, **kwargs)
+        else:
+            text = await completion_text(messages, stream=stream, timeout=timeout, **kwargs)
+        return shape(text, what)
+
+    llm.acompletion_text = acompletion_text
+    return llm
+
+
+# -- the MetaGPT side ----------------------------------------------------------------------
+
+_installed = False
+
+
+def install(code_cap: int | None = None) -> None:
+    """Expect JSON around ActionNode's JSON fills and code around the code writers. Idempotent."""
+    global _installed
+    if _installed:
+        return
+    from metagpt.actions.action_node import ActionNode
+    from metagpt.actions.write_code import WriteCode
+    from metagpt.actions.write_test import WriteTest
+
+    aask_v1 = ActionNode._aask_v1
+
+    async def _aask_v1(self, prompt, output_class_name, output_data_mapping, *args, **kwargs):
+        schema = kwargs.get("schema", args[2] if len(args) > 2 else "markdown")
+        if schema != "json":
+            return await aask_v1(self, prompt, output_class_name, output_data_mapping, *args, **kwargs)
+        with expect(Expected("json", output_class_name, node_schema(output_data_mapping))):
+            return await aask_v1(self, prompt, output_class_name, output_data_mapping, *args, **kwargs)
+
+    ActionNode._aask_v1 = _aask_v1
+    for action in (WriteCode, WriteTest):
+        _expect_code(action)
+    _installed = True
+
+
+def _expect_code(action) -> None:
+    write_code = action.write_code
+
+    async def wrapped(self, prompt, *args, **kwargs):
+        cap = getattr(getattr(self.llm, "config", None), "max_token", None) or 1024
+        with expect(Expected("code", action.__name__, budget=code_budget(prompt, cap))):
+            return await write_code(self, prompt, *args, **kwargs)
+
+    wrapped.__name__ = wrapped.__qualname__ = "write_code"
+    wrapped.__wrapped__ = write_code
+    action.write_code = wrapped
+
+

@@ -1,0 +1,196 @@
+"""shared.llm.structured: the JSON MetaGPT's action nodes expect, asked of the provider in the
+form it supports, and code replies that end with a closed fence."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+import shared.mg  # noqa: F401  (pins MetaGPT's root before it is imported)
+from shared.llm import make_llm, structured
+from shared.llm.structured import Expected, close_code, code_budget, expect, node_schema, request_changes
+from tests.llm_endpoints import DashScopeEndpoint, OpenAIEndpoint
+
+
+def _prd_mapping():
+    from metagpt.actions.write_prd_an import NODES
+
+    return {node.key: (node.expected_type, ...) for node in NODES}
+
+
+def test_a_prd_schema_requires_every_key_and_bounds_what_can_grow():
+    schema = node_schema(_prd_mapping())
+    props = schema["properties"]
+    assert schema["required"] == list(props) and schema["additionalProperties"] is False
+    assert len(props) == 12
+    assert props["Project Name"]["pattern"] == structured.PROJECT_PATTERN
+    assert props["User Stories"]["maxItems"] == 5 and props["User Stories"]["items"]["maxLength"] == 300
+    pool = props["Requirement Pool"]["items"]
+    assert pool["minItems"] == pool["maxItems"] == 2 and len(pool["prefixItems"]) == 2
+    assert all("maxLength" in p or "pattern" in p for p in props.values() if p["type"] == "string")
+
+
+def test_file_names_in_designs_and_tasks_are_patterned():
+    from metagpt.actions.design_api_an import NODES as DESIGN
+    from metagpt.actions.project_management_an import NODES as TASKS
+
+    design = node_schema({n.key: (n.expected_type, ...) for n in DESIGN})["properties"]
+    tasks = node_schema({n.key: (n.expected_type, ...) for n in TASKS})["properties"]
+    assert design["File list"]["items"]["pattern"] == structured.FILE_PATTERN
+    assert design["File list"]["minItems"] == 1
+    assert tasks["Task list"]["items"]["pattern"] == structured.FILE_PATTERN
+    assert tasks["Logic Analysis"]["items"]["prefixItems"][0]["pattern"] == structured.FILE_PATTERN
+    assert design["Data structures and interfaces"]["type"] == "string"  # Optional[str]: still asked for
+    import re
+
+    for good in ("main.py", "todo/cli.py", "snake_game.py"):
+        assert re.fullmatch(structured.FILE_PATTERN, good)
+    for bad in ("../x.py", "/etc/x.py", "a/../../b.py", "README.md", "x.py/..", "C:\\x.py"):
+        assert not re.fullmatch(structured.FILE_PATTERN, bad)
+
+
+def test_each_mode_asks_in_its_providers_form():
+    what = Expected("json", "WritePRD", {"type": "object"})
+    messages = [{"role": "user", "content": "Write the PRD."}]
+    with expect(what):
+        assert request_changes("schema", messages, 1500) == {
+            "response_format": {"type": "json_object", "schema": {"type": "object"}}}
+        assert request_changes("json_schema", messages, 1500)["response_format"] == {
+            "type": "json_schema", "json_schema": {"name": "WritePRD", "strict": True, "schema": {"type": "object"}}}
+        plain = request_changes("json_object", messages, 1500)
+        assert plain["response_format"] == {"type": "json_object"}
+        assert "json" in plain["messages"][-1]["content"].lower()  # DashScope refuses it without the word
+        assert "messages" not in request_changes("json_object", [{"role": "user", "content": "as JSON"}], 1500)
+        assert request_changes("off", messages, 1500) == {}
+    assert request_changes("schema", messages, 1500) == {}  # nothing expected: nothing added
+    with expect(Expected("code", "WriteCode", budget=600)):
+        assert request_changes("schema", messages, 1500) == {"max_tokens": 600}
+        assert request_changes("schema", messages, 400) == {}
+
+
+@pytest.mark.parametrize("kind,model,mode", [("dashscope", "qwen-plus", "json_schema"),
+                                             ("dashscope", "qwen-max-latest", "json_schema"),
+                                             ("dashscope", "qwen-turbo", "json_object"),
+                                             ("dashscope-openai", "qwen-flash", "json_schema"),
+                                             ("dashscope-openai", "qwen2.5-7b-instruct", "json_object"),
+                                             ("openai", "gpt-4o", "off")])
+def test_default_modes(kind, model, mode):
+    assert structured.default_mode(kind, model) == mode
+
+
+def test_a_bad_mode_names_the_variable():
+    from shared.llm import LLMConfigError
+
+    with pytest.raises(LLMConfigError, match="TROUPE_LLM_JSON"):
+        make_llm({"TROUPE_LLM": "openai", "TROUPE_LLM_BASE_URL": "http://127.0.0.1:9/v1", "TROUPE_LLM_JSON": "grammar"})
+
+
+# -- code ---------------------------------------------------------------------------------------
+
+
+def test_a_closed_block_loses_only_its_trailing_chatter():
+    text = "Here it is:\n```python\ndef f():\n    return 1\n```\nThis function returns one."
+    assert close_code(text) == "Here it is:\n```python\ndef f():\n    return 1\n```"
+
+
+def test_a_block_cut_off_by_its_budget_is_cut_back_to_what_compiles_and_closed():
+    text = "```python\nimport os\n\n\ndef f():\n    return 1\n\n\ndef g(x):\n    if x:\n        return [1,"
+    out = close_code(text)
+    assert out.endswith("\n```") and "def g" not in out
+    body = out[len("```python\n"):-len("\n```")]
+    compile(body, "x", "exec")
+    assert "def f" in body
+
+
+def test_code_without_a_fence_is_fenced():
+    assert close_code("print('hi')\n") == "```python\nprint('hi')\n```"
+
+
+def test_metagpts_parser_reads_the_shaped_code():
+    from metagpt.utils.common import CodeParser
+
+    cut = "```python\nclass Todo:\n    def add(self, item):\n        self.items.append(item)\n\nclass Li"
+    assert CodeParser.parse_code(block="", text=close_code(cut)).startswith("class Todo:")
+
+
+def test_a_budget_grows_with_the_plan_and_stays_under_the_cap():
+    small = "## Code: cli.py\nLogic Analysis: [[\"cli.py\", \"main() parses args\"]]"
+    big = ("## Code: store.py\n[\"store.py\", \"class TodoStore with add(), remove(), done(), list_items(), "
+           "save(), load(), search(), clear()\"]")
+    assert structured.CODE_BASE_TOKENS <= code_budget(small, 1500) < code_budget(big, 1500) <= 1500
+    assert code_budget(big, 800) == 800
+
+
+# -- at the protocol level ----------------------------------------------------------------------
+
+
+def _fill(llm, mapping_nodes):
+    """Fill a MetaGPT ActionNode the way WritePRD does, through the provider `llm`."""
+    from metagpt.actions.action_node import ActionNode
+
+    structured.install()
+    node = ActionNode.from_children("WritePRD", mapping_nodes)
+    node.set_llm(llm)
+    return asyncio.run(node.fill(context="A todo list CLI", llm=llm, schema="json"))
+
+
+def _prd_reply(_request=None) -> str:
+    return json.dumps({
+        "Language": "en_us", "Programming Language": "Python", "Original Requirements": "A todo list CLI",
+        "Project Name": "todo_cli", "Product Goals": ["Fast"], "User Stories": ["As a user I add todos"],
+        "Competitive Analysis": ["todo.txt: plain"], "Competitive Quadrant Chart": "quadrantChart",
+        "Requirement Analysis": "Add, list, remove.", "Requirement Pool": [["P0", "add a todo"]],
+        "UI Design draft": "A command line.", "Anything UNCLEAR": ""})
+
+
+@pytest.mark.parametrize("model,fmt", [("qwen-plus", "json_schema"), ("qwen-turbo", "json_object")])
+def test_dashscope_gets_its_structured_output_and_metagpt_parses_the_reply(model, fmt):
+    from metagpt.actions.write_prd_an import NODES
+
+    with DashScopeEndpoint(script=_prd_reply) as ep:
+        llm = make_llm({"TROUPE_LLM": "dashscope", "DASHSCOPE_API_KEY": ep.key, "DASHSCOPE_HTTP_BASE_URL": ep.base_url,
+                        "TROUPE_LLM_MODEL": model})
+        node = _fill(llm, NODES)
+        sent = ep.requests[-1].body["parameters"]
+    assert sent["response_format"]["type"] == fmt
+    if fmt == "json_schema":
+        assert sent["response_format"]["json_schema"]["schema"]["required"][3] == "Project Name"
+    else:
+        assert any("json" in m["content"].lower() for m in ep.requests[-1].messages)
+    assert node.instruct_content.model_dump()["Project Name"] == "todo_cli"
+
+
+def test_the_embedded_servers_request_carries_the_schema_and_others_are_unchanged():
+    from metagpt.actions.write_prd_an import NODES
+
+    with OpenAIEndpoint(script=_prd_reply) as ep:
+        local = make_llm({"TROUPE_LLM": "openai", "TROUPE_LLM_BASE_URL": ep.base_url, "TROUPE_LLM_API_KEY": ep.key,
+                          "TROUPE_LLM_JSON": "schema"})
+        node = _fill(local, NODES)
+        schema = ep.requests[-1].body["response_format"]["schema"]
+        plain = make_llm({"TROUPE_LLM": "openai", "TROUPE_LLM_BASE_URL": ep.base_url, "TROUPE_LLM_API_KEY": ep.key})
+        asyncio.run(plain.aask("hello"))
+        assert "response_format" not in ep.requests[-1].body
+    assert schema["properties"]["Project Name"]["pattern"] == structured.PROJECT_PATTERN
+    assert node.instruct_content.model_dump()["Requirement Pool"] == [["P0", "add a todo"]]
+
+
+def test_no_string_bound_exceeds_what_llamacpps_grammar_parser_accepts():
+    from metagpt.actions.design_api_an import NODES as DESIGN
+    from metagpt.actions.project_management_an import NODES as TASKS
+    from metagpt.actions.write_prd_an import NODES as PRD
+
+    def bounds(schema):
+        if isinstance(schema, dict):
+            if "maxLength" in schema:
+                yield schema["maxLength"]
+            for v in schema.values():
+                yield from bounds(v)
+        elif isinstance(schema, list):
+            for v in schema:
+                yield from bounds(v)
+
+    for nodes in (PRD, DESIGN, TASKS):
+        assert max(bounds(node_schema({n.key: (n.expected_type, ...) for n in nodes}))) <= structured.MAX_STRING
