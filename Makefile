@@ -48,7 +48,7 @@ model: $(STAMP_LOCAL)
 
 # the debate on the embedded local model; TROUPE_LLM=fake|openai|dashscope picks another LLM
 run: setup
-	TROUPE_LLM=$${TROUPE_LLM:-local} $(PY) -m infra.local run --scenario "$(SCENARIO)" "$(INPUT)"
+	$(PY) -m infra.local run --scenario "$(SCENARIO)" "$(INPUT)"
 
 # the browser test's tools (tests/functional/test_web.py), only for `make test`: Debian's
 # chromium (apt-get, when /usr/bin/chromium is missing and we are root) and playwright-core from

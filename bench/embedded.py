@@ -27,7 +27,7 @@ import uuid
 
 from infra.local import model
 
-TARGETS = {"decode": 25.0, "rss_mb": 2048.0, "first_turn_s": 15.0}
+TARGETS = {"decode": 25.0, "rss_mb": 2048.0, "first_turn_s": 15.0, "copy_rate": 0.10}
 _PROMPT_EVAL = re.compile(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens")
 _EVAL = re.compile(r"(?<!prompt )eval time =\s*([\d.]+) ms /\s*(\d+) runs")
 
@@ -135,7 +135,28 @@ def debate(turns: int, threads: int | None) -> dict:
             "s_per_turn_after_first": round(statistics.fmean(gaps), 2) if gaps else None,
             "turn_duration_s": [round(d, 2) for d in durations], "llm_s": [round(x, 2) for x in llm],
             "completion_tokens": tokens, "server_rss_mb_after": rss,
+            "copy_rate": copy_rate([m["content"] for m in sorted(messages, key=lambda m: m["turn"])]),
             "first_words": [m["content"][:70] for m in sorted(messages, key=lambda m: m["turn"])]}
+
+
+def _words(text: str) -> list[str]:
+    """Words, and each CJK character as one."""
+    return re.findall(r"[\u4e00-\u9fff]|[^\s\u4e00-\u9fff]+", (text or "").lower())
+
+
+def copy_rate(turns: list[str], n: int = 8) -> float | None:
+    """The share of the turns' n-word sequences (after the first turn, the input) that were
+    already said earlier in the conversation: 0 when every turn says something new."""
+    seen: set[tuple[str, ...]] = set()
+    copied = total = 0
+    for i, text in enumerate(turns):
+        words = _words(text)
+        grams = [tuple(words[j:j + n]) for j in range(len(words) - n + 1)]
+        if i > 0:
+            total += len(grams)
+            copied += sum(g in seen for g in grams)
+        seen.update(grams)
+    return round(copied / total, 3) if total else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,10 +165,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--turns", type=int, default=4)
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--skip-debate", action="store_true")
+    p.add_argument("--json-mode", choices=["schema", "off"],
+                   help="TROUPE_LLM_JSON for the debate: schema (the default: each turn restates its side first) "
+                        "or off (free text, as before)")
     p.add_argument("--wait-policy", help="OMP_WAIT_POLICY of the server: default (OpenMP's, the default), "
                                          "PASSIVE, ACTIVE")
     p.add_argument("--hugepages", choices=["on", "off"], help="weights on transparent huge pages (default on)")
     args = p.parse_args(argv)
+    if args.json_mode:
+        os.environ["TROUPE_LLM_JSON"] = args.json_mode
     if args.wait_policy:
         os.environ["TROUPE_LLM_WAIT_POLICY"] = args.wait_policy
     if args.hugepages:
@@ -187,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
             ("turn durations (persona invocation)", ", ".join(f"{x:.1f}" for x in d["turn_duration_s"]) + " s", ""),
             ("LLM time per turn", ", ".join(f"{x:.1f}" for x in d["llm_s"]) + " s", ""),
             ("completion tokens per turn", ", ".join(map(str, d["completion_tokens"])), ""),
+            ("copy rate: 8-word sequences already said earlier", f"{d['copy_rate']:.1%}" if d["copy_rate"] is not None
+             else "n/a", f"<= {TARGETS['copy_rate']:.0%}"),
         ]
     print(f"\nembedded model: {model.MODEL_ALIAS} Q4_K_M, {threads} llama.cpp threads, "
           f"OMP_WAIT_POLICY {policy}, huge pages {'on' if srv.hugepages else 'off'}, "

@@ -6,7 +6,8 @@
   redrive --data DIR [--function F] [--conversation CID]   re-drive dead letters (see redrive.py)
 
 `run` and `serve` use the embedded local model (`--llm local`: one shared llama.cpp server)
-unless TROUPE_LLM or --llm names another LLM (fake, openai, dashscope).
+unless TROUPE_LLM or --llm names another LLM (fake, openai, dashscope), or MetaGPT's
+~/.metagpt/config2.yaml exists (`--llm config2`: its llm section, see shared/llm/config2.py).
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--data", default=DEFAULT_DATA)
     serve.add_argument("--s-yaml", default=DEFAULT_S_YAML)
     serve.add_argument("--max-instances", type=int, default=2)
-    serve.add_argument("--llm", help="local (default unless TROUPE_LLM is set), fake, openai, dashscope")
+    serve.add_argument("--llm", help="local (default unless TROUPE_LLM is set or ~/.metagpt/config2.yaml exists), "
+                                            "config2, fake, openai, dashscope")
 
     run = sub.add_parser("run", help="run one conversation and print its transcript")
     run.add_argument("--scenario", required=True,
@@ -56,7 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", type=float, default=1800.0, help="give up after this many seconds")
     run.add_argument("--keep-serving", action="store_true",
                      help="after the end, keep the stack (and its web page) up until Ctrl-C")
-    run.add_argument("--llm", help="local (default unless TROUPE_LLM is set), fake, openai, dashscope")
+    run.add_argument("--llm", help="local (default unless TROUPE_LLM is set or ~/.metagpt/config2.yaml exists), "
+                                            "config2, fake, openai, dashscope")
 
     inv = sub.add_parser("invoke", help="deliver one event to a function, synchronously")
     inv.add_argument("function", help="resource id (persona) or function name (troupe-persona)")
@@ -78,7 +81,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _llm_choice(args) -> str:
-    return (args.llm or os.environ.get("TROUPE_LLM") or "local").strip().lower()
+    """--llm, else TROUPE_LLM, else MetaGPT's config2.yaml when there is one, else the embedded model."""
+    chosen = (args.llm or os.environ.get("TROUPE_LLM") or "").strip().lower()
+    if chosen:
+        return chosen
+    from shared.llm import config2
+
+    return "config2" if config2.path() else "local"
 
 
 def _progress(line: str) -> None:

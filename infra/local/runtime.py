@@ -226,6 +226,11 @@ class LocalRuntime:
     def _start_llm(self) -> None:
         """With llm="local": the verified weights, then ONE model server, before any worker."""
         self._llm_env, self._llm_defaults = {}, {}
+        if self.llm == "config2":  # MetaGPT's config2.yaml (shared.llm.config2); TROUPE_* set here win
+            from shared.llm import config2
+
+            self._llm_env = config2.settings()
+            return
         if self.llm != "local":
             if self.llm:
                 self._llm_env = {"TROUPE_LLM": self.llm}

@@ -26,6 +26,7 @@ from metagpt.provider.base_llm import BaseLLM
 from shared.billing import Budget, BudgetExhausted
 from shared.conversation import ConversationStore
 from shared.errors import TroupeError
+from shared.llm.structured import expected
 
 log = logging.getLogger("troupe.journal")
 
@@ -94,8 +95,10 @@ class JournalingLLM(BaseLLM):
                 raise
             after = _tokens(self.inner)
             self.llm_ms += (time.time() - started) * 1000
+            what = expected()
             entry = self.convs.journal_put(self.cid, self.trigger, n, {
                 "n": n, "reply": text, "model": self.model, "prompt_sha256": _digest(messages),
+                **({"expects": f"{what.kind}:{what.name}"} if what is not None else {}),
                 "prompt_tokens": after[0] - before[0], "completion_tokens": after[1] - before[1],
                 "duration_ms": round((time.time() - started) * 1000, 1), "at": time.time(),
             })

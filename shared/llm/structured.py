@@ -28,6 +28,7 @@ import ast
 import contextlib
 import contextvars
 import dataclasses
+import json
 import re
 import typing
 from typing import Any
@@ -42,7 +43,7 @@ JSON_SCHEMA_MODELS = re.compile(r"^(qwen-plus|qwen-max|qwen-flash|qwen3-max|qwen
 @dataclasses.dataclass(frozen=True)
 class Expected:
     kind: str
-    """"json" (an ActionNode's object) or "code" (one fenced code block)"""
+    """"json" (an ActionNode's object), "code" (one fenced code block) or "dialogue" (a turn that states its side)"""
     name: str = ""
     schema: dict | None = None
     budget: int | None = None
@@ -147,6 +148,13 @@ def _base(key: str) -> str:
     return key[len("refined "):] if key.startswith("refined ") else key
 
 
+def dialogue_schema(side: str, longest: int = 600) -> dict:
+    """One turn of dialogue that first restates the speaker's side, word for word, then says it."""
+    return {"type": "object", "properties": {"side": {"type": "string", "enum": [side]},
+                                             "reply": {"type": "string", "minLength": 1, "maxLength": longest}},
+            "required": ["side", "reply"], "additionalProperties": False}
+
+
 # -- code budgets --------------------------------------------------------------------------
 
 CODE_BASE_TOKENS = 350
@@ -234,6 +242,12 @@ def shape(text: str, what: Expected | None) -> str:
         return text
     if what.kind == "code":
         return close_code(text)
+    if what.kind == "dialogue":
+        try:
+            reply = json.loads(text)
+        except ValueError:
+            return text
+        return reply["reply"] if isinstance(reply, dict) and isinstance(reply.get("reply"), str) else text
     return text
 
 
@@ -241,7 +255,9 @@ def shape(text: str, what: Expected | None) -> str:
 
 
 def response_format(mode: str, what: Expected) -> dict | None:
-    if what.kind != "json" or what.schema is None or mode == "off":
+    if what.kind not in ("json", "dialogue") or what.schema is None or mode == "off":
+        return None
+    if what.kind == "dialogue" and mode != "schema":  # only where the side can be enforced token by token
         return None
     if mode == "schema":
         return {"type": "json_object", "schema": what.schema}

@@ -14,6 +14,8 @@ from metagpt.roles.role import Role
 from metagpt.schema import Message
 from metagpt.utils.common import any_to_str
 
+from shared.llm.structured import Expected, dialogue_schema, expect
+
 _USER_REQUIREMENT = any_to_str(UserRequirement)
 HISTORY = 8  # messages of the transcript a character sees when it speaks
 _CJK = re.compile(r"[\u4e00-\u9fff]")
@@ -43,7 +45,11 @@ class Speak(Action):
             f"{who}{aim} {task} Say something new: do not repeat or copy earlier turns.\n"
             f"{size} in {language_of(topic)}, as {speaker}'s own words in the first person, without your name in front."
         )
-        text = (await self._aask(prompt)).strip()
+        # a model that can be held to a schema first restates whose side it speaks for: a small
+        # model then stays on it instead of drifting to the other side (shared.llm.structured)
+        side = f"{speaker}" + (f", {profile}" if profile else "") + (f": {goal}" if goal else "")
+        with expect(Expected("dialogue", "Speak", schema=dialogue_schema(side[:200]))):
+            text = (await self._aask(prompt)).strip()
         # small models often copy the transcript's "Name:" in front of their own turn anyway
         return re.sub(rf"^\**{re.escape(speaker)}\**\s*[:：]\s*", "", text, count=1).strip() or text
 

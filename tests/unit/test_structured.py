@@ -194,3 +194,34 @@ def test_no_string_bound_exceeds_what_llamacpps_grammar_parser_accepts():
 
     for nodes in (PRD, DESIGN, TASKS):
         assert max(bounds(node_schema({n.key: (n.expected_type, ...) for n in nodes}))) <= structured.MAX_STRING
+
+
+def test_a_turn_of_dialogue_restates_its_side_only_where_that_can_be_enforced():
+    side = "Opponent, debater against the motion: argue against the motion"
+    what = Expected("dialogue", "Speak", schema=structured.dialogue_schema(side))
+    messages = [{"role": "user", "content": "Your turn."}]
+    with expect(what):
+        fmt = request_changes("schema", messages, 256)["response_format"]
+        assert fmt["schema"]["properties"]["side"]["enum"] == [side]
+        assert fmt["schema"]["required"] == ["side", "reply"]
+        assert request_changes("json_schema", messages, 256) == {}  # the cloud's models keep their side
+        assert request_changes("json_object", messages, 256) == {}
+    reply = json.dumps({"side": side, "reply": "Cars carry the sick and the old."})
+    assert structured.shape(reply, what) == "Cars carry the sick and the old."
+    assert structured.shape("Plain words.", what) == "Plain words."  # a provider that was not asked
+    assert structured.shape('"a json string"', what) == '"a json string"'
+
+
+def test_a_character_speaks_through_the_side_schema_on_the_embedded_servers_wire():
+    from shared.roles.character import Speak
+
+    side_reply = lambda rec: json.dumps({"side": rec.body["response_format"]["schema"]["properties"]["side"]["enum"][0],  # noqa: E731
+                                         "reply": "Opponent: Streets are for people."})
+    with OpenAIEndpoint(script=side_reply) as ep:
+        llm = make_llm({"TROUPE_LLM": "openai", "TROUPE_LLM_BASE_URL": ep.base_url, "TROUPE_LLM_API_KEY": ep.key,
+                        "TROUPE_LLM_JSON": "schema"})
+        text = asyncio.run(Speak(llm=llm).run("Ban cars?", "Proponent: Yes.", "Opponent", "Proponent",
+                                              profile="debater against the motion", goal="argue against"))
+        side = ep.requests[-1].body["response_format"]["schema"]["properties"]["side"]["enum"][0]
+    assert side == "Opponent, debater against the motion: argue against"
+    assert text == "Streets are for people."  # the reply alone, without the name in front
