@@ -28,6 +28,7 @@ import ast
 import contextlib
 import contextvars
 import dataclasses
+import functools
 import json
 import re
 import typing
@@ -338,11 +339,13 @@ def install(code_cap: int | None = None) -> None:
     if _installed:
         return
     from metagpt.actions.action_node import ActionNode
+    from metagpt.actions.debug_error import DebugError
     from metagpt.actions.write_code import WriteCode
     from metagpt.actions.write_test import WriteTest
 
     aask_v1 = ActionNode._aask_v1
 
+    @functools.wraps(aask_v1)  # keeps MetaGPT's tenacity `retry` reachable as before
     async def _aask_v1(self, prompt, output_class_name, output_data_mapping, *args, **kwargs):
         schema = kwargs.get("schema", args[2] if len(args) > 2 else "markdown")
         if schema != "json":
@@ -352,20 +355,21 @@ def install(code_cap: int | None = None) -> None:
 
     ActionNode._aask_v1 = _aask_v1
     for action in (WriteCode, WriteTest):
-        _expect_code(action)
+        _expect_code(action, "write_code")
+    _expect_code(DebugError, "_aask")  # QA's rewrite of a failing test file: one code block
     _installed = True
 
 
-def _expect_code(action) -> None:
-    write_code = action.write_code
+def _expect_code(action, method: str) -> None:
+    """Calls `action.<method>(prompt, ...)` makes expect one code block sized from `prompt`."""
+    inner = getattr(action, method)
 
+    @functools.wraps(inner)
     async def wrapped(self, prompt, *args, **kwargs):
         cap = getattr(getattr(self.llm, "config", None), "max_token", None) or 1024
         with expect(Expected("code", action.__name__, budget=code_budget(prompt, cap))):
-            return await write_code(self, prompt, *args, **kwargs)
+            return await inner(self, prompt, *args, **kwargs)
 
-    wrapped.__name__ = wrapped.__qualname__ = "write_code"
-    wrapped.__wrapped__ = write_code
-    action.write_code = wrapped
+    setattr(action, method, wrapped)
 
 

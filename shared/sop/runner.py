@@ -19,7 +19,8 @@ is idle), at the turn limit (`n_round`), or on a budget. Everything the base run
 holds here too: journaled LLM replies, create-only commits, budgets, the bill.
 
 Options of the scenario (see software_company.yaml): `code_review` switches the Engineer's
-WriteCodeReview; `run_tests` off stops QA's messages that would run code (tests are written,
+WriteCodeReview; `test_rounds` is QaEngineer's `test_round_allowed` (1 by default: tests written and
+run once; MetaGPT's 5 lets QA debug and rewrite them); `run_tests` off stops QA's messages that would run code (tests are written,
 not run). Generated code runs only in the QA function, through MetaGPT's RunCode, confined by
 shared/sop/sandbox.py: the conversation's scratch folder only, no credentials (`SandboxContext`),
 no network, no package index, time- and memory-limited. Every path MetaGPT takes from a model's
@@ -57,7 +58,7 @@ from shared.llm import structured
 from shared.sop.workspace import TreeRepository, Workspace, read_blob, use_tree_repositories
 
 #: scenario option → the MetaGPT role field it sets (on every role class that has the field)
-OPTION_FIELDS = {"code_review": "use_code_review"}
+OPTION_FIELDS = {"code_review": "use_code_review", "test_rounds": "test_round_allowed"}
 #: messages that make QA run generated code: dropped when the `run_tests` option is off
 RUN_CAUSES = {"metagpt.actions.write_test.WriteTest", "metagpt.actions.debug_error.DebugError"}
 #: environment variables generated code may see (everything else, keys included, is left out)

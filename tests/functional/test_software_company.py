@@ -135,6 +135,7 @@ def test_rounds_cap_the_sop(h):
     ({"input": IDEA, "options": {"budget": 3}}, "options.budget"),
     ({"input": IDEA, "options": {"code_review": "yes"}}, "options.code_review"),
     ({"input": IDEA, "options": {"n_round": 0}}, "options.n_round"),
+    ({"input": IDEA, "options": {"test_rounds": 6}}, "options.test_rounds"),
     ({"input": IDEA, "options": {"investment": -1}}, "options.investment"),
     ({"input": IDEA, "options": []}, "options"),
 ])
