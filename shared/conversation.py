@@ -9,6 +9,7 @@ Layout (every key is built here, from validated ids only):
   conversations/<cid>/invocations/<start>-<reqid>.json invocations that committed no turn
   conversations/<cid>/decisions/<delivery>.json        the director's choice for a delivery (create-only)
   conversations/<cid>/end.json                         terminal status (create-only, first wins)
+  conversations/<cid>/progress.json                    the step an SOP role is paying an LLM call for (overwritten)
   inbox/<function>/<cid>/<turn>-<msgid>.json           deliveries: these fire the OSS triggers
 
 A turn's own invocation record travels inside its message object, so that a turn costs one
@@ -63,6 +64,9 @@ class ConversationStore:
 
     def end_key(self, cid: str) -> str:
         return self.base(cid) + "end.json"
+
+    def progress_key(self, cid: str) -> str:
+        return self.base(cid) + "progress.json"
 
     def message_key(self, cid: str, turn: int, msgid: str) -> str:
         return self.base(cid) + "messages/" + turn_name(turn, check_message_id(msgid)) + ".json"
@@ -261,6 +265,16 @@ class ConversationStore:
         return None if answered else record
 
     # -- end -------------------------------------------------------------------------------
+    def set_progress(self, cid: str, record: dict) -> None:
+        """Which step is running: advisory, overwritten, never part of a commit."""
+        self.store.put(self.progress_key(cid), _dump(record))
+
+    def progress(self, cid: str) -> dict | None:
+        try:
+            return json.loads(self.store.get(self.progress_key(cid)))
+        except NoSuchKey:
+            return None
+
     def end(self, cid: str, status: str, reason: str, **extra) -> dict:
         """Mark the conversation ended; the first writer wins and its record is returned."""
         record = {"status": status, "reason": reason, "at": time.time(), **extra}

@@ -441,10 +441,16 @@ class Gateway:
             "id": cid, "scenario": meta["scenario"]["id"], "input": meta["input"], "limits": meta["limits"],
             "options": meta.get("options") or {}, "status": status, "end": end, "deliverable": deliverable,
             "waiting_for": {"role": waiting["role"], "since": waiting["since"]} if waiting else None,
+            "running": self._running(cid) if status == "running" else None,
             "roles": [{"name": r["name"], "profile": r["profile"], "human": r["human"]}
                       for r in meta["scenario"]["roles"]],
             "messages": [self._message_view(m) for m in messages], "cursor": cursor,
         })
+
+    def _running(self, cid: str) -> dict | None:
+        """The SOP step paying an LLM call now: role, step, since (epoch seconds)."""
+        p = self.convs.progress(cid)
+        return {k: p.get(k) for k in ("role", "function", "step", "since", "turn")} if p else None
 
     @staticmethod
     def _message_view(m: dict) -> dict:

@@ -138,7 +138,7 @@ class RoleRunner:
         model = getattr(inner, "model", None) or inner.config.model
         budget = Budget(turn.meta["limits"], spent, model, inner.config.max_token)
         llm = JournalingLLM(inner, convs, cid, turn.delivery_id, budget=budget, holder=turn.base["request_id"],
-                            stale_after=self.timeout_s, clock=self.clock)
+                            stale_after=self.timeout_s, clock=self.clock, progress=self._progress(turn))
         try:
             try:
                 role = self._prepare(turn, state, llm)
@@ -224,6 +224,10 @@ class RoleRunner:
         if turn.base["start"] - meta["created"] > limits["max_seconds"]:
             convs.end(cid, "stopped", "time_limit", turns=turn.turn_in)
             return self._finish(turn, "ended", reason="time_limit")
+        return None
+
+    def _progress(self, turn: "Turn") -> dict | None:
+        """What a paid LLM call of this turn tells watchers (None: nothing; a dialogue turn is short)."""
         return None
 
     def _prepare(self, turn: "Turn", state: dict | None, llm):

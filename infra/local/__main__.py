@@ -261,7 +261,7 @@ def converse(base: str, scenario: str, text: str, max_turns: int | None, timeout
         return 2
     cid, token = created["id"], created.get("token")
     print(f"conversation {cid}", file=sys.stderr, flush=True)
-    cursor, state = None, created.get("status", "running")
+    cursor, state, shown = None, created.get("status", "running"), None
     deadline = time.monotonic() + timeout
     while True:
         query = "" if cursor is None else "?" + urllib.parse.urlencode({"after": cursor})
@@ -271,6 +271,7 @@ def converse(base: str, scenario: str, text: str, max_turns: int | None, timeout
             return 2
         for m in view.get("messages") or []:
             _print_message(m, time.monotonic() - t0)
+        shown = _print_running(view.get("running"), shown)
         cursor = view.get("cursor", cursor)
         state = view.get("status", state)
         if state != "running":
@@ -287,6 +288,20 @@ def converse(base: str, scenario: str, text: str, max_turns: int | None, timeout
     except (OSError, ValueError):
         pass
     return 0 if state == "completed" else 1
+
+
+def _print_running(running: dict | None, shown: tuple | None) -> tuple | None:
+    """A long SOP step, as it runs: who, which step, for how long (a line when it starts, then
+    every 30 s)."""
+    if not running:
+        return shown
+    key = (running.get("role"), running.get("step"), running.get("since"))
+    elapsed = max(time.time() - float(running.get("since") or time.time()), 0)
+    if shown is None or shown[:3] != key or elapsed - shown[3] >= 30:
+        step = running.get("step") or "thinking"
+        print(f"    ... {running.get('role')} at {step}: {elapsed:.0f} s", file=sys.stderr, flush=True)
+        return (*key, elapsed)
+    return shown
 
 
 def _scenario_arg(base: str, value: str, api_key: str) -> str | None:

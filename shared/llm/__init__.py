@@ -57,9 +57,10 @@ def make_llm(env: Mapping[str, str] = os.environ, model: str | None = None):
     if kind not in KINDS:
         raise LLMConfigError(f"unknown TROUPE_LLM={kind[:40]!r}: expected one of {', '.join(KINDS)}")
     if kind == "fake":
+        from shared.llm import structured
         from shared.llm.fake import ScriptedLLM
 
-        return ScriptedLLM()
+        return structured.adapt(ScriptedLLM(), "off")  # its code replies are shaped as any provider's
 
     from shared.llm import structured
     from shared.llm.metering import meter

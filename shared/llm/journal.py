@@ -45,7 +45,7 @@ def _digest(messages: list[dict]) -> str:
 class JournalingLLM(BaseLLM):
     def __init__(self, inner: BaseLLM, convs: ConversationStore, cid: str, trigger: str,
                  budget: Budget | None = None, holder: str = "", stale_after: float = 900.0,
-                 clock=time.time):
+                 clock=time.time, progress: dict | None = None):
         self.inner = inner
         self.config = inner.config
         self.model = getattr(inner, "model", None) or inner.config.model
@@ -68,6 +68,10 @@ class JournalingLLM(BaseLLM):
         first attempt exactly. Some of that is harmless (QA's prompt carries a test run's timings);
         a different call order would not be. The journaled reply is used all the same, and the
         count goes into the invocation record, so that it shows."""
+        self.progress = progress
+        """{role, function}: before each paid call, the step is written for watchers (SOP roles)"""
+        self.step_of = None
+        """() -> the step the role is at (its todo), for the progress record"""
         self._owns = False
         self.failed_call: int | None = None
         """The index of a claimed call whose provider raised (no reply was journaled)."""
@@ -88,6 +92,7 @@ class JournalingLLM(BaseLLM):
                     raise
             before = _tokens(self.inner)
             started = time.time()
+            self._show_progress(n, started)
             try:
                 text = await self.inner.acompletion_text(messages, stream=stream, timeout=timeout)
             except BaseException:
@@ -113,6 +118,16 @@ class JournalingLLM(BaseLLM):
         if self.budget is not None:
             self.budget.add(entry.get("model"), entry.get("prompt_tokens", 0), entry.get("completion_tokens", 0))
         return entry["reply"]
+
+    def _show_progress(self, n: int, started: float) -> None:
+        if self.progress is None:
+            return
+        what = expected()
+        try:
+            step = self.step_of() if self.step_of is not None else (what.name if what else "")
+            self.convs.set_progress(self.cid, {**self.progress, "step": step, "call": n, "since": started})
+        except Exception:  # noqa: BLE001 - advisory: the call goes on without it
+            log.warning("could not record the running step", exc_info=True)
 
     def _claim(self, n: int) -> bool:
         self._owns = self.convs.claim(self.cid, self.trigger, n, self.holder, self.clock())

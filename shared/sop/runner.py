@@ -144,6 +144,10 @@ def scratch_dir(cid: str) -> Path:
 
 
 class SopRunner(RoleRunner):
+    def _progress(self, turn: Turn) -> dict | None:
+        # an SOP step takes minutes on a small model: the page and the terminal show which is running
+        return {"role": turn.role_name, "function": self.function, "turn": turn.turn_in}
+
     # -- prepare: workspace, context, role ----------------------------------------------------
     def _prepare(self, turn: Turn, state: dict | None, llm):
         if turn.meta["scenario"]["flow"] != "sop":
@@ -176,7 +180,14 @@ class SopRunner(RoleRunner):
         spec = turn.spec
         cls = role_class(spec.get("class"))
         if state:
-            role = cls.model_validate(json.loads(state["role"]))
+            saved = json.loads(state["role"])
+            role = cls.model_validate(saved)
+            # a role's __init__ may reset a counter it keeps (QaEngineer: `test_round = 0`, so its
+            # round limit would never be reached across invocations): the saved value wins
+            for name, value in saved.items():
+                if name in cls.model_fields and isinstance(value, (bool, int, float, str)) \
+                        and getattr(role, name, value) != value:
+                    setattr(role, name, value)
             # model_validate leaves MetaGPT's context unset (its validators run before the mixin's),
             # and every action must see this invocation's workspace
             role.set_context(ctx)
@@ -192,6 +203,7 @@ class SopRunner(RoleRunner):
         outbox = Outbox()
         role.rc.env = outbox
         turn.scratch.update(outbox=outbox, context=ctx, llm=llm)
+        llm.step_of = lambda: _step(role)  # what the progress record names
         return role
 
     def _feed(self, turn: Turn, role) -> None:

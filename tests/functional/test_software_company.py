@@ -174,3 +174,22 @@ def test_an_llm_that_cannot_give_the_structure_fails_the_conversation_naming_rol
     pm = [r for r in inv["invocations"] if r["function"] == "product_manager"]
     assert len(pm) == 1 and pm[0]["outcome"] == "failed" and pm[0]["llm_calls"] == 6
     assert h.pending_inbox() == []
+
+
+def test_the_running_step_is_shown_while_a_role_pays_for_it_and_not_after(h):
+    cid = h.start("software_company", IDEA)
+    for _ in range(3):  # the product manager, the architect and the project manager run
+        for _name, event in h.pending():
+            h.deliver(event)
+    _, view = h.http("GET", f"/conversations/{cid}")
+    assert view["status"] == "running"
+    running = view["running"]
+    assert running["role"] in {"Alice", "Bob", "Eve"} and running["step"] in {"WritePRD", "WriteDesign", "WriteTasks"}
+    assert running["since"] > 0
+    h.pump()
+    _, view = h.http("GET", f"/conversations/{cid}")
+    assert view["status"] == "completed" and view["running"] is None
+    # a debate's turns are short: they write no progress (its storage requests per turn stay as they were)
+    debate = h.start("debate", "Tea or coffee?", rounds=1)
+    h.pump()
+    assert h.convs.progress(debate) is None

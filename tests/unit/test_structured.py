@@ -225,3 +225,25 @@ def test_a_character_speaks_through_the_side_schema_on_the_embedded_servers_wire
         side = ep.requests[-1].body["response_format"]["schema"]["properties"]["side"]["enum"][0]
     assert side == "Opponent, debater against the motion: argue against"
     assert text == "Streets are for people."  # the reply alone, without the name in front
+
+
+def test_the_journal_keeps_the_shaped_reply_and_a_replay_pays_nothing(tmp_path):
+    from shared.llm.journal import JournalingLLM
+    from tests.harness import Harness
+
+    h = Harness(str(tmp_path))
+    cid = h.start()
+    cut = "Sure:\n```python\ndef add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a -"
+    with OpenAIEndpoint(script=[cut]) as ep:
+        env = {"TROUPE_LLM": "openai", "TROUPE_LLM_BASE_URL": ep.base_url, "TROUPE_LLM_API_KEY": ep.key,
+               "TROUPE_LLM_JSON": "schema"}
+        messages = [{"role": "user", "content": "## Code: calc.py"}]
+        replies = []
+        for holder in ("req-1", "req-2"):  # the invocation, then a duplicate of its event
+            llm = JournalingLLM(make_llm(env), h.convs, cid, "b" * 16, holder=holder)
+            with expect(Expected("code", "WriteCode", budget=300)):
+                replies.append(asyncio.run(llm.acompletion_text(messages)))
+        assert len(ep.requests) == 1 and ep.requests[0].body["max_tokens"] == 300
+    assert replies[0] == replies[1] == "```python\ndef add(a, b):\n    return a + b\n```"
+    entry = h.convs.journal_get(cid, "b" * 16, 0)
+    assert entry["reply"] == replies[0] and entry["expects"] == "code:WriteCode"
