@@ -187,11 +187,12 @@ def test_software_company_from_the_form_to_its_files(rt):
     truth = api(rt, f"/conversations/{cid}", token)
     # THEN the form showed the scenario's options: typed, bounded, defaults filled in, labelled
     opts = {o["name"]: o for o in seen["options"]}
-    assert list(opts) == ["investment", "n_round", "code_review", "run_tests"] and seen["optionsShown"]
+    assert list(opts) == ["investment", "n_round", "code_review", "test_rounds", "run_tests"] and seen["optionsShown"]
     assert opts["n_round"]["type"] == "number" and (opts["n_round"]["min"], opts["n_round"]["max"]) == ("1", "200")
     assert opts["n_round"]["value"] == "12" and opts["investment"]["value"] == "3"
     assert opts["run_tests"]["type"] == "checkbox" and opts["run_tests"]["value"] is True
     assert opts["code_review"]["value"] is False
+    assert opts["test_rounds"]["type"] == "number" and opts["test_rounds"]["value"] == "1"
     assert "Rounds: the most role turns" in opts["n_round"]["label"] and "Max turns" in opts["n_round"]["label"]
     assert any("轮数" in label for label in seen["zhOptionLabels"]) and seen["debateOptionsHidden"]
     # AND a bad value went to the API, whose refusal is on the page, naming the option; nothing started
@@ -200,7 +201,8 @@ def test_software_company_from_the_form_to_its_files(rt):
     assert seen["badOptionInvalid"] == "true"
     assert conversation_count(rt) == before + 1
     # AND the good start sent the options, and the conversation runs with them
-    assert seen["sentBody"]["options"] == {"investment": 3, "n_round": 12, "code_review": False, "run_tests": False}
+    assert seen["sentBody"]["options"] == {"investment": 3, "n_round": 12, "code_review": False, "test_rounds": 1,
+                                           "run_tests": False}
     assert truth["options"]["run_tests"] is False and "run_tests = off" in seen["convOptions"]
     assert seen["final"] == truth["status"] == "completed", truth["end"]
     # AND the artifacts panel lists the API's files, grouped by folder
