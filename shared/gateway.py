@@ -448,9 +448,10 @@ class Gateway:
         })
 
     def _running(self, cid: str) -> dict | None:
-        """The SOP step paying an LLM call now: role, step, since (epoch seconds)."""
+        """The SOP step paying an LLM call now: role, step, since (epoch seconds), and for a
+        streamed call its tokens so far (as of `at`)."""
         p = self.convs.progress(cid)
-        return {k: p.get(k) for k in ("role", "function", "step", "since", "turn")} if p else None
+        return {k: p.get(k) for k in ("role", "function", "step", "since", "turn", "tokens", "at")} if p else None
 
     @staticmethod
     def _message_view(m: dict) -> dict:

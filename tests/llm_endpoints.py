@@ -7,6 +7,10 @@
   message: {role, content}}]}, usage: {input_tokens, output_tokens, total_tokens}, request_id}
   (the SDK reads `output`, `usage`, `request_id`: dashscope/api_entities/aiohttp_request.py,
   `_handle_response`), and on a wrong key 401 {code: "InvalidApiKey", message, request_id}.
+* `LlamaCppEndpoint`: llama-cpp-python's server (0.3.x) as troupe's local model server runs
+  it: OpenAI chat completions that, asked to stream, send one `chat.completion.chunk` per word
+  and no usage (the server's streamed chunks carry none), and `POST /extras/tokenize/count`
+  {input} → {count} (characters // 4 + 1, the rule below).
 * `OpenAIEndpoint`: OpenAI chat completions (what DashScope's compatible mode and llama.cpp's
   server speak): POST .../chat/completions under /v1 or /compatible-mode/v1, answering a
   `chat.completion` with usage {prompt_tokens, completion_tokens, total_tokens}; on a wrong
@@ -76,6 +80,17 @@ class _Endpoint:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
                 status, body = endpoint._handle(self.path, {k.lower(): v for k, v in self.headers.items()}, raw)
+                if isinstance(body, list):  # server-sent events, one per chunk, then [DONE]
+                    self.send_response(status)
+                    self.send_header("Content-Type", "text/event-stream")
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    for chunk in body:
+                        self.wfile.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode("utf-8"))
+                        self.wfile.flush()
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.close_connection = True
+                    return
                 data = json.dumps(body, ensure_ascii=False).encode("utf-8")
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -218,3 +233,33 @@ class OpenAIEndpoint(_Endpoint):
             return {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
                               "param": None, "code": "invalid_api_key"}}
         return {"error": {"message": detail, "type": "invalid_request_error", "param": None, "code": "not_found"}}
+
+
+class LlamaCppEndpoint(OpenAIEndpoint):
+    """llama-cpp-python's server: streamed chunks without usage, and its tokenizer's count."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.counted: list[str] = []
+
+    def _path_ok(self, path: str) -> bool:
+        return path.split("?")[0] == "/v1/chat/completions"
+
+    def _handle(self, path: str, headers: dict[str, str], raw: bytes):
+        if path.split("?")[0] == "/extras/tokenize/count":
+            text = str(json.loads(raw or b"{}").get("input", ""))
+            with self._lock:
+                self.counted.append(text)
+            return 200, {"count": len(text) // 4 + 1}
+        return super()._handle(path, headers, raw)
+
+    def _answer(self, rec: Recorded, n: int):
+        if not rec.body.get("stream"):
+            return super()._answer(rec, n)
+        base = {"id": f"chatcmpl-{n:08d}", "object": "chat.completion.chunk", "created": 1_700_000_000 + n,
+                "model": rec.model}
+        words = [w for w in rec.reply.replace(" ", " \0").split("\0") if w]
+        chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}]
+        chunks += [{**base, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]} for w in words]
+        chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        return chunks

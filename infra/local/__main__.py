@@ -291,15 +291,16 @@ def converse(base: str, scenario: str, text: str, max_turns: int | None, timeout
 
 
 def _print_running(running: dict | None, shown: tuple | None) -> tuple | None:
-    """A long SOP step, as it runs: who, which step, for how long (a line when it starts, then
-    every 30 s)."""
+    """A long SOP step, as it runs: who, which step, for how long, and the tokens so far of a
+    streamed call (a line when it starts, then every 15 s)."""
     if not running:
         return shown
     key = (running.get("role"), running.get("step"), running.get("since"))
     elapsed = max(time.time() - float(running.get("since") or time.time()), 0)
-    if shown is None or shown[:3] != key or elapsed - shown[3] >= 30:
+    if shown is None or shown[:3] != key or elapsed - shown[3] >= 15:
         step = running.get("step") or "thinking"
-        print(f"    ... {running.get('role')} at {step}: {elapsed:.0f} s", file=sys.stderr, flush=True)
+        tokens = f", {running['tokens']} tokens so far" if running.get("tokens") else ""
+        print(f"    ... {running.get('role')} at {step}: {elapsed:.0f} s{tokens}", file=sys.stderr, flush=True)
         return (*key, elapsed)
     return shown
 

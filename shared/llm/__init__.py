@@ -11,14 +11,16 @@
 
 The model is the scenario role's own (`model:` in the scenario) when it has one, else
 TROUPE_LLM_MODEL (set per function in s.yaml), else a default (qwen-turbo for DashScope).
-Every provider answers without streaming (MetaGPT counts streamed tokens with tiktoken, which
-downloads its tables), with at most TROUPE_LLM_MAX_TOKENS completion tokens (default 1024)
+MetaGPT's own streaming is never used (it counts streamed tokens with tiktoken, which
+downloads its tables). Every provider answers with at most TROUPE_LLM_MAX_TOKENS completion tokens (default 1024)
 and a TROUPE_LLM_TIMEOUT seconds request timeout (default 60), at TROUPE_LLM_TEMPERATURE
 (default 0; the local runtime gives its small embedded model 0.7, which stops it echoing).
 A call MetaGPT expects JSON or code from is structured as TROUPE_LLM_JSON says (`schema`,
 `json_schema`, `json_object` or `off`; default: DashScope's JSON Schema mode for the models that
 have it, its JSON Object mode for the others, `off` for other OpenAI-compatible endpoints; the
-local runtime sets `schema` for its llama.cpp server): see shared.llm.structured. Keys come from the environment
+local runtime sets `schema` for its llama.cpp server): see shared.llm.structured. With
+TROUPE_LLM_STREAM=llama.cpp (the local runtime's model server) replies are streamed so that long
+calls show their tokens so far, and counted by the server's tokenizer: see shared.llm.streaming. Keys come from the environment
 only and are never logged or stored: they live in the provider's config for one invocation.
 Token usage is made reliable by `shared.llm.metering.meter`.
 """
@@ -72,6 +74,10 @@ def make_llm(env: Mapping[str, str] = os.environ, model: str | None = None):
         base_url = _url(env, "TROUPE_LLM_BASE_URL", None, kind)
         chosen = _model(model, env, "default")
         llm = _openai(base_url, env.get("TROUPE_LLM_API_KEY") or "none", chosen, limits)
+        if _streamer(env) == "llama.cpp":
+            from shared.llm.streaming import stream_counted
+
+            stream_counted(llm, base_url)
         return structured.adapt(meter(llm), _json_mode(env, kind, chosen))
 
     from metagpt.utils.token_counter import DASHSCOPE_TOKEN_COSTS
@@ -85,6 +91,16 @@ def make_llm(env: Mapping[str, str] = os.environ, model: str | None = None):
         base_url = _url(env, "DASHSCOPE_HTTP_BASE_URL", DASHSCOPE_HTTP_BASE_URL, kind)
         llm = meter(_dashscope(base_url, key, chosen, limits), token_costs=DASHSCOPE_TOKEN_COSTS)
     return structured.adapt(llm, _json_mode(env, kind, chosen))
+
+
+def _streamer(env: Mapping[str, str]) -> str:
+    """TROUPE_LLM_STREAM: `llama.cpp` streams replies (tokens so far for progress), else `off`."""
+    from shared.llm.streaming import STREAMERS
+
+    value = (env.get("TROUPE_LLM_STREAM") or "off").strip().lower()
+    if value not in STREAMERS:
+        raise LLMConfigError(f"TROUPE_LLM_STREAM must be one of {', '.join(STREAMERS)}")
+    return value
 
 
 def _json_mode(env: Mapping[str, str], kind: str, model: str) -> str:

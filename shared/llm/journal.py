@@ -16,6 +16,7 @@ holder died mid-call and its reply was never received.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -26,9 +27,13 @@ from metagpt.provider.base_llm import BaseLLM
 from shared.billing import Budget, BudgetExhausted
 from shared.conversation import ConversationStore
 from shared.errors import TroupeError
+from shared.llm import streaming
 from shared.llm.structured import expected
 
 log = logging.getLogger("troupe.journal")
+
+PROGRESS_EVERY = 5.0
+"""seconds between two writes of a streamed call's tokens so far"""
 
 
 class InFlight(TroupeError):
@@ -94,7 +99,8 @@ class JournalingLLM(BaseLLM):
             started = time.time()
             self._show_progress(n, started)
             try:
-                text = await self.inner.acompletion_text(messages, stream=stream, timeout=timeout)
+                with self._listening(n, started):
+                    text = await self.inner.acompletion_text(messages, stream=stream, timeout=timeout)
             except BaseException:
                 self.failed_call = n  # still claimed: see abandon()
                 raise
@@ -119,13 +125,29 @@ class JournalingLLM(BaseLLM):
             self.budget.add(entry.get("model"), entry.get("prompt_tokens", 0), entry.get("completion_tokens", 0))
         return entry["reply"]
 
-    def _show_progress(self, n: int, started: float) -> None:
+    def _listening(self, n: int, started: float):
+        """While a streamed call runs, its tokens so far go into the progress record, at most
+        every PROGRESS_EVERY seconds (shared.llm.streaming; other calls report nothing)."""
+        if self.progress is None:
+            return contextlib.nullcontext()
+        last = [0.0]
+
+        def report(tokens: int) -> None:
+            now = time.monotonic()
+            if now - last[0] >= PROGRESS_EVERY:
+                last[0] = now
+                self._show_progress(n, started, tokens)
+
+        return streaming.listening(report)
+
+    def _show_progress(self, n: int, started: float, tokens: int | None = None) -> None:
         if self.progress is None:
             return
         what = expected()
         try:
             step = self.step_of() if self.step_of is not None else (what.name if what else "")
-            self.convs.set_progress(self.cid, {**self.progress, "step": step, "call": n, "since": started})
+            self.convs.set_progress(self.cid, {**self.progress, "step": step, "call": n, "since": started,
+                                               **({"tokens": tokens, "at": time.time()} if tokens is not None else {})})
         except Exception:  # noqa: BLE001 - advisory: the call goes on without it
             log.warning("could not record the running step", exc_info=True)
 

@@ -16,7 +16,8 @@ told what to produce instead:
     (DashScope's JSON Object mode: the messages must name JSON), or `off`;
   * the reply is shaped back into what MetaGPT's parser expects: a bare JSON object is wrapped
     in `[CONTENT]` tags; a code block cut off by its budget is cut back to its last complete
-    statement and its fence closed (`close_code`).
+    statement and its fence closed (`close_code`); a test file gets the `__main__` guard that
+    MetaGPT's RunCode needs to run it (`runnable_test`).
 
 The shaping happens inside the provider, under the journal: the journaled reply is the shaped
 one, so a replay returns exactly what the first attempt used, and each call is paid once.
@@ -189,6 +190,9 @@ def _code_filename(prompt: str) -> str | None:
 
 # -- shaping replies -----------------------------------------------------------------------
 
+TEST_WRITERS = ("WriteTest", "DebugError")
+"""the code writers whose file may be a test file that RunCode runs as a script"""
+
 _FENCE = re.compile(r"^```[\w+.-]*[ \t]*$", re.M)
 
 
@@ -212,16 +216,38 @@ def close_code(text: str, lang: str = "python") -> str:
     return f"{head}\n{body}\n```"
 
 
+_BLOCK_START = re.compile(r"[ \t]*(?:async[ \t]+def\b|def\b|class\b|@)")
+
+
 def _complete_python(body: str) -> str:
+    """The longest prefix of whole blocks that compiles: cut before a top-level statement or
+    before any `def`/`class`/decorator line, so a class cut off mid-way keeps its whole methods."""
     if _compiles(body):
         return body
     lines = body.split("\n")
-    cuts = [i for i in range(len(lines), 0, -1) if i == len(lines) or (lines[i] and not lines[i][0].isspace())]
+    cuts = [i for i in range(len(lines) - 1, 0, -1)
+            if lines[i] and (not lines[i][0].isspace() or _BLOCK_START.match(lines[i]))]
     for i in cuts:
         candidate = "\n".join(lines[:i]).rstrip()
         if _compiles(candidate):
             return candidate
     return body
+
+
+_TEST_CASE = re.compile(r"^class\s+\w+\s*\([^)]*TestCase[^)]*\)\s*:", re.M)
+_MAIN_GUARD = re.compile(r"^if\s+__name__\s*==\s*['\"]__main__['\"]\s*:", re.M)
+
+
+def runnable_test(block: str) -> str:
+    """A unittest file that RunCode can run: MetaGPT runs `python <test file>`, which runs
+    nothing unless the file calls `unittest.main()`. A block that defines TestCase classes and
+    has no `__main__` guard (often the part a budget cut off) gets one."""
+    m = re.search(r"^```[^\n]*\n(.*)\n```\s*$", block, re.S | re.M)
+    body = m.group(1) if m else block
+    if not _TEST_CASE.search(body) or _MAIN_GUARD.search(body):
+        return block
+    guarded = f'{body.rstrip()}\n\n\nif __name__ == "__main__":\n    import unittest\n\n    unittest.main()'
+    return block.replace(body, guarded, 1) if m else guarded
 
 
 def _compiles(source: str) -> bool:
@@ -242,7 +268,8 @@ def shape(text: str, what: Expected | None) -> str:
             return f"[CONTENT]\n{stripped}\n[/CONTENT]"
         return text
     if what.kind == "code":
-        return close_code(text)
+        block = close_code(text)
+        return runnable_test(block) if what.name in TEST_WRITERS else block
     if what.kind == "dialogue":
         try:
             reply = json.loads(text)

@@ -203,6 +203,7 @@ def test_runtime_with_local_llm_points_every_worker_at_one_shared_server(tmp_pat
             assert (env["TROUPE_LLM"], env["TROUPE_LLM_BASE_URL"], env["TROUPE_LLM_MODEL"]) == (
                 "openai", "http://127.0.0.1:9/v1", "qwen2.5-coder-1.5b-instruct")
             assert env["TROUPE_LLM_JSON"] == "schema"  # llama.cpp's server constrains JSON to a schema
+            assert env["TROUPE_LLM_STREAM"] == "llama.cpp"  # long calls show their tokens so far
             # s.yaml's per-function settings win over the runtime's defaults for the small model
             for name in ("TROUPE_LLM_MAX_TOKENS", "TROUPE_LLM_TIMEOUT", "TROUPE_LLM_TEMPERATURE"):
                 assert env[name] == spec.env.get(name, LOCAL_LLM_DEFAULTS[name]), (spec.id, name)
@@ -271,11 +272,28 @@ def test_embedded_model_answers_through_metagpt_openai_provider(tmp_path):
         llm = make_llm({"TROUPE_LLM": "openai", "TROUPE_LLM_BASE_URL": srv.openai_base_url,
                         "TROUPE_LLM_MODEL": srv.alias})
         llm.config.max_token = 8
-        rsp = asyncio.run(llm.acompletion([{"role": "user", "content": "Say hello."}]))
+        messages = [{"role": "system", "content": "You are a helpful assistant."},
+                    {"role": "user", "content": "Say hello."}]
+        rsp = asyncio.run(llm.acompletion(messages))
+        # AND the same call streamed, as the local runtime makes it (tokens so far for progress)
+        streamed = make_llm({"TROUPE_LLM": "openai", "TROUPE_LLM_BASE_URL": srv.openai_base_url,
+                             "TROUPE_LLM_MODEL": srv.alias, "TROUPE_LLM_STREAM": "llama.cpp"})
+        streamed.config.max_token = 8
+        counts: list[int] = []
+        from shared.llm.streaming import listening
+
+        with listening(counts.append):
+            srsp = asyncio.run(streamed.acompletion(messages))
     # THEN a non-empty reply comes back, with the server's own token counts
     assert rsp.choices[0].message.content.strip()
     assert rsp.usage.prompt_tokens > 0 and 0 < rsp.usage.completion_tokens <= 8
     assert rsp.model == srv.alias
+    # AND streamed, the same reply arrived token by token, and the server's tokenizer counted
+    # the same usage as the server reports for a call it did not stream
+    assert srsp.choices[0].message.content == rsp.choices[0].message.content
+    assert counts == list(range(1, len(counts) + 1)) and 0 < len(counts) <= 8
+    assert (srsp.usage.prompt_tokens, srsp.usage.completion_tokens) == (rsp.usage.prompt_tokens,
+                                                                        rsp.usage.completion_tokens)
 
 
 def test_every_sop_schema_compiles_as_a_llamacpp_grammar():

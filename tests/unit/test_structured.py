@@ -247,3 +247,31 @@ def test_the_journal_keeps_the_shaped_reply_and_a_replay_pays_nothing(tmp_path):
     assert replies[0] == replies[1] == "```python\ndef add(a, b):\n    return a + b\n```"
     entry = h.convs.journal_get(cid, "b" * 16, 0)
     assert entry["reply"] == replies[0] and entry["expects"] == "code:WriteCode"
+
+
+def test_a_test_class_cut_off_mid_method_keeps_its_whole_methods():
+    cut = ("```python\nimport unittest\nfrom todo import add\n\n\nclass TestAdd(unittest.TestCase):\n"
+           "    def test_one(self):\n        self.assertEqual(add(1, 1), 2)\n\n"
+           "    @unittest.skip('x')\n    def test_two(self):\n        self.assertEqual(add(")
+    body = close_code(cut)[len("```python\n"):-len("\n```")]
+    compile(body, "x", "exec")
+    assert "def test_one" in body and "test_two" not in body and "@unittest.skip" not in body
+
+
+def test_a_test_file_without_a_main_guard_gets_one_so_runcode_runs_it(tmp_path):
+    import subprocess
+    import sys
+
+    from shared.llm.structured import shape
+
+    reply = ("```python\nimport unittest\n\n\nclass TestMath(unittest.TestCase):\n    def test_ok(self):\n"
+             "        self.assertEqual(1 + 1, 2)\n\n    def test_bad(self):\n        self.assertEqual(1, ")
+    block = shape(reply, Expected("code", "WriteTest"))
+    test_file = tmp_path / "test_math.py"
+    test_file.write_text(block[len("```python\n"):-len("\n```")])
+    run = subprocess.run([sys.executable, str(test_file)], capture_output=True, text=True, timeout=60)
+    assert "Ran 1 test" in run.stderr and run.returncode == 0
+    # a file that has its guard, or no TestCase, is left as written; WriteCode's files never get one
+    guarded = "```python\nimport unittest\nclass T(unittest.TestCase):\n    pass\nif __name__ == '__main__':\n    unittest.main()\n```"
+    assert shape(guarded, Expected("code", "WriteTest")) == guarded
+    assert "__main__" not in shape(reply, Expected("code", "WriteCode"))

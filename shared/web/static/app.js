@@ -30,6 +30,7 @@
       total: "Total", artifacts: "Artifacts", roles_label: "Roles:", person: "person",
       user_role: "Input", your_turn: "Your turn as {role}", waiting_for: "Waiting for {role} to answer…",
       running_step: "{role} is working on {step} · {s} s",
+      running_tokens: " · {n} tokens so far",
       deliverable: "Result", delivered_by: "by {role}, turn {turn}", no_invocations: "No invocations yet.",
       no_bill: "Nothing billed yet.", lanes_summary: "{n} invocations in {p} processes",
       tokens_n: "{n} tokens", turn_n: "#{n}",
@@ -79,6 +80,7 @@
       total: "合计", artifacts: "产物", roles_label: "角色：", person: "真人",
       user_role: "输入", your_turn: "轮到你以 {role} 的身份发言", waiting_for: "等待 {role} 作答…",
       running_step: "{role} 正在进行 {step} · {s} 秒",
+      running_tokens: " · 已生成 {n} 个 token",
       deliverable: "结果", delivered_by: "由 {role} 给出，第 {turn} 轮", no_invocations: "还没有调用。",
       no_bill: "还没有费用。", lanes_summary: "{n} 次调用，分布在 {p} 个进程中",
       tokens_n: "{n} 个 token", turn_n: "第 {n} 轮",
@@ -1044,10 +1046,11 @@
     } else {
       form.hidden = true;
       delete form.dataset.role;
-      // a long SOP step: which role, which step, for how long
+      // a long SOP step: which role, which step, for how long, tokens so far (streamed calls)
       const r = data.status === "running" && data.running ? data.running : null;
       $("waiting").textContent = r ? t("running_step", {
-        role: r.role, step: r.step || "…", s: Math.max(0, Math.round(Date.now() / 1000 - (Number(r.since) || 0))) }) : "";
+        role: r.role, step: r.step || "…", s: Math.max(0, Math.round(Date.now() / 1000 - (Number(r.since) || 0))) }) +
+        (Number(r.tokens) > 0 ? t("running_tokens", { n: Number(r.tokens) }) : "") : "";
     }
     // the options it runs with
     const opts = data.options && typeof data.options === "object" ? Object.entries(data.options) : [];
