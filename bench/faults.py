@@ -3,7 +3,7 @@
 Many debates and software companies (MetaGPT's five SOP roles as five functions, rows `sop:<class>`)
 per fault class on the local runtime with the scripted LLM, one class after another (so each has
 its own wall time), every one checked against the same conversation run fault-free
-(tests/faultsuite.py has the classes, infra/local/faults.py the injection; the fault-free software
+(infra/testing/faultsuite.py has the classes, infra/local/faults.py the injection; the fault-free software
 companies run in a process of their own, alongside). Prints per class: conversations, turns
 expected / committed, lost, duplicated, records that differ, software companies whose final
 project files differ and turns whose record disagrees with its workspace, LLM calls of the
@@ -26,7 +26,7 @@ import time
 os.environ.setdefault("TROUPE_LLM", "fake")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from tests.faultsuite import (ALL_CLASSES, SOP, SOP_ALL_CLASSES, SOP_FUNCTIONS, FaultSuite, SopBaseline,  # noqa: E402
+from infra.testing.faultsuite import (ALL_CLASSES, SOP, SOP_ALL_CLASSES, SOP_FUNCTIONS, FaultSuite, SopBaseline,  # noqa: E402
                               baseline, cleanup, format_table)
 
 

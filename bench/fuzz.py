@@ -12,14 +12,14 @@ import tempfile
 import time
 
 from infra.local.runtime import LocalRuntime
-from tests.fuzz import Target, fuzz
+from infra.testing.fuzz import Target, fuzz
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--requests", type=int, default=10_000)
     args = ap.parse_args()
-    with LocalRuntime(tempfile.mkdtemp(prefix="troupe-fuzz-")) as rt:
+    with LocalRuntime(tempfile.mkdtemp(prefix="troupe-fuzz-"), llm="fake") as rt:  # scripted: instant turns
         target = Target(rt.http_url, rt.api_key)
         started = time.perf_counter()
         statuses = fuzz(target, args.requests)

@@ -40,7 +40,7 @@ def pct(values: list[float], p: float) -> float:
 def requests_per_turn(turns: int) -> dict[int, dict]:
     from shared.conversation import ConversationStore
     from shared.runner import RoleRunner
-    from tests.harness import Harness
+    from infra.testing.harness import Harness
 
     h = Harness(tempfile.mkdtemp(prefix="troupe-bench-"))
     runner = RoleRunner(ConversationStore(h.store), "persona", h.llm_factory)  # its own meta cache

@@ -29,7 +29,7 @@ def _debater_class():
 def team_seconds_per_turn(turns: int, topic: str = "Should cities ban cars?", runs: int = 3) -> float:
     from metagpt.team import Team
 
-    from shared.llm.fake import ScriptedLLM
+    from infra.testing.scripted_llm import ScriptedLLM
     from shared.scenarios import get
 
     Character = _debater_class()

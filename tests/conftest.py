@@ -6,9 +6,13 @@ import tempfile
 
 import pytest
 
-os.environ.setdefault("TROUPE_LLM", "fake")
+os.environ.setdefault("TROUPE_LLM", "fake")  # the suite's explicit choice (make test sets it too)
 os.environ.setdefault("METAGPT_PROJECT_ROOT", os.path.join(tempfile.gettempdir(), "troupe-test-metagpt"))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import infra.testing  # noqa: E402
+
+infra.testing.install()  # `fake` is the scripted LLM for in-process functions too
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 EVENTS = os.path.join(HERE, "events")
@@ -35,6 +39,6 @@ def load_event(name: str) -> bytes:
 
 @pytest.fixture
 def harness(tmp_path):
-    from tests.harness import Harness
+    from infra.testing.harness import Harness
 
     return Harness(str(tmp_path / "data"))

@@ -1,6 +1,6 @@
 """A hostile OpenAI-compatible endpoint: well-formed software-company replies with poisoned names.
 
-Every reply is the scripted SOP reply (shared.llm.fake.sop_reply) for the prompt, then twisted by
+Every reply is the scripted SOP reply (infra.testing.scripted_llm.sop_reply) for the prompt, then twisted by
 the case the conversation's requirement names (`hostile-case-<name>` anywhere in the prompt, so
 many conversations can share one endpoint):
 
@@ -17,7 +17,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from shared.llm.fake import sop_reply
+from infra.testing.scripted_llm import sop_reply
 from tests.llm_endpoints import OpenAIEndpoint, Recorded
 
 _CASE = re.compile(r"hostile-case-([a-z0-9_]+)")

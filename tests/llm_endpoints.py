@@ -85,11 +85,14 @@ class _Endpoint:
                     self.send_header("Content-Type", "text/event-stream")
                     self.send_header("Connection", "close")
                     self.end_headers()
-                    for chunk in body:
-                        self.wfile.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode("utf-8"))
-                        self.wfile.flush()
-                    self.wfile.write(b"data: [DONE]\n\n")
                     self.close_connection = True
+                    try:
+                        for chunk in body:
+                            self.wfile.write(f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n".encode("utf-8"))
+                            self.wfile.flush()
+                        self.wfile.write(b"data: [DONE]\n\n")
+                    except (BrokenPipeError, ConnectionResetError):  # the client gave up (its timeout)
+                        pass
                     return
                 data = json.dumps(body, ensure_ascii=False).encode("utf-8")
                 self.send_response(status)
@@ -238,9 +241,14 @@ class OpenAIEndpoint(_Endpoint):
 class LlamaCppEndpoint(OpenAIEndpoint):
     """llama-cpp-python's server: streamed chunks without usage, and its tokenizer's count."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, interrupted: bool = False, counts: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.counted: list[str] = []
+        self.interrupted = interrupted
+        """end each stream without a finish reason, as the server does when another request
+        interrupts it (its default `interrupt_requests`)"""
+        self.counts = counts
+        """False: /extras/tokenize/count answers 500"""
 
     def _path_ok(self, path: str) -> bool:
         return path.split("?")[0] == "/v1/chat/completions"
@@ -250,6 +258,8 @@ class LlamaCppEndpoint(OpenAIEndpoint):
             text = str(json.loads(raw or b"{}").get("input", ""))
             with self._lock:
                 self.counted.append(text)
+            if not self.counts:
+                return 500, {"detail": "tokenizer unavailable"}
             return 200, {"count": len(text) // 4 + 1}
         return super()._handle(path, headers, raw)
 
@@ -261,5 +271,6 @@ class LlamaCppEndpoint(OpenAIEndpoint):
         words = [w for w in rec.reply.replace(" ", " \0").split("\0") if w]
         chunks = [{**base, "choices": [{"index": 0, "delta": {"role": "assistant"}, "finish_reason": None}]}]
         chunks += [{**base, "choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]} for w in words]
-        chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+        if not self.interrupted:
+            chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
         return chunks

@@ -320,7 +320,7 @@ def _patch_runner() -> None:
 
 
 def _patch_llm() -> None:
-    from shared.llm.fake import ScriptedLLM
+    from infra.testing.scripted_llm import ScriptedLLM
     from shared.llm.journal import JournalingLLM
 
     achat = ScriptedLLM._achat_completion

@@ -350,6 +350,9 @@ class ModelServer:
                 "--n_threads_batch", str(self.threads), "--n_ctx", str(self.ctx),
                 # flash attention: ~10% faster on a 2,000-token SOP prompt on 2 cores (measured)
                 "--flash_attn", "true",
+                # a waiting request (another worker's call, a token count) queues; by default it
+                # would end the reply being streamed, cut short (shared/llm/streaming.py)
+                "--interrupt_requests", "false",
                 "--use_mmap", "true" if self.mmap else "false", *self.extra_args]
 
     def start(self) -> "ModelServer":

@@ -255,7 +255,7 @@ class LocalRuntime:
         self._llm_env = {"TROUPE_LLM": "openai", "TROUPE_LLM_BASE_URL": server.openai_base_url,
                          "TROUPE_LLM_MODEL": server.alias, "TROUPE_LLM_JSON": os.environ.get("TROUPE_LLM_JSON", "schema"),
                          # streamed: long calls show their tokens so far (shared.llm.streaming)
-                         "TROUPE_LLM_STREAM": "llama.cpp"}
+                         "TROUPE_LLM_STREAM": os.environ.get("TROUPE_LLM_STREAM", "llama.cpp")}
 
     def _stop_llm(self) -> None:
         if self.model_server is not None:

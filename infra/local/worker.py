@@ -6,9 +6,10 @@ Run by the local runtime as
 Requests and responses are frames (see _frames.py) on the stdin/stdout the worker was started
 with. Those two fds are moved aside at start-up: fd 1 then points at stderr and fd 0 at
 /dev/null, so a handler that prints (even from C code) cannot corrupt the protocol.
-This module imports only the standard library: it runs inside the function's process. (The one
-exception is a test hook: with TROUPE_FAULTS set, infra/local/faults.py is imported after the
-handler, to inject faults into this process.)
+This module imports only the standard library: it runs inside the function's process. (The
+exceptions are for tests, imported after the handler: with TROUPE_LLM=fake the scripted LLM is
+registered (infra/testing), and with TROUPE_FAULTS set infra/local/faults.py injects faults into
+this process.)
 """
 
 from __future__ import annotations
@@ -203,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         handler = load_handler(args.handler)
+        if os.environ.get("TROUPE_LLM", "").strip().lower() == "fake":  # the runtime's test double
+            import infra.testing
+
+            infra.testing.install()
         if os.environ.get("TROUPE_FAULTS"):  # fault-injection tests only: see infra/local/faults.py
             from infra.local import faults
 

@@ -319,8 +319,10 @@ def build_functions(out: str) -> dict[str, str]:
 
 
 #: the part of the local runtime that plays FC's own runtime inside a function instance: it
-#: reads requests, calls `index.handler`, and imports nothing but the standard library
-BOOTSTRAP = ("infra/__init__.py", "infra/local/__init__.py", "infra/local/worker.py", "infra/local/_frames.py")
+#: reads requests, calls `index.handler`, and imports nothing but the standard library; and the
+#: scripted LLM it registers for tests that run the package with TROUPE_LLM=fake
+BOOTSTRAP = ("infra/__init__.py", "infra/local/__init__.py", "infra/local/worker.py", "infra/local/_frames.py",
+             "infra/testing/__init__.py", "infra/testing/scripted_llm.py")
 
 
 def unpack(out: str, dest: str) -> str:

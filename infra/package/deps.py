@@ -53,7 +53,7 @@ import json, os, sys, tempfile
 sys.path.insert(0, sys.argv[1])
 os.environ["TROUPE_LLM"] = "fake"
 import shared.mg  # installs shared.lean, as every function does
-from tests.harness import Harness
+from infra.testing.harness import Harness
 from shared.pipeline import Pipeline
 from shared.deadletter import handle_failure
 from shared.conversation import ConversationStore
@@ -73,7 +73,7 @@ with tempfile.TemporaryDirectory() as tmp:
     for path in seed_samples(h.store):
         reconcile(h.store, "lumen", path)
     search(h.store, "lumen", "退款 refund")
-    from tests.unit.test_knowledge import minimal_pdf  # a PDF document's text (pypdf)
+    from infra.testing.documents import minimal_pdf  # a PDF document's text (pypdf)
     from shared.knowledge import put_document
     put_document(h.store, "lumen", "manual.pdf", minimal_pdf("Descaling the kettle"))
     reconcile(h.store, "lumen", "manual.pdf")

@@ -1,6 +1,6 @@
 """Which LLM a function uses, chosen by environment: TROUPE_LLM.
 
-    fake              the scripted test double (default)
+    (unset)           a configuration error: a function never guesses its LLM
     openai            MetaGPT's openai provider at TROUPE_LLM_BASE_URL (any OpenAI-compatible
                       endpoint, e.g. a local llama.cpp server); key TROUPE_LLM_API_KEY
     dashscope         MetaGPT's own DashScope provider (Qwen); key DASHSCOPE_API_KEY, endpoint
@@ -28,11 +28,12 @@ Token usage is made reliable by `shared.llm.metering.meter`.
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from typing import Callable, Mapping
 
 from shared.errors import TroupeError
 
-KINDS = ("fake", "openai", "dashscope", "dashscope-openai")
+KINDS = ("openai", "dashscope", "dashscope-openai")
+"""the product's own kinds; others are registered by their host (`register`)"""
 DASHSCOPE_DEFAULT_MODEL = "qwen-turbo"
 DASHSCOPE_HTTP_BASE_URL = "https://dashscope.aliyuncs.com/api/v1"
 DASHSCOPE_COMPATIBLE_BASE_URL = "https://dashscope.aliyuncs.com/compatible-mode/v1"
@@ -47,8 +48,23 @@ class LLMConfigError(TroupeError):
     code = "LLMConfigError"
 
 
+_REGISTERED: dict[str, Callable[[Mapping[str, str]], object]] = {}
+
+
+def register(kind: str, factory: Callable[[Mapping[str, str]], object]) -> None:
+    """A kind of LLM that is not the product's own, made by `factory(env)`: the local runtime
+    and the tests register their scripted test double as `fake` (infra.testing). Nothing
+    registers anything on FC, so there `TROUPE_LLM=fake` is refused as unknown."""
+    _REGISTERED[kind] = factory
+
+
 def llm_kind(env: Mapping[str, str] = os.environ) -> str:
-    return (env.get("TROUPE_LLM") or "fake").strip().lower()
+    kind = (env.get("TROUPE_LLM") or "").strip().lower()
+    if not kind:
+        raise LLMConfigError("TROUPE_LLM is not set: name the function's LLM in its environment "
+                             f"({', '.join(KINDS)}; s.yaml sets dashscope; the local runtime sets what "
+                             "its --llm or TROUPE_LLM names)")
+    return kind
 
 
 def make_llm(env: Mapping[str, str] = os.environ, model: str | None = None):
@@ -56,13 +72,11 @@ def make_llm(env: Mapping[str, str] = os.environ, model: str | None = None):
     import shared.mg  # noqa: F401  (pins MetaGPT's root before it is imported)
 
     kind = llm_kind(env)
+    streamer = _streamer(env)
+    if kind in _REGISTERED:
+        return _REGISTERED[kind](env)
     if kind not in KINDS:
         raise LLMConfigError(f"unknown TROUPE_LLM={kind[:40]!r}: expected one of {', '.join(KINDS)}")
-    if kind == "fake":
-        from shared.llm import structured
-        from shared.llm.fake import ScriptedLLM
-
-        return structured.adapt(ScriptedLLM(), "off")  # its code replies are shaped as any provider's
 
     from shared.llm import structured
     from shared.llm.metering import meter
@@ -74,7 +88,7 @@ def make_llm(env: Mapping[str, str] = os.environ, model: str | None = None):
         base_url = _url(env, "TROUPE_LLM_BASE_URL", None, kind)
         chosen = _model(model, env, "default")
         llm = _openai(base_url, env.get("TROUPE_LLM_API_KEY") or "none", chosen, limits)
-        if _streamer(env) == "llama.cpp":
+        if streamer == "llama.cpp":
             from shared.llm.streaming import stream_counted
 
             stream_counted(llm, base_url)
@@ -164,10 +178,10 @@ def _model(model: str | None, env: Mapping[str, str], default: str) -> str:
 def _dashscope_key(env: Mapping[str, str], kind: str) -> str:
     key = (env.get("DASHSCOPE_API_KEY") or "").strip()
     if not key:
-        without = " or ".join(f"TROUPE_LLM={k}" for k in ("local", "fake") if k in KINDS)
         raise LLMConfigError(
             f"TROUPE_LLM={kind} needs a DashScope API key: set DASHSCOPE_API_KEY in the function's "
-            f"environment (Model Studio / 百炼 console → API-KEY), or use {without} to run without a key")
+            "environment (Model Studio / 百炼 console → API-KEY), or, on the local runtime, use "
+            "TROUPE_LLM=local (the embedded model) to run without a key")
     return key
 
 

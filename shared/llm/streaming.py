@@ -10,6 +10,11 @@ tiktoken, whose tables are downloaded on first use. So the call's usage is count
 server's own tokenizer (`POST /extras/tokenize/count`): the prompt as the server's chat
 template renders it (ChatML, which the embedded Qwen model uses) and the reply's text.
 
+The whole call is bounded by the function's LLM timeout (a stream's read timeout alone never
+fires: the server pings), a stream that ends without a finish reason is an error (MetaGPT's
+retry applies), and the server is started with `--interrupt_requests false`, so a request
+from another worker waits its turn instead of cutting this reply short.
+
 The reply and its usage reach MetaGPT as a non-streamed call's would (a ChatCompletion from
 `_achat_completion`), so the structured shaping, the journal and the metering above it are
 unchanged: a replayed call streams nothing and reports nothing.
@@ -17,10 +22,14 @@ unchanged: a replayed call streams nothing and reports nothing.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
+import logging
 import time
 from typing import Callable
+
+log = logging.getLogger("troupe.llm")
 
 STREAMERS = ("off", "llama.cpp")
 
@@ -47,7 +56,9 @@ def chatml(messages: list[dict]) -> str:
 def stream_counted(llm, base_url: str):
     """Make `llm` (MetaGPT's OpenAILLM on a llama-cpp-python server) stream its replies and
     count their usage with the server's tokenizer. Returns `llm`."""
+    import httpx
     from metagpt.const import USE_CONFIG_TIMEOUT
+    from openai import APIConnectionError, APITimeoutError
     from openai.types.chat import ChatCompletion, ChatCompletionMessage
     from openai.types.chat.chat_completion import Choice
     from openai.types.completion_usage import CompletionUsage
@@ -55,16 +66,21 @@ def stream_counted(llm, base_url: str):
     root = base_url.rstrip("/").removesuffix("/v1")
 
     async def count(text: str, timeout: float) -> int:
+        """Tokens in `text` by the server's tokenizer; an estimate (about 3 characters a token,
+        as the budget's) when the server cannot say: the reply is already paid for."""
         import httpx
 
-        async with httpx.AsyncClient(timeout=timeout) as client:
-            r = await client.post(f"{root}/extras/tokenize/count", json={"input": text})
-            r.raise_for_status()
-            return int(r.json()["count"])
+        try:
+            async with httpx.AsyncClient(timeout=timeout) as client:
+                r = await client.post(f"{root}/extras/tokenize/count", json={"input": text},
+                                      headers={"Authorization": f"Bearer {llm.config.api_key}"})
+                r.raise_for_status()
+                return int(r.json()["count"])
+        except (httpx.HTTPError, KeyError, TypeError, ValueError) as e:
+            log.warning("the model server did not count the call's tokens (%s): estimated", type(e).__name__)
+            return len(text) // 3 + 1
 
-    async def _achat_completion(messages: list[dict], timeout=USE_CONFIG_TIMEOUT) -> ChatCompletion:
-        seconds = llm.get_timeout(timeout)
-        kwargs = llm._cons_kwargs(messages, timeout=seconds)
+    async def stream(kwargs: dict) -> tuple[str, str]:
         response = await llm.aclient.chat.completions.create(**kwargs, stream=True)
         report = _listener.get()
         parts: list[str] = []
@@ -78,14 +94,27 @@ def stream_counted(llm, base_url: str):
                 if report is not None:
                     report(len(parts))
             finish = choice.finish_reason or finish
-        text = "".join(parts)
-        prompt = await count(chatml(kwargs.get("messages", messages)), seconds)
-        completion = await count(text, seconds) if text else 0
+        if finish is None:  # the stream ended without saying why: the reply may be cut short
+            raise APIConnectionError(message="the model server's stream ended before the reply did",
+                                     request=httpx.Request("POST", f"{root}/v1/chat/completions"))
+        return "".join(parts), finish
+
+    async def _achat_completion(messages: list[dict], timeout=USE_CONFIG_TIMEOUT) -> ChatCompletion:
+        seconds = llm.get_timeout(timeout)
+        kwargs = llm._cons_kwargs(messages, timeout=seconds)
+        started = time.monotonic()
+        try:  # the whole call within the timeout: a stream's read timeout alone never fires (SSE pings)
+            text, finish = await asyncio.wait_for(stream(kwargs), seconds)
+        except asyncio.TimeoutError:
+            raise APITimeoutError(request=httpx.Request("POST", f"{root}/v1/chat/completions")) from None
+        left = max(seconds - (time.monotonic() - started), 5.0)
+        prompt = await count(chatml(kwargs.get("messages", messages)), left)
+        completion = await count(text, left) if text else 0
         usage = CompletionUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
         llm._update_costs(usage)
         return ChatCompletion(
             id="streamed", object="chat.completion", created=int(time.time()), model=kwargs.get("model", ""),
-            choices=[Choice(index=0, finish_reason=finish or "stop",
+            choices=[Choice(index=0, finish_reason=finish,
                             message=ChatCompletionMessage(role="assistant", content=text))],
             usage=usage)
 

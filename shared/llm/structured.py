@@ -50,6 +50,9 @@ class Expected:
     schema: dict | None = None
     budget: int | None = None
     """max completion tokens for this call (code: sized from the plan)"""
+    fake_root: str | None = None
+    """a test file's prompt placed the project under this folder (MetaGPT's WriteTest says
+    /data), which is no package: imports through it are taken off (`runnable_test`)"""
 
 
 _expected: contextvars.ContextVar[Expected | None] = contextvars.ContextVar("troupe_expected", default=None)
@@ -221,12 +224,13 @@ _BLOCK_START = re.compile(r"[ \t]*(?:async[ \t]+def\b|def\b|class\b|@)")
 
 def _complete_python(body: str) -> str:
     """The longest prefix of whole blocks that compiles: cut before a top-level statement or
-    before any `def`/`class`/decorator line, so a class cut off mid-way keeps its whole methods."""
+    before a member (`def`/`class`/decorator) of a class, so a class cut off mid-way keeps its
+    whole methods (and a function is never left half-written)."""
     if _compiles(body):
         return body
     lines = body.split("\n")
     cuts = [i for i in range(len(lines) - 1, 0, -1)
-            if lines[i] and (not lines[i][0].isspace() or _BLOCK_START.match(lines[i]))]
+            if lines[i] and (not lines[i][0].isspace() or _class_member(lines, i))]
     for i in cuts:
         candidate = "\n".join(lines[:i]).rstrip()
         if _compiles(candidate):
@@ -234,20 +238,55 @@ def _complete_python(body: str) -> str:
     return body
 
 
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip())
+
+
+def _class_member(lines: list[str], i: int) -> bool:
+    """Line i starts a def/class/decorator whose enclosing block is a `class`."""
+    if not _BLOCK_START.match(lines[i]):
+        return False
+    depth = _indent(lines[i])
+    for line in reversed(lines[:i]):
+        if line.strip() and _indent(line) < depth:
+            return bool(re.match(r"[ \t]*class\b", line))
+    return False
+
+
 _TEST_CASE = re.compile(r"^class\s+\w+\s*\([^)]*TestCase[^)]*\)\s*:", re.M)
 _MAIN_GUARD = re.compile(r"^if\s+__name__\s*==\s*['\"]__main__['\"]\s*:", re.M)
 
 
-def runnable_test(block: str) -> str:
-    """A unittest file that RunCode can run: MetaGPT runs `python <test file>`, which runs
-    nothing unless the file calls `unittest.main()`. A block that defines TestCase classes and
-    has no `__main__` guard (often the part a budget cut off) gets one."""
+def runnable_test(block: str, fake_root: str | None = None) -> str:
+    """A unittest file that RunCode can run: MetaGPT runs `python <test file>` from the project
+    folder, which runs nothing unless the file calls `unittest.main()`, and cannot import the
+    code under test through the folder WriteTest's prompt pretends the project is in (/data).
+    So imports through `fake_root` lose it, and a block that defines TestCase classes and has
+    no `__main__` guard (often the part a budget cut off) gets one."""
     m = re.search(r"^```[^\n]*\n(.*)\n```\s*$", block, re.S | re.M)
     body = m.group(1) if m else block
-    if not _TEST_CASE.search(body) or _MAIN_GUARD.search(body):
+    fixed = body
+    if fake_root:
+        fixed = re.sub(rf"^([ \t]*)(from|import)[ \t]+{re.escape(fake_root)}\.", r"\1\2 ", fixed, flags=re.M)
+    if _TEST_CASE.search(fixed) and not _MAIN_GUARD.search(fixed):
+        fixed = f'{fixed.rstrip()}\n\n\nif __name__ == "__main__":\n    import unittest\n\n    unittest.main()'
+    if fixed == body:
         return block
-    guarded = f'{body.rstrip()}\n\n\nif __name__ == "__main__":\n    import unittest\n\n    unittest.main()'
-    return block.replace(body, guarded, 1) if m else guarded
+    return block[:m.start(1)] + fixed + block[m.end(1):] if m else fixed
+
+
+_TEST_PROMPT = re.compile(r"the code to test is at /(\w+)/(\S+?)\.py, we will put your test code at /\1/")
+
+
+def with_test_import(prompt: str) -> tuple[str, str | None]:
+    """WriteTest's prompt, with the module to import named: MetaGPT places the project under a
+    made-up /data, and a small model imports `data.<package>`. Returns (prompt, fake root)."""
+    m = _TEST_PROMPT.search(prompt)
+    if m is None:
+        return prompt, None
+    module = m.group(2).replace("/", ".")
+    return (f"{prompt.rstrip()}\nImport the code under test as `from {module} import ...`: the tests run from "
+            f"the project folder, which is on the path (/{m.group(1)} is not a package).\n", m.group(1))
 
 
 def _compiles(source: str) -> bool:
@@ -269,7 +308,7 @@ def shape(text: str, what: Expected | None) -> str:
         return text
     if what.kind == "code":
         block = close_code(text)
-        return runnable_test(block) if what.name in TEST_WRITERS else block
+        return runnable_test(block, what.fake_root) if what.name in TEST_WRITERS else block
     if what.kind == "dialogue":
         try:
             reply = json.loads(text)
@@ -394,9 +433,10 @@ def _expect_code(action, method: str) -> None:
     @functools.wraps(inner)
     async def wrapped(self, prompt, *args, **kwargs):
         cap = getattr(getattr(self.llm, "config", None), "max_token", None) or 1024
-        with expect(Expected("code", action.__name__, budget=code_budget(prompt, cap))):
+        fake_root = None
+        if action.__name__ == "WriteTest":
+            prompt, fake_root = with_test_import(prompt)
+        with expect(Expected("code", action.__name__, budget=code_budget(prompt, cap), fake_root=fake_root)):
             return await inner(self, prompt, *args, **kwargs)
 
     setattr(action, method, wrapped)
-
-

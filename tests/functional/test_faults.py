@@ -1,6 +1,6 @@
 """Exactly-once turns under injected faults, on the local runtime (real worker processes).
 
-A handful of debates per fault class (tests/faultsuite.py, infra/local/faults.py): duplicated
+A handful of debates per fault class (infra/testing/faultsuite.py, infra/local/faults.py): duplicated
 and reordered events, SIGKILL at four points of a turn, racing copies of one delivery,
 transient storage errors, an LLM call outliving the function's timeout. Each must end with
 the fault-free run's transcript: no turn lost, none duplicated, at most one paid LLM call per
@@ -24,7 +24,7 @@ import pytest
 from infra.local.redrive import redrive
 from shared.conversation import ConversationStore
 from shared.store.disk import DiskStore
-from tests.faultsuite import (ROOT, SMALL_CLASSES, SOP, SOP_SMALL_CLASSES, FaultSuite, SopBaseline, baseline,
+from infra.testing.faultsuite import (ROOT, SMALL_CLASSES, SOP, SOP_SMALL_CLASSES, FaultSuite, SopBaseline, baseline,
                               format_table)
 
 PER_CLASS = 2

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from infra.local.runtime import LocalRuntime
-from tests.fuzz import Target, fuzz
+from infra.testing.fuzz import Target, fuzz
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 N = int(os.environ.get("TROUPE_FUZZ_REQUESTS", "400"))

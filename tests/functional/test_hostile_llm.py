@@ -195,8 +195,8 @@ def test_a_symlink_planted_by_generated_code_leads_nowhere(world):
 
 def test_a_hostile_director_answer_names_no_speaker_key_or_path(tmp_path):
     # GIVEN a selector scene whose director asks an LLM that answers with paths, keys and junk
-    from shared.llm.fake import ScriptedLLM
-    from tests.harness import Harness
+    from infra.testing.scripted_llm import ScriptedLLM
+    from infra.testing.harness import Harness
 
     hostile = ["../../inbox/gateway/x", "inbox/persona/../../end.json", "/etc/passwd", "<all>", "Nobody\x00",
                "Ｆｉｎａｎｃｅ", "speaker: " + "x" * 5000]

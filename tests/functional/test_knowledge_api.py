@@ -15,7 +15,7 @@ from shared.events import HttpEvent, make_http_event
 from shared.knowledge import retrieval, seed_samples
 from shared.knowledge.api import handle_knowledge
 from shared.knowledge.indexer import handle_event
-from tests.harness import API_KEY, Harness
+from infra.testing.harness import API_KEY, Harness
 
 WIRED = "handle_knowledge" in inspect.getsource(shared.gateway)
 KEY = {"Authorization": f"Bearer {API_KEY}"}

@@ -4,8 +4,8 @@ experience written back for later conversations."""
 import pytest
 
 from shared.knowledge import search, seed_samples
-from shared.llm.fake import ScriptedLLM
-from tests.harness import Harness
+from infra.testing.scripted_llm import ScriptedLLM
+from infra.testing.harness import Harness
 
 
 class Recording(ScriptedLLM):

@@ -8,7 +8,7 @@ import pytest
 
 from infra.local.runtime import LocalRuntime
 from shared.pipeline import request_cid, result_key
-from tests.harness import Harness
+from infra.testing.harness import Harness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

@@ -10,7 +10,7 @@ import zipfile
 import pytest
 
 from shared.events import make_http_event
-from tests.harness import SOP_FUNCTIONS, Harness
+from infra.testing.harness import SOP_FUNCTIONS, Harness
 
 IDEA = "开发一个记账APP"
 
@@ -150,7 +150,7 @@ def test_an_llm_that_cannot_give_the_structure_fails_the_conversation_naming_rol
     import tenacity
     from metagpt.actions.action_node import ActionNode
 
-    from shared.llm.fake import ScriptedLLM
+    from infra.testing.scripted_llm import ScriptedLLM
 
     # MetaGPT's own retry of a structured reply, without its waits (1-20 s each)
     from metagpt.utils.repair_llm_raw_output import retry_parse_json_text

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.harness import API_KEY
+from infra.testing.harness import API_KEY
 
 
 def _keys(h):
@@ -70,7 +70,7 @@ def test_scenarios_are_public(harness):
 
 
 def test_a_retried_start_with_an_idempotency_key_gets_the_same_conversation(tmp_path):
-    from tests.harness import API_KEY, Harness
+    from infra.testing.harness import API_KEY, Harness
 
     h = Harness(str(tmp_path))
     body = {"scenario": "debate", "input": "Tea or coffee?", "rounds": 1}

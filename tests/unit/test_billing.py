@@ -3,8 +3,8 @@
 import pytest
 
 from shared.billing import Budget, BudgetExhausted, bill_fields, estimate_tokens, llm_cost, load_prices
-from shared.llm.fake import ScriptedLLM
-from tests.harness import Harness
+from infra.testing.scripted_llm import ScriptedLLM
+from infra.testing.harness import Harness
 
 
 def priced(name="qwen-max", max_token=100):

@@ -1,7 +1,7 @@
 """What a scenario character is asked to say: the prompt its Speak action sends to the LLM."""
 
-from shared.llm.fake import ScriptedLLM
-from tests.harness import Harness
+from infra.testing.scripted_llm import ScriptedLLM
+from infra.testing.harness import Harness
 
 
 class _Recording(ScriptedLLM):

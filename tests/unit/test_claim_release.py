@@ -11,7 +11,7 @@ class DownLLM:
     up = False
 
     def __new__(cls, model=None):
-        from shared.llm.fake import ScriptedLLM
+        from infra.testing.scripted_llm import ScriptedLLM
 
         class _Down(ScriptedLLM):
             async def _achat_completion(self, messages, timeout=60):
@@ -23,7 +23,7 @@ class DownLLM:
 
 
 def test_a_failed_llm_call_releases_its_claim_for_a_redrive(tmp_path):
-    from tests.harness import Harness
+    from infra.testing.harness import Harness
 
     # GIVEN a delivery whose LLM call fails (the endpoint is down) on every attempt of its request
     DownLLM.up = False
@@ -47,7 +47,7 @@ def test_a_late_duplicate_does_not_roll_the_role_state_back(tmp_path):
 
     from shared.conversation import ConversationStore
     from shared.runner import RoleRunner
-    from tests.harness import Harness
+    from infra.testing.harness import Harness
 
     # GIVEN a 7-turn debate, and a duplicate B of the first delivery that read the Proponent's
     # state (empty) and then stalled before its LLM call
@@ -98,8 +98,8 @@ def test_racing_copies_of_a_director_delivery_name_one_next_speaker(tmp_path):
     import threading
 
     from shared.director import pick_by_rule
-    from shared.llm.fake import ScriptedLLM
-    from tests.harness import Harness
+    from infra.testing.scripted_llm import ScriptedLLM
+    from infra.testing.harness import Harness
 
     # GIVEN a selector scene whose director asks a (slow) LLM, which names someone the rules would not
     h = Harness(str(tmp_path), llm_factory=lambda model=None: ScriptedLLM(latency=0.3, script={"assistant": ["Finance"]}))
@@ -147,8 +147,8 @@ def test_a_commit_whose_answer_was_lost_is_billed_once(harness):
 
 def test_a_director_retry_keeps_the_choice_an_earlier_attempt_made_by_the_rules(tmp_path):
     from shared.director import pick_by_rule
-    from shared.llm.fake import ScriptedLLM
-    from tests.harness import Harness
+    from infra.testing.scripted_llm import ScriptedLLM
+    from infra.testing.harness import Harness
 
     # GIVEN a selector scene whose director's LLM fails once (the rules choose) and then answers
     # with someone the rules would not pick
@@ -177,9 +177,9 @@ def test_a_director_retry_keeps_the_choice_an_earlier_attempt_made_by_the_rules(
 def test_a_replay_whose_prompt_differs_from_the_journaled_one_is_counted(tmp_path):
     import asyncio
 
-    from shared.llm.fake import ScriptedLLM
+    from infra.testing.scripted_llm import ScriptedLLM
     from shared.llm.journal import JournalingLLM
-    from tests.harness import Harness
+    from infra.testing.harness import Harness
 
     h = Harness(str(tmp_path))
     cid = h.start()

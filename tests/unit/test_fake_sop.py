@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import shared.mg as mg  # pins METAGPT_PROJECT_ROOT under the temp dir before metagpt is imported
-from shared.llm.fake import ScriptedLLM, sop_reply
+from infra.testing.scripted_llm import ScriptedLLM, sop_reply
 
 IDEA = "开发一个记账APP"
 

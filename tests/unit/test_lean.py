@@ -44,6 +44,8 @@ def test_sop_roles_start_lean_and_keep_working():
         from metagpt.provider import HumanProvider
         assert E2 is Engineer and issubclass(Engineer, Role) and issubclass(WriteCode, Action)
         from shared.llm import make_llm
+        import infra.testing
+        infra.testing.install()
         llms = [type(make_llm(env)).__name__ for env in (
             {"TROUPE_LLM": "fake"},
             {"TROUPE_LLM": "openai", "TROUPE_LLM_BASE_URL": "http://127.0.0.1:9/v1"},

@@ -14,7 +14,7 @@ import os
 import pytest
 
 from shared.errors import TroupeError
-from shared.llm import make_llm
+from shared.llm import LLMConfigError, make_llm
 from shared.llm.metering import meter, normalise_usage
 from tests.llm_endpoints import DashScopeEndpoint, OpenAIEndpoint
 
@@ -204,7 +204,7 @@ def test_missing_key_is_a_clear_error(kind):
         make_llm(env)
     # THEN the message says what to set and how to run without a key, in one plain sentence
     msg = err.value.message
-    assert "DASHSCOPE_API_KEY" in msg and "TROUPE_LLM=fake" in msg
+    assert "DASHSCOPE_API_KEY" in msg and "TROUPE_LLM=local" in msg
     assert "Traceback" not in msg and "\n" not in msg and "sk-other" not in msg
 
 
@@ -213,8 +213,40 @@ def test_unknown_kind_lists_the_kinds():
     with pytest.raises(TroupeError) as err:
         make_llm({"TROUPE_LLM": "gpt-5"})
     # THEN the error lists the valid ones
-    for kind in ("fake", "openai", "dashscope", "dashscope-openai"):
+    for kind in ("openai", "dashscope", "dashscope-openai"):
         assert kind in err.value.message
+
+
+def test_a_function_with_no_llm_configured_is_refused_not_given_a_test_double():
+    # GIVEN a function's environment without TROUPE_LLM
+    with pytest.raises(LLMConfigError) as err:
+        make_llm({"DASHSCOPE_API_KEY": KEY})
+    # THEN it is a configuration error naming the variable and the kinds
+    assert "TROUPE_LLM is not set" in err.value.message and "dashscope" in err.value.message
+
+
+def test_the_scripted_double_exists_only_where_a_host_registers_it():
+    import subprocess
+    import sys
+    import textwrap
+
+    # GIVEN a process as a function runs on FC: the product's code, nothing from infra/testing imported
+    code = textwrap.dedent("""
+        import sys
+        from shared.llm import LLMConfigError, make_llm
+        try:
+            make_llm({"TROUPE_LLM": "fake"})
+        except LLMConfigError as e:
+            print(e.message)
+        print("scripted" if any(m.startswith("infra") for m in sys.modules) else "product only")
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TROUPE_LLM"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    # THEN TROUPE_LLM=fake is an unknown LLM there, and no test double was loaded
+    assert "unknown TROUPE_LLM='fake'" in out.stdout and "product only" in out.stdout, out.stderr[-2000:]
+    # AND where the local runtime or the tests register it, it is the scripted LLM
+    assert type(make_llm({"TROUPE_LLM": "fake"})).__name__ == "ScriptedLLM"
 
 
 @pytest.mark.parametrize("env, names", [
@@ -266,7 +298,7 @@ def test_keys_are_not_logged(dashscope_endpoint, openai_endpoint, caplog):
 
 
 def _debate(tmp_path, env, scenario="debate"):
-    from tests.harness import Harness
+    from infra.testing.harness import Harness
 
     h = Harness(str(tmp_path / "data"), llm_factory=lambda model=None: make_llm(env, model=model))
     cid = h.start(scenario, "Should cities ban cars?", max_turns=3)

@@ -15,7 +15,7 @@ from shared.errors import StoreError
 from shared.gateway import Gateway
 from shared.runner import RoleRunner
 from shared.store.base import ListPage, ObjectStore
-from tests.harness import API_KEY, Harness
+from infra.testing.harness import API_KEY, Harness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUCKET = "troupe-conversations"
@@ -132,7 +132,7 @@ def test_policies_refuse_what_a_function_never_needs(function, action, key):
 def test_the_software_company_and_a_pipeline_stay_within_their_policies(tmp_path):
     from shared.pipeline import Pipeline
     from shared.sop.runner import SopRunner
-    from tests.harness import SOP_FUNCTIONS
+    from infra.testing.harness import SOP_FUNCTIONS
 
     h = Harness(str(tmp_path))
     functions = ("gateway", "pipeline", *SOP_FUNCTIONS)

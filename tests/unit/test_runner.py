@@ -171,8 +171,8 @@ def test_parse_delivery_key_round_trip(harness):
 def test_racing_duplicates_pay_once_and_commit_once(tmp_path):
     import threading
 
-    from shared.llm.fake import ScriptedLLM
-    from tests.harness import Harness
+    from infra.testing.scripted_llm import ScriptedLLM
+    from infra.testing.harness import Harness
 
     # GIVEN an LLM slow enough for two copies of one delivery to overlap
     h = Harness(str(tmp_path), llm_factory=lambda model=None: ScriptedLLM(latency=0.3))
@@ -194,7 +194,7 @@ def test_racing_duplicates_pay_once_and_commit_once(tmp_path):
 
 
 def test_a_retry_of_the_holder_takes_over_an_abandoned_call(tmp_path):
-    from tests.harness import Harness
+    from infra.testing.harness import Harness
 
     # GIVEN a claim on turn 1's LLM call left behind by an instance that died mid-call
     h = Harness(str(tmp_path))

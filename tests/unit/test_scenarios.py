@@ -42,8 +42,8 @@ def test_catalog_is_bilingual_and_lists_six_scenarios(harness):
 
 
 def test_newsroom_ends_early_when_the_fact_checker_approves(tmp_path):
-    from shared.llm.fake import ScriptedLLM
-    from tests.harness import Harness
+    from infra.testing.scripted_llm import ScriptedLLM
+    from infra.testing.harness import Harness
 
     script = {"FactChecker": ["All three claims verified. APPROVED"]}
     h = Harness(str(tmp_path), llm_factory=lambda model=None: ScriptedLLM(script=script))
@@ -55,8 +55,8 @@ def test_newsroom_ends_early_when_the_fact_checker_approves(tmp_path):
 
 
 def test_selector_director_never_exceeds_the_streak_limit(tmp_path):
-    from shared.llm.fake import ScriptedLLM
-    from tests.harness import Harness
+    from infra.testing.scripted_llm import ScriptedLLM
+    from infra.testing.harness import Harness
 
     # GIVEN every speaker keeps naming Finance, trying to hand Finance the floor again and again
     script = {"*": ["Finance, over to you."]}

@@ -38,7 +38,7 @@ def test_a_streamed_reply_is_whole_and_its_usage_is_the_servers_count():
 def test_tokens_so_far_reach_the_progress_record_and_a_replay_streams_nothing(tmp_path, monkeypatch):
     from shared.llm import journal
     from shared.llm.journal import JournalingLLM
-    from tests.harness import Harness
+    from infra.testing.harness import Harness
 
     monkeypatch.setattr(journal, "PROGRESS_EVERY", 0.0)  # every chunk writes (the default is 5 s)
     h = Harness(str(tmp_path))
@@ -68,3 +68,34 @@ def test_tokens_so_far_reach_the_progress_record_and_a_replay_streams_nothing(tm
 def test_an_unknown_streamer_names_the_variable():
     with pytest.raises(LLMConfigError, match="TROUPE_LLM_STREAM"):
         make_llm({"TROUPE_LLM": "openai", "TROUPE_LLM_BASE_URL": "http://127.0.0.1:9/v1", "TROUPE_LLM_STREAM": "sse"})
+
+
+def test_a_stream_cut_short_is_an_error_not_a_reply():
+    from openai import APIConnectionError
+
+    with LlamaCppEndpoint(script=[REPLY], interrupted=True) as ep:
+        llm = make_llm(_env(ep))
+        with pytest.raises(APIConnectionError, match="stream ended before the reply did"):
+            asyncio.run(llm.acompletion([{"role": "user", "content": "A ledger"}]))
+
+
+def test_a_reply_is_kept_when_the_server_cannot_count_it(caplog):
+    with LlamaCppEndpoint(script=[REPLY], counts=False) as ep:
+        llm = make_llm(_env(ep))
+        text = asyncio.run(llm.acompletion_text([{"role": "user", "content": "A ledger"}]))
+    assert text == REPLY and llm.last_usage["completion_tokens"] == len(REPLY) // 3 + 1
+    assert "did not count" in caplog.text
+
+
+def test_the_call_is_bounded_by_the_llm_timeout(monkeypatch):
+    import time as _time
+
+    from openai import APITimeoutError
+
+    slow = lambda rec: (_time.sleep(3), REPLY)[1]  # noqa: E731 - the server takes longer than the timeout
+    with LlamaCppEndpoint(script=slow) as ep:
+        llm = make_llm(_env(ep, TROUPE_LLM_TIMEOUT="1"))
+        started = _time.monotonic()
+        with pytest.raises(APITimeoutError):
+            asyncio.run(llm.acompletion([{"role": "user", "content": "A ledger"}]))
+    assert _time.monotonic() - started < 2.5

@@ -229,7 +229,7 @@ def test_a_character_speaks_through_the_side_schema_on_the_embedded_servers_wire
 
 def test_the_journal_keeps_the_shaped_reply_and_a_replay_pays_nothing(tmp_path):
     from shared.llm.journal import JournalingLLM
-    from tests.harness import Harness
+    from infra.testing.harness import Harness
 
     h = Harness(str(tmp_path))
     cid = h.start()
@@ -275,3 +275,40 @@ def test_a_test_file_without_a_main_guard_gets_one_so_runcode_runs_it(tmp_path):
     guarded = "```python\nimport unittest\nclass T(unittest.TestCase):\n    pass\nif __name__ == '__main__':\n    unittest.main()\n```"
     assert shape(guarded, Expected("code", "WriteTest")) == guarded
     assert "__main__" not in shape(reply, Expected("code", "WriteCode"))
+
+
+def test_a_method_is_never_left_half_written_at_a_nested_function():
+    cut = ("```python\nimport unittest\n\n\nclass TestCalc(unittest.TestCase):\n    def test_ok(self):\n"
+           "        self.assertTrue(True)\n\n    def test_a(self):\n        c = 1\n\n        def helper(x):\n"
+           "            return x\n\n        self.assertEqual(helper(c), ")
+    body = close_code(cut)[len("```python\n"):-len("\n```")]
+    compile(body, "x", "exec")
+    assert "def test_ok" in body and "test_a" not in body and "helper" not in body
+
+
+def test_a_test_file_imports_the_code_under_test_as_runcode_finds_it(tmp_path):
+    import subprocess
+    import sys
+
+    from metagpt.actions.write_test import PROMPT_TEMPLATE
+
+    from shared.llm.structured import shape, with_test_import
+
+    # GIVEN WriteTest's own prompt, which places the project under a made-up /data
+    prompt = PROMPT_TEMPLATE.format(code_to_test="def add(a, b):\n    return a + b", test_file_name="test_calc.py",
+                                    source_file_path="/data/calc_app/calc.py", workspace="/data")
+    asked, root = with_test_import(prompt)
+    # THEN the prompt names the module to import, and the made-up folder is known
+    assert root == "data" and asked.startswith(prompt.rstrip()) and "`from calc_app.calc import ...`" in asked
+    assert with_test_import("## Code: calc.py") == ("## Code: calc.py", None)
+    # AND a reply that imports through /data anyway is fixed to run from the project folder
+    reply = ("```python\nimport unittest\nfrom data.calc_app.calc import add\n\n\nclass TestAdd(unittest.TestCase):\n"
+             "    def test_add(self):\n        self.assertEqual(add(1, 2), 3)\n```")
+    block = shape(reply, Expected("code", "WriteTest", fake_root=root))
+    (tmp_path / "calc_app").mkdir()
+    (tmp_path / "calc_app" / "calc.py").write_text("def add(a, b):\n    return a + b\n")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_calc.py").write_text(block[len("```python\n"):-len("\n```")])
+    run = subprocess.run([sys.executable, "tests/test_calc.py"], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=60, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert "from calc_app.calc import add" in block and "Ran 1 test" in run.stderr and run.returncode == 0, run.stderr

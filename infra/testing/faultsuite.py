@@ -35,7 +35,7 @@ document names (`\d{14}`, in paths and inside files that name them), unittest's 
 on the process's string hash seed. Each committed turn's record must also agree with the
 workspace it names (the manifest exists and holds every path the record says it wrote).
 
-The fault-free run is the same conversations (same inputs) run in-process by tests/harness.py
+The fault-free run is the same conversations (same inputs) run in-process by infra/testing/harness.py
 (the software companies in a process of their own, alongside the faulted run: SopBaseline).
 """
 
@@ -58,7 +58,7 @@ import yaml
 
 from infra.local.faults import POINTS, SOP_POINTS, Faults, read_ledger
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMALL_CLASSES = ["none", "duplicates", *(f"kill_{p}" for p in POINTS), "race", "transient", "llm_timeout"]
 ALL_CLASSES = SMALL_CLASSES + ["chaos"]
 SOP_SMALL_CLASSES = ["none", "duplicates", *(f"kill_{p}" for p in SOP_POINTS), "race", "transient", "llm_timeout"]
@@ -144,7 +144,7 @@ def write_s_yaml(workdir: str, persona_timeout: int, sop_timeout: int = 600) -> 
 
 def baseline(inputs: list[str], rounds: int, max_turns: int, workdir: str) -> dict[str, list[tuple]]:
     """The fault-free transcripts [(turn, role, content)], run in-process."""
-    from tests.harness import Harness
+    from infra.testing.harness import Harness
 
     h = Harness(os.path.join(workdir, "baseline"))
     out = {}
@@ -255,7 +255,7 @@ def sop_view(store, cid: str) -> dict:
 
 def baseline_sop(inputs: list[str], workdir: str) -> dict[str, dict]:
     """The fault-free software companies (`sop_view`), run in-process."""
-    from tests.harness import Harness
+    from infra.testing.harness import Harness
 
     h = Harness(os.path.join(workdir, "baseline-sop"))
     out = {}
@@ -278,7 +278,7 @@ class SopBaseline:
         self.path = os.path.join(workdir, "baseline-sop.json")
         self.log_path = os.path.join(workdir, "baseline-sop.log")
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "tests.faultsuite", "baseline-sop", workdir, self.path,
+            self.proc = subprocess.Popen([sys.executable, "-m", "infra.testing.faultsuite", "baseline-sop", workdir, self.path,
                                           *self.inputs], cwd=ROOT, env={**os.environ, "TROUPE_LLM": "fake"},
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
 
@@ -573,9 +573,9 @@ def cleanup(workdir: str) -> None:
     shutil.rmtree(workdir, ignore_errors=True)
 
 
-if __name__ == "__main__":  # python -m tests.faultsuite baseline-sop WORKDIR OUT.json INPUT... (SopBaseline)
+if __name__ == "__main__":  # python -m infra.testing.faultsuite baseline-sop WORKDIR OUT.json INPUT... (SopBaseline)
     if len(sys.argv) < 4 or sys.argv[1] != "baseline-sop":
-        sys.exit("usage: python -m tests.faultsuite baseline-sop WORKDIR OUT.json INPUT...")
+        sys.exit("usage: python -m infra.testing.faultsuite baseline-sop WORKDIR OUT.json INPUT...")
     result = baseline_sop(sys.argv[4:], sys.argv[2])
     with open(sys.argv[3] + ".tmp", "w", encoding="utf-8") as f:
         json.dump(result, f)

@@ -7,9 +7,12 @@ and with precise control over event delivery (duplicates, reordering, failures).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
+import infra.testing
+from infra.local import spec as specs
 from shared.conversation import ConversationStore
 from shared.events import make_http_event
 from shared.gateway import Gateway
@@ -18,14 +21,41 @@ from shared.store.disk import DiskStore
 
 API_KEY = "test-deployment-key"
 
+infra.testing.install()  # TROUPE_LLM=fake: the scripted LLM, as in the local runtime's workers
+
 
 #: the functions whose index.py runs MetaGPT's software-company roles (shared.sop.handler)
 SOP_FUNCTIONS = ("product_manager", "architect", "project_manager", "engineer", "qa_engineer")
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@functools.lru_cache(maxsize=1)
+def s_yaml_functions() -> tuple[specs.FunctionSpec, ...]:
+    """The functions s.yaml declares, read as the local runtime reads them (infra/local/spec)."""
+    return tuple(specs.load(os.path.join(ROOT, "s.yaml")))
+
+
+#: what a function's handler runs, recognised in its index.py: the core the harness calls
+#: in-process in its place (with the harness's store and LLM)
+CORES = (("sop.handler(", "sop"), ("shared.director", "director"), ("RoleRunner(", "role"),
+         ("Pipeline(", "pipeline"), ("shared.knowledge.indexer", "indexer"))
+
+
+@functools.lru_cache(maxsize=None)
+def _core_in(path: str) -> str | None:
+    with open(path, encoding="utf-8") as f:
+        source = f.read()
+    return next((core for marker, core in CORES if marker in source), None)
+
+
+def core_of(spec: specs.FunctionSpec) -> str | None:
+    return _core_in(os.path.join(spec.code, spec.handler_module + ".py"))
+
 
 class Harness:
     def __init__(self, root: str, llm_factory=None):
-        from shared.llm.fake import ScriptedLLM
+        from infra.testing.scripted_llm import ScriptedLLM
 
         self.store = DiskStore(root, emit_events=True)
         self.convs = ConversationStore(self.store)
@@ -60,13 +90,15 @@ class Harness:
         return body["id"]
 
     def runner(self, function: str):
-        """The core of the function that the inbox prefix names (Director or RoleRunner)."""
+        """The core of a role function, by its id in s.yaml (Director, SopRunner or RoleRunner)."""
         if function not in self.runners:
-            if function == "director":
+            spec = next((f for f in s_yaml_functions() if f.id == function), None)
+            core = core_of(spec) if spec is not None else "role"
+            if core == "director":
                 from shared.director import Director
 
                 self.runners[function] = Director(self.convs, self.llm_factory)
-            elif function in SOP_FUNCTIONS:
+            elif core == "sop":
                 from shared.sop.runner import SopRunner
 
                 self.runners[function] = SopRunner(self.convs, function, self.llm_factory)
@@ -89,19 +121,22 @@ class Harness:
         return [e for _, e in self.pending() if json.loads(e)["events"][0]["oss"]["object"]["key"].startswith("inbox/")]
 
     def deliver(self, event: bytes) -> list[dict]:
-        key = json.loads(event)["events"][0]["oss"]["object"]["key"]
-        if key.startswith("requests/") or (key.startswith("conversations/") and key.endswith("/end.json")):
-            from shared.pipeline import Pipeline  # the pipeline function's two triggers
+        """Run what s.yaml's OSS triggers run for this event, in-process, in s.yaml's order."""
+        record = json.loads(event)["events"][0]
+        out: list[dict] = []
+        for spec in specs.functions_for(record, list(s_yaml_functions())):
+            core = core_of(spec)
+            if core == "pipeline":
+                from shared.pipeline import Pipeline
 
-            return Pipeline(self.convs).handle_event(event)
-        if key.startswith("knowledge/"):
-            from shared.knowledge import handle_event  # the indexer function's trigger
+                out += Pipeline(self.convs).handle_event(event)
+            elif core == "indexer":
+                from shared.knowledge import handle_event
 
-            return handle_event(self.store, event)
-        if not key.startswith("inbox/"):
-            return []
-        function = key.split("/")[1]
-        return self.runner(function).handle_event(event)
+                out += handle_event(self.store, event)
+            elif core in ("sop", "director", "role"):
+                out += self.runner(spec.id).handle_event(event)
+        return out
 
     def pump(self, max_rounds: int = 10_000, copies: int = 1) -> int:
         """Deliver spooled events (each `copies` times) until none are left. Returns deliveries."""
