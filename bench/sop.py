@@ -21,6 +21,7 @@ generated code compiles in >= 4 of 5. Figures, not assertions: the README record
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -121,9 +122,10 @@ def project(rt, cid: str, token: str | None) -> dict:
     try:
         raw = _http("GET", f"{rt.http_url}/conversations/{cid}/artifacts.zip", token=token)
     except OSError:
-        return {"py": 0, "compile": 0, "tests_passed": 0, "tests_run": 0}
+        return {"py": 0, "compile": 0, "tests_passed": 0, "tests_run": 0, "test_files": 0, "not_loaded": []}
     py = compiled = 0
-    passed = ran = 0
+    passed = ran = files = 0
+    not_loaded: list[str] = []
     with zipfile.ZipFile(io.BytesIO(raw)) as z:
         for name in z.namelist():
             text = z.read(name).decode("utf-8", "replace")
@@ -136,8 +138,21 @@ def project(rt, cid: str, token: str | None) -> dict:
                     pass
             elif "test_outputs/" in name and name.endswith(".json"):
                 p, r = _test_counts(text)
-                passed, ran = passed + p, ran + r
-    return {"py": py, "compile": compiled, "tests_passed": passed, "tests_run": ran}
+                passed, ran, files = passed + p, ran + r, files + 1
+                if not r:
+                    not_loaded.append(_load_error(text))
+    return {"py": py, "compile": compiled, "tests_passed": passed, "tests_run": ran, "test_files": files,
+            "not_loaded": not_loaded}
+
+
+def _load_error(doc: str) -> str:
+    """Why a test file ran no test: the last error line of its run (e.g. a module not installed)."""
+    try:
+        err = json.loads(doc).get("stderr") or ""
+    except (ValueError, AttributeError):
+        err = doc
+    lines = [line.strip() for line in err.splitlines() if re.match(r"\s*\w+(Error|Exception)\b", line)]
+    return lines[-1][:120] if lines else "no test ran"
 
 
 def _test_counts(doc: str) -> tuple[int, int]:
@@ -161,6 +176,7 @@ def main() -> int:
     ap.add_argument("--only", help="comma-separated 1-based indexes of the requirements to run")
     ap.add_argument("--timeout", type=float, default=1200.0, help="seconds per requirement before giving up")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--keep", metavar="DIR", help="run in DIR and keep it (conversations, journals, projects)")
     args = ap.parse_args()
     chosen = [REQUIREMENTS[int(i) - 1] for i in args.only.split(",")] if args.only else REQUIREMENTS
 
@@ -168,7 +184,8 @@ def main() -> int:
 
     api_key = os.environ.setdefault("TROUPE_API_KEY", secrets.token_urlsafe(24))
     results = []
-    with tempfile.TemporaryDirectory(prefix="troupe-bench-sop-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = args.keep or stack.enter_context(tempfile.TemporaryDirectory(prefix="troupe-bench-sop-"))
         rt = LocalRuntime(os.path.join(tmp, "data"), llm="local")
         rt.start()
         try:
@@ -193,8 +210,10 @@ def _print(r: dict) -> None:
               f" {s['seconds']:>6.1f} s")
     st, c = r["structured"], r["code"]
     print(f"   structured fills valid on the first attempt: {st['first_attempt_valid']}/{st['fills']}")
-    print(f"   project: {c['compile']}/{c['py']} .py files compile; QA's tests passed {c['tests_passed']}/{c['tests_run']}",
-          flush=True)
+    print(f"   project: {c['compile']}/{c['py']} .py files compile; QA's tests passed {c['tests_passed']}/{c['tests_run']}"
+          f" in {c.get('test_files', 0)} test file(s)", flush=True)
+    for why in c.get("not_loaded") or []:
+        print(f"     a test file ran no test: {why}", flush=True)
 
 
 def _summary(results: list[dict]) -> None:

@@ -112,6 +112,26 @@ def node_schema(mapping: dict[str, tuple[Any, Any]]) -> dict:
     return {"type": "object", "properties": props, "required": list(mapping), "additionalProperties": False}
 
 
+_STATED = {"Original Requirements": re.compile(r"### Original Requirements\n(.*?)\n\s*### ", re.S)}
+"""keys whose value the prompt itself states (WritePRD's context), and where it states it"""
+
+
+def pin_stated(schema: dict, prompt: str) -> dict:
+    """`schema` with the keys whose value the prompt states pinned to that value (a one-value
+    enum). A small model given MetaGPT's format example copies the example ("Create a 2048
+    game") instead of the requirement; writing the real requirement first holds the rest of the
+    document to it, as a debater's restated side holds its turn."""
+    props = dict(schema.get("properties") or {})
+    for key, where in _STATED.items():
+        m = where.search(prompt) if key in props else None
+        stated = m.group(1).strip() if m else ""
+        # llama-cpp-python escapes a quote or backslash in an enum twice, into a grammar
+        # llama.cpp rejects (and a bad grammar takes the shared server down): such text is left free
+        if stated and len(stated) <= MAX_STRING and not re.search(r'["\\\x00-\x1f]', stated):
+            props[key] = {"type": "string", "enum": [stated]}
+    return {**schema, "properties": props}
+
+
 def _type_schema(key: str, tp, item: bool = False) -> dict:
     k = key.strip().lower()
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -416,7 +436,7 @@ def install(code_cap: int | None = None) -> None:
         schema = kwargs.get("schema", args[2] if len(args) > 2 else "markdown")
         if schema != "json":
             return await aask_v1(self, prompt, output_class_name, output_data_mapping, *args, **kwargs)
-        with expect(Expected("json", output_class_name, node_schema(output_data_mapping))):
+        with expect(Expected("json", output_class_name, pin_stated(node_schema(output_data_mapping), prompt))):
             return await aask_v1(self, prompt, output_class_name, output_data_mapping, *args, **kwargs)
 
     ActionNode._aask_v1 = _aask_v1

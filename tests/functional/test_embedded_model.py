@@ -323,3 +323,14 @@ def test_every_sop_schema_compiles_as_a_llamacpp_grammar():
     for nodes in (PRD, REFINED_NODES, DESIGN, TASKS):
         assert parses(node_schema({n.key: (n.expected_type, ...) for n in nodes})), [n.key for n in nodes]
     assert parses(node_schema(issue))
+    # a PRD pinned to its requirement, in any script, parses too; text llama-cpp-python would
+    # escape into a bad grammar (quotes, backslashes) is left free
+    from shared.llm.structured import pin_stated
+
+    assert not parses({"type": "object", "properties": {"r": {"type": "string", "enum": ['A "todo" CLI']}}})
+    for requirement, pinned_to in (("开发一个记账APP", "开发一个记账APP"), ("A todo list CLI, with tags", "A todo list CLI, with tags"),
+                                   ('A "todo" CLI', None), ("a \\ b", None)):
+        pinned = pin_stated(node_schema({n.key: (n.expected_type, ...) for n in PRD}),
+                            f"### Original Requirements\n{requirement}\n\n### Search Information\n-")
+        assert pinned["properties"]["Original Requirements"].get("enum") == ([pinned_to] if pinned_to else None)
+        assert parses(pinned)

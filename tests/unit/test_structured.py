@@ -312,3 +312,23 @@ def test_a_test_file_imports_the_code_under_test_as_runcode_finds_it(tmp_path):
     run = subprocess.run([sys.executable, "tests/test_calc.py"], cwd=tmp_path, capture_output=True, text=True,
                          timeout=60, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert "from calc_app.calc import add" in block and "Ran 1 test" in run.stderr and run.returncode == 0, run.stderr
+
+
+def test_a_prd_is_pinned_to_the_requirement_its_prompt_states_not_the_format_examples():
+    from metagpt.actions.write_prd import CONTEXT_TEMPLATE
+    from metagpt.actions.write_prd_an import WRITE_PRD_NODE
+
+    from shared.llm.structured import pin_stated
+
+    # GIVEN WritePRD's own prompt for a requirement (context, then MetaGPT's format example: a 2048 game)
+    context = CONTEXT_TEMPLATE.format(requirements="开发一个记账APP", project_name="")
+    prompt = WRITE_PRD_NODE.compile(context=context, schema="json", mode="auto")
+    assert "Create a 2048 game" in prompt
+    # WHEN its schema is made
+    schema = pin_stated(node_schema(_prd_mapping()), prompt)
+    # THEN the requirement is the one value its field may take; the rest is as before
+    assert schema["properties"]["Original Requirements"] == {"type": "string", "enum": ["开发一个记账APP"]}
+    assert {k: v for k, v in schema["properties"].items() if k != "Original Requirements"} == {
+        k: v for k, v in node_schema(_prd_mapping())["properties"].items() if k != "Original Requirements"}
+    # AND a prompt that states nothing, or a node without the key, is left alone
+    assert pin_stated(node_schema(_prd_mapping()), "no context") == node_schema(_prd_mapping())
