@@ -1,20 +1,8 @@
 """The REST API behind the gateway's HTTP trigger. Pure: an HttpEvent in, an FC response out.
 
-  GET  /                                  the web page (shared/web), and GET /static/<file> its assets
-  GET  /openapi.json                       this API, as an OpenAPI 3.0 document
-  GET  /scenarios                          the catalog (built-in and user scenarios)
-  POST /scenarios                          add a user scenario (API key)
-  POST /conversations                      {scenario, input, limits?} → 201 {id, status, ...};
-                                           with Idempotency-Key, a retry gets the same conversation
-  GET  /conversations/{id}[?after=&limit=] status and committed messages after the cursor
-  GET  /conversations/{id}/invocations     one record per function invocation
-  GET  /conversations/{id}/usage           the bill: per-invocation rows, totals per role and in all
-  POST /conversations/{id}/messages        {role, content}: a human participant's turn
-  POST /conversations/{id}/cancel          stop it
-  GET  /conversations/{id}/artifacts       the project files (software company): path, size, type
-  GET  /conversations/{id}/artifacts/<path> one of them; .../artifacts.zip all of them
-  POST /knowledge/{kb}/documents, GET /knowledge/{kb}[/documents/<path>|/search], DELETE ...
-                                           knowledge bases (API key; shared/knowledge/api.py)
+The routes (the web page, /openapi.json, the scenario catalog, conversations and their
+messages, bill and artifacts, knowledge bases) are declared once, in shared/routes.py: this
+class dispatches by that table and /openapi.json is built from it.
 
 Access: starting a conversation needs the deployment's API key; everything about a
 conversation needs that conversation's own token (both as `Authorization: Bearer ...`). The
@@ -35,17 +23,17 @@ import os
 import re
 import time
 from typing import Callable
-from urllib.parse import quote, unquote
+from urllib.parse import quote
 
-from shared import artifacts, openapi, scenarios, web
+from shared import artifacts, openapi, routes, scenarios, web
 from shared.billing import bill_fields, usage_report
 from shared.conversation import ConversationStore
-from shared.errors import (BadRequest, Conflict, Forbidden, MethodNotAllowed, NoSuchKey, NotFound, ObjectExists,
+from shared.errors import (BadRequest, Conflict, Forbidden, NoSuchKey, NotFound, ObjectExists,
                            PayloadTooLarge,
                            ServiceUnavailable, TroupeError, Unauthorized)
 from shared.events import HttpEvent
 from shared.routing import RECENT, decide, follow, role_spec, scene_with
-from shared.knowledge.api import handle_knowledge
+from shared.knowledge import api as knowledge_api
 from shared.ids import check_conversation_id, derive_id, new_conversation_id, new_token, token_hash
 
 log = logging.getLogger("troupe.gateway")
@@ -54,9 +42,7 @@ MAX_BODY = 64 * 1024
 MAX_SCENARIO_BODY = 32 * 1024
 USER_REQUIREMENT = "metagpt.actions.add_requirement.UserRequirement"
 HUMAN_INPUT = "troupe.human"
-_CONV = re.compile(r"^/conversations/([^/]+)(/invocations|/usage|/messages|/cancel|/artifacts\.zip|/artifacts)?/?$")
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
-_ARTIFACT = re.compile(r"^/conversations/([^/]+)/artifacts/(.+)$")
 
 
 def response(status: int, body, headers: dict | None = None) -> dict:
@@ -100,52 +86,54 @@ class Gateway:
             return response(500, {"error": "InternalError", "message": "internal error; see the function's log"})
 
     def route(self, req: HttpEvent) -> dict:
-        path = req.path.rstrip("/") or "/"
-        page = web.serve(req.method, path)  # GET / and GET /static/<file>: the web page
-        if page is not None:
-            return page
-        if path == "/knowledge" or path.startswith("/knowledge/"):
-            return handle_knowledge(req, self.convs.store, self._require_api_key)
-        if path == "/openapi.json":
-            self._method(req, "GET")
-            return response(200, openapi.document())
-        if path == "/scenarios":
-            if req.method == "POST":
-                return self.add_scenario(req)
-            self._method(req, "GET")
-            return response(200, {"scenarios": [self._scenario_view(s) for s in self._all_scenarios().values()]})
-        if path == "/conversations":
-            self._method(req, "POST")
-            return self.create(req)
-        m = _ARTIFACT.match(req.path)
-        if m:
-            cid = check_conversation_id(m.group(1))
-            self._method(req, "GET")
-            self._authorize(cid, req)
-            return self.artifact(cid, unquote(m.group(2)))
-        m = _CONV.match(path)
-        if m:
-            cid = check_conversation_id(m.group(1))
-            action = m.group(2)
-            self._method(req, "POST" if action in ("/messages", "/cancel") else "GET")
-            meta = self._authorize(cid, req)
-            if action == "/messages":
-                return self.human_message(cid, meta, req)
-            if action == "/cancel":
-                return self.cancel(cid)
-            if m.group(2) == "/invocations":
-                return response(200, {"id": cid, "invocations": self.convs.invocations(cid)})
-            if action == "/artifacts":
-                return response(200, {"id": cid, "artifacts": artifacts.listing(artifacts.latest_manifest(self.convs, cid))})
-            if action == "/artifacts.zip":
-                manifest = artifacts.latest_manifest(self.convs, cid)
-                name = (manifest or {}).get("root") or cid
-                return binary(artifacts.zip_bytes(self.convs, cid, manifest), "application/zip",
-                              {"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}.zip"})
-            if m.group(2) == "/usage":
-                return response(200, {"id": cid, **usage_report(self.convs.invocations(cid))})
-            return self.show(cid, req)
-        raise NotFound(f"no route for {req.method} {path[:100]}")
+        """Dispatch by the declared routes (shared/routes.py): credentials first, then the handler."""
+        route, params = routes.find(req.method, req.path.rstrip("/") or "/")
+        if route.auth == "api_key":
+            self._require_api_key(req, route.need)
+        elif route.auth == "token":
+            cid = check_conversation_id(params.pop("id"))
+            return getattr(self, route.handler)(req, cid, self._authorize(cid, req), **params)
+        return getattr(self, route.handler)(req, **params)
+
+    # -- the small routes ------------------------------------------------------------------
+    def page(self, req: HttpEvent, file: str | None = None) -> dict:
+        return web.serve(req.method, req.path.rstrip("/") or "/")
+
+    def openapi(self, req: HttpEvent) -> dict:
+        return response(200, openapi.document())
+
+    def catalog(self, req: HttpEvent) -> dict:
+        return response(200, {"scenarios": [self._scenario_view(s) for s in self._all_scenarios().values()]})
+
+    def invocations(self, req: HttpEvent, cid: str, meta: dict) -> dict:
+        return response(200, {"id": cid, "invocations": self.convs.invocations(cid)})
+
+    def usage(self, req: HttpEvent, cid: str, meta: dict) -> dict:
+        return response(200, {"id": cid, **usage_report(self.convs.invocations(cid))})
+
+    def artifact_list(self, req: HttpEvent, cid: str, meta: dict) -> dict:
+        return response(200, {"id": cid, "artifacts": artifacts.listing(artifacts.latest_manifest(self.convs, cid))})
+
+    def artifact_zip(self, req: HttpEvent, cid: str, meta: dict) -> dict:
+        manifest = artifacts.latest_manifest(self.convs, cid)
+        name = (manifest or {}).get("root") or cid
+        return binary(artifacts.zip_bytes(self.convs, cid, manifest), "application/zip",
+                      {"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}.zip"})
+
+    def kb_list(self, req: HttpEvent, kb: str) -> dict:
+        return knowledge_api.list_documents(req, self.convs.store, kb)
+
+    def kb_put(self, req: HttpEvent, kb: str) -> dict:
+        return knowledge_api.put(req, self.convs.store, kb)
+
+    def kb_get(self, req: HttpEvent, kb: str, path: str) -> dict:
+        return knowledge_api.get(self.convs.store, kb, path)
+
+    def kb_delete(self, req: HttpEvent, kb: str, path: str) -> dict:
+        return knowledge_api.delete(self.convs.store, kb, path)
+
+    def kb_search(self, req: HttpEvent, kb: str) -> dict:
+        return knowledge_api.search_passages(req, self.convs.store, kb)
 
     # -- access control --------------------------------------------------------------------
     @staticmethod
@@ -156,14 +144,13 @@ class Gateway:
             return value.strip()
         return None
 
-    def _require_api_key(self, req: HttpEvent) -> None:
+    def _require_api_key(self, req: HttpEvent, need: str = "starting a conversation") -> None:
         if not self.api_key:
-            raise ServiceUnavailable("this deployment has no TROUPE_API_KEY configured, so no conversation "
-                                     "can be started")
+            raise ServiceUnavailable(f"this deployment has no TROUPE_API_KEY configured, so {need} is not "
+                                     "possible")
         given = self._bearer(req)
         if given is None:
-            raise Unauthorized("starting a conversation needs the deployment's API key: "
-                               "send 'Authorization: Bearer <key>'")
+            raise Unauthorized(f"{need} needs the deployment's API key: send 'Authorization: Bearer <key>'")
         if not hmac.compare_digest(given.encode(), self.api_key.encode()):
             raise Forbidden("the API key is not valid")
 
@@ -181,11 +168,6 @@ class Gateway:
         return meta
 
     @staticmethod
-    def _method(req: HttpEvent, allowed: str) -> None:
-        if req.method != allowed:
-            raise MethodNotAllowed(f"{req.method} is not allowed here; use {allowed}")
-
-    @staticmethod
     def _scenario_view(s: dict) -> dict:
         return {"id": s["id"], "title": s["title"], "description": s["description"], "flow": s["flow"],
                 "limits": s["limits"], "input": s.get("input"), "options": s.get("options") or {},
@@ -194,7 +176,6 @@ class Gateway:
 
     # -- POST /conversations ---------------------------------------------------------------
     def create(self, req: HttpEvent) -> dict:
-        self._require_api_key(req)
         if len(req.body) > MAX_BODY:
             raise PayloadTooLarge(f"request body is larger than {MAX_BODY} bytes")
         body = req.json()
@@ -327,7 +308,6 @@ class Gateway:
 
     def add_scenario(self, req: HttpEvent) -> dict:
         """POST /scenarios: a user's scenario as JSON, validated, stored create-only."""
-        self._require_api_key(req)
         if len(req.body) > MAX_SCENARIO_BODY:
             raise PayloadTooLarge(f"a scenario is larger than {MAX_SCENARIO_BODY} bytes")
         data = req.json(max_bytes=MAX_SCENARIO_BODY)
@@ -356,7 +336,7 @@ class Gateway:
         return {**scenario, "roles": [{**r, "human": r["human"] or r["name"] in humans} for r in scenario["roles"]]}
 
     # -- POST /conversations/{id}/messages: a human participant's turn ------------------------
-    def human_message(self, cid: str, meta: dict, req: HttpEvent) -> dict:
+    def human_message(self, req: HttpEvent, cid: str, meta: dict) -> dict:
         if len(req.body) > MAX_BODY:
             raise PayloadTooLarge(f"request body is larger than {MAX_BODY} bytes")
         body = req.json()
@@ -397,14 +377,14 @@ class Gateway:
         return response(201, {"id": cid, "turn": turn, "message_id": mid})
 
     # -- POST /conversations/{id}/cancel ---------------------------------------------------
-    def cancel(self, cid: str) -> dict:
+    def cancel(self, req: HttpEvent, cid: str, meta: dict) -> dict:
         record = self.convs.end(cid, "cancelled", "cancelled by its owner")
         if record.get("status") != "cancelled" or record.get("reason") != "cancelled by its owner":
             raise Conflict(f"the conversation had already ended ({record['status']})", status=record["status"])
         return response(200, {"id": cid, "status": "cancelled"})
 
     # -- GET /conversations/{id}/artifacts/<path> -------------------------------------------
-    def artifact(self, cid: str, path: str) -> dict:
+    def artifact(self, req: HttpEvent, cid: str, meta: dict, path: str) -> dict:
         data = artifacts.read(self.convs, cid, artifacts.latest_manifest(self.convs, cid), path)
         kind = artifacts.content_type(path)
         if kind.startswith("text/") or kind == "application/json":
@@ -416,7 +396,7 @@ class Gateway:
         return binary(data, kind)
 
     # -- GET /conversations/{id} -----------------------------------------------------------
-    def show(self, cid: str, req: HttpEvent) -> dict:
+    def show(self, req: HttpEvent, cid: str, meta: dict) -> dict:
         q = req.query
         after = q.get("after", "")
         if after and not re.match(r"^[0-9]{6}-[0-9a-f]{16}$", after):

@@ -118,3 +118,27 @@ def test_http_event_view_reads_the_real_payload():
 def test_gateway_answers_a_real_http_payload_with_a_json_404(harness):
     resp = harness.gateway.handle(load_event("http-event.json"))
     assert resp["statusCode"] == 404 and json.loads(resp["body"])["error"] == "NotFound"
+
+
+def test_the_routes_are_declared_once_for_dispatch_and_the_openapi_document(harness):
+    from shared import openapi, routes
+    from shared.events import make_http_event
+    from shared.gateway import Gateway
+
+    # GIVEN the declared routes; THEN /openapi.json documents exactly them, and each has its handler
+    status, doc = harness.http("GET", "/openapi.json")
+    documented = {(path, method.upper()) for path, item in doc["paths"].items() for method in item}
+    assert status == 200 and documented == {(r.path, r.method) for r in routes.ROUTES}
+    assert doc == openapi.document() and all(callable(getattr(Gateway, r.handler, None)) for r in routes.ROUTES)
+    # AND every documented operation reaches its handler: never "no route", never the wrong method
+    cid = harness.start()
+    samples = {"id": cid, "kb": "lumen", "path": "a/b.md", "file": "app.js"}
+    for r in routes.ROUTES:
+        path = r.path.format(**samples)
+        resp = harness.gateway.handle(make_http_event(r.method, path, body=b"{}", headers={}))
+        assert resp["statusCode"] not in (404, 405) or "no route" not in resp["body"], (r.method, path, resp["body"])
+        assert resp["statusCode"] != 405, (r.method, path)
+    # AND a path declared for other methods answers 405 naming them; an undeclared one 404
+    assert harness.http("PUT", f"/conversations/{cid}/cancel")[1]["message"].endswith("use POST")
+    got, err = harness.http("GET", "/nowhere")
+    assert got == 404 and "no route for GET /nowhere" in err["message"]
