@@ -13,7 +13,8 @@ Layout (every key is built here, from validated ids only):
   inbox/<function>/<cid>/<turn>-<msgid>.json           deliveries: these fire the OSS triggers
 
 A turn's own invocation record travels inside its message object, so that a turn costs one
-write fewer; `invocations()` merges both sources.
+write fewer; `invocations()` merges both sources. What one function reads of another's records
+(deliveries, turns, invocations, the end) is validated by shared/records.py on the way in.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import re
 import time
 from typing import Any, Iterator
 
+from shared import records
 from shared.errors import NoSuchKey, ObjectExists, RejectedEvent
 from shared.ids import check_conversation_id, check_message_id, check_name
 from shared.store.base import ObjectStore
@@ -130,7 +132,8 @@ class ConversationStore:
             return False
 
     def message(self, cid: str, turn: int, msgid: str) -> dict | None:
-        return self._get_json(self.message_key(cid, turn, msgid))
+        found = self._get_json(self.message_key(cid, turn, msgid))
+        return None if found is None else records.read_turn(found)
 
     def messages(self, cid: str, after: str = "", limit: int = 100) -> tuple[list[dict], str]:
         """Committed messages after the cursor, oldest first, and the cursor for the next call.
@@ -144,7 +147,7 @@ class ConversationStore:
         for info in page.objects:
             found = self._get_json(info.key)
             if found is not None:
-                out.append(found)
+                out.append(records.read_turn(found))
         cursor = page.objects[-1].key[len(prefix):-5] if page.objects else after
         return out, cursor
 
@@ -164,8 +167,9 @@ class ConversationStore:
         except ObjectExists:
             return False
 
-    def read_delivery(self, key: str) -> dict:
-        return _load(self.store.get(key))
+    def read_delivery(self, key: str, turn: int | None = None) -> dict:
+        """The delivery at `key`, validated (records.read_delivery); NoSuchKey if it is gone."""
+        return records.read_delivery(_load(self.store.get(key)), turn)
 
     # -- role state ------------------------------------------------------------------------
     def load_state(self, cid: str, role: str) -> dict | None:
@@ -228,11 +232,11 @@ class ConversationStore:
         self.store.put(self.base(cid) + f"invocations/{name}.json", _dump(record))
 
     def invocations(self, cid: str) -> list[dict]:
-        rows = [m["invocation"] for m in self.iter_messages(cid) if m.get("invocation")]
+        rows = [records.read_invocation(m["invocation"]) for m in self.iter_messages(cid) if m.get("invocation")]
         for info in self.store.iter(self.base(cid) + "invocations/"):
             found = self._get_json(info.key)
             if found is not None:
-                rows.append(found)
+                rows.append(records.read_invocation(found))
         rows.sort(key=lambda r: r.get("start", 0))
         return rows
 
@@ -277,7 +281,7 @@ class ConversationStore:
 
     def end(self, cid: str, status: str, reason: str, **extra) -> dict:
         """Mark the conversation ended; the first writer wins and its record is returned."""
-        record = {"status": status, "reason": reason, "at": time.time(), **extra}
+        record = records.end(status=status, reason=reason, at=time.time(), **extra)
         try:
             self.store.put(self.end_key(cid), _dump(record), create_only=True)
             return record
@@ -285,7 +289,8 @@ class ConversationStore:
             return self.get_end(cid) or record
 
     def get_end(self, cid: str) -> dict | None:
-        return self._get_json(self.end_key(cid))
+        found = self._get_json(self.end_key(cid))
+        return None if found is None else records.read_end(found)
 
     def is_ended(self, cid: str) -> bool:
         return self.store.head(self.end_key(cid)) is not None

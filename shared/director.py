@@ -20,6 +20,7 @@ import time
 import uuid
 from typing import Callable
 
+from shared import records
 from shared.billing import bill_fields
 from shared.conversation import ConversationStore
 from shared.errors import NoSuchKey, RejectedEvent
@@ -68,18 +69,18 @@ class Director:
         start = self.clock()
         cid, turn, delivery_id = self.convs.parse_delivery_key(DIRECTOR, key)
         try:
-            delivery = self.convs.read_delivery(key)
+            delivery = self.convs.read_delivery(key, turn)
             meta = self.convs.meta(cid)
         except (NoSuchKey, ValueError):
             raise RejectedEvent("delivery or conversation not found", key=key[:200]) from None
-        if delivery.get("to") != DIRECTOR or delivery.get("turn") != turn or not isinstance(delivery.get("message"), dict):
+        if delivery["to"] != DIRECTOR:
             raise RejectedEvent("not a delivery for the director", key=key[:200])
         scenario = meta["scenario"]
         message = delivery["message"]
         recent = [r for r in delivery.get("recent") or [] if isinstance(r, str)]
         speaker = message.get("sent_from", "")
         chosen, how, llm, outcome = None, "rule", None, None
-        hops = int(delivery.get("hops", 0))
+        hops = delivery["hops"]
         if hops > max_hops(meta["limits"]):
             self.convs.end(cid, "stopped", "invocation_cap", hops=hops, turns=turn)
         elif not self.convs.is_ended(cid):
@@ -107,12 +108,12 @@ class Director:
                         closing=False, now=self.clock())
         duration = round((self.clock() - start) * 1000, 2)
         usage = llm.usage if llm else {"prompt_tokens": 0, "completion_tokens": 0}
-        record = {"function": DIRECTOR, "request_id": request_id or uuid.uuid4().hex, "start": start,
-                  "pid": os.getpid(), "role": DIRECTOR, "turn": turn, "trigger": key,
-                  "outcome": outcome or ("routed" if chosen else "ended"), "chosen": chosen, "how": how,
-                  "duration_ms": duration,
-                  **bill_fields(llm.model if llm else None, usage["prompt_tokens"], usage["completion_tokens"],
-                                self.memory_mb, duration)}
+        record = records.invocation(
+            function=DIRECTOR, request_id=request_id or uuid.uuid4().hex, start=start,
+            outcome=outcome or ("routed" if chosen else "ended"), pid=os.getpid(), role=DIRECTOR, turn=turn,
+            trigger=key, chosen=chosen, how=how, duration_ms=duration,
+            **bill_fields(llm.model if llm else None, usage["prompt_tokens"], usage["completion_tokens"],
+                          self.memory_mb, duration))
         self.convs.record_invocation(cid, record)
         return record
 

@@ -25,7 +25,7 @@ import time
 from typing import Callable
 from urllib.parse import quote
 
-from shared import artifacts, openapi, routes, scenarios, web
+from shared import artifacts, openapi, records, routes, scenarios, web
 from shared.billing import bill_fields, usage_report
 from shared.conversation import ConversationStore
 from shared.errors import (BadRequest, Conflict, Forbidden, NoSuchKey, NotFound, ObjectExists,
@@ -265,9 +265,9 @@ class Gateway:
         nxt = decide(meta, 0, "user", text, False)
         message = {"id": opening_id, "content": text, "instruct_content": None, "role": "user",
                    "cause_by": USER_REQUIREMENT, "sent_from": "user", "send_to": [nxt["role"] or nxt["kind"]]}
-        record = {"turn": 0, "id": opening_id, "role": "user", "profile": "user", "function": "gateway",
-                  "content": text, "sent_from": "user", "send_to": message["send_to"], "cause_by": USER_REQUIREMENT,
-                  "message": message, "next": nxt, "recent": []}
+        record = records.turn_record(turn=0, id=opening_id, role="user", profile="user", function="gateway",
+                                     content=text, message=message, next=nxt, sent_from="user",
+                                     send_to=message["send_to"], cause_by=USER_REQUIREMENT, recent=[])
         self.convs.commit(cid, 0, opening_id, record)
         follow(self.convs, cid, meta, record)
         return meta, token
@@ -275,10 +275,10 @@ class Gateway:
     def _record(self, cid: str, req: HttpEvent, start: float, outcome: str, turn: int, role: str) -> None:
         """This invocation's record in the conversation (it wrote a turn there), with its compute."""
         duration = round((self.clock() - start) * 1000, 2)
-        self.convs.record_invocation(cid, {
-            "function": "gateway", "request_id": self.request_id or req.request_id, "start": start,
-            "duration_ms": duration, "outcome": outcome, "pid": os.getpid(), "turn": turn, "role": role,
-            **bill_fields(None, 0, 0, self.memory_mb, duration)})
+        self.convs.record_invocation(cid, records.invocation(
+            function="gateway", request_id=self.request_id or req.request_id, start=start, outcome=outcome,
+            duration_ms=duration, pid=os.getpid(), turn=turn, role=role,
+            **bill_fields(None, 0, 0, self.memory_mb, duration)))
 
     # -- scenarios: built in, and added by users -------------------------------------------
     USER_PREFIX = "scenarios/"
@@ -364,12 +364,12 @@ class Gateway:
         message = {"id": mid, "content": content, "instruct_content": None, "role": role,
                    "cause_by": HUMAN_INPUT, "sent_from": role, "send_to": [nxt["role"] or nxt["kind"]]}
         spec = role_spec(meta, role)
-        record = {"turn": turn, "id": mid, "role": role, "profile": spec["profile"], "function": "human",
-                  "content": content, "sent_from": role, "send_to": message["send_to"], "cause_by": HUMAN_INPUT,
-                  "reply_to": waiting["message"].get("id"), "message": message, "next": nxt,
-                  "closing": bool(waiting.get("closing")), "spent": waiting.get("spent"),
-                  "recent": ((waiting.get("recent") or []) + [role])[-RECENT:],
-                  "scene": scene_with(waiting.get("scene"), role, content), "hops": waiting.get("hops", 0)}
+        record = records.turn_record(
+            turn=turn, id=mid, role=role, profile=spec["profile"], function="human", content=content, message=message,
+            next=nxt, sent_from=role, send_to=message["send_to"], cause_by=HUMAN_INPUT,
+            reply_to=waiting["message"].get("id"), closing=bool(waiting.get("closing")), spent=waiting.get("spent"),
+            recent=((waiting.get("recent") or []) + [role])[-RECENT:],
+            scene=scene_with(waiting.get("scene"), role, content), hops=waiting.get("hops", 0))
         if not self.convs.commit(cid, turn, mid, record):
             raise Conflict("this wait has already been answered")
         follow(self.convs, cid, meta, record)

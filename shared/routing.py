@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+from shared import records
 from shared.conversation import ConversationStore
 from shared.errors import BadRequest
 from shared.flows import DIRECTOR, Next, after_turn, closing_role
@@ -56,15 +57,15 @@ def decide(meta: dict, turn: int, speaker: str, content: str, was_closing: bool)
     """The next step after `turn`, as stored in the turn's record (`record["next"]`)."""
     scenario, limits = meta["scenario"], meta["limits"]
     if was_closing:
-        return {"kind": "end", "reason": "deliverable"}
+        return records.next_step("end", reason="deliverable")
     if turn >= limits["max_turns"]:
-        return {"kind": "end", "reason": "turn_limit"}
+        return records.next_step("end", reason="turn_limit")
     nxt: Next = after_turn(scenario, turn, speaker, content, was_closing)
     closing = closing_role(scenario)
     if nxt.kind != "end" and closing and not nxt.closing and turn == limits["max_turns"] - 1:
         # the last turn the limit allows is the closing one, so the deliverable is never lost
         nxt = Next("speak", closing, closing=True, reason="turn_limit")
-    return {"kind": nxt.kind, "role": nxt.role, "closing": nxt.closing, "reason": nxt.reason}
+    return records.next_step(nxt.kind, nxt.role, closing=nxt.closing, reason=nxt.reason)
 
 
 def role_spec(meta: dict, name: str) -> dict | None:
@@ -73,16 +74,16 @@ def role_spec(meta: dict, name: str) -> dict | None:
 
 def follow(convs: ConversationStore, cid: str, meta: dict, record: dict) -> None:
     """Carry out `record["next"]` for the committed `record`."""
-    nxt, turn = record["next"], record["turn"]
-    recent = (record.get("recent") or [])[-RECENT:]
-    payload = {"turn": turn, "message": record["message"], "spent": record.get("spent"), "recent": recent,
-               "scene": record.get("scene") or [], "hops": int(record.get("hops", 0)) + 1}
+    nxt, turn = records.read_next(record["next"]), record["turn"]
+    payload = {"turn": turn, "message": record["message"], "spent": record.get("spent"),
+               "recent": (record.get("recent") or [])[-RECENT:], "scene": record.get("scene") or [],
+               "hops": int(record.get("hops", 0)) + 1}
     if nxt["kind"] == "end":
         end_turn(convs, cid, meta, record, nxt.get("reason") or "completed")
         return
     if nxt["kind"] == DIRECTOR:
         did = derive_id(record["id"], DIRECTOR)
-        convs.deliver(DIRECTOR, cid, turn, did, {**payload, "to": DIRECTOR})
+        convs.deliver(DIRECTOR, cid, turn, did, records.delivery(to=DIRECTOR, **payload))
         return
     hand_to(convs, cid, meta, nxt["role"], payload, parent=record["id"], after=record["id"],
             closing=nxt["closing"], now=time.time())
@@ -103,7 +104,7 @@ def hand_to(convs: ConversationStore, cid: str, meta: dict, role: str, payload: 
                                  "after": after, "hops": payload["hops"]})
         return
     convs.deliver(spec["function"], cid, payload["turn"], derive_id(parent, role),
-                  {**payload, "to": role, "closing": closing})
+                  records.delivery(to=role, closing=closing, **payload))
 
 
 def end_turn(convs: ConversationStore, cid: str, meta: dict, record: dict, reason: str) -> None:

@@ -30,6 +30,7 @@ from metagpt.actions import UserRequirement
 from metagpt.roles.role import Role
 from metagpt.schema import Message
 
+from shared import records
 from shared.billing import Budget, bill_fields
 from shared.conversation import ConversationStore
 from shared.errors import BadRequest, NoSuchKey, RejectedEvent
@@ -200,9 +201,9 @@ class RoleRunner:
         """Record an invocation that committed no turn (its own object, for the bill and the timeline)."""
         duration = round((self.clock() - turn.base["start"]) * 1000, 2)
         usage = llm.usage if llm else {"prompt_tokens": 0, "completion_tokens": 0}
-        rec = {**turn.base, "outcome": outcome, "duration_ms": duration, **extra,
-               **bill_fields(llm.model if llm else None, usage["prompt_tokens"], usage["completion_tokens"],
-                             self.memory_mb, duration)}
+        rec = records.invocation(**turn.base, outcome=outcome, duration_ms=duration, **extra,
+                                 **bill_fields(llm.model if llm else None, usage["prompt_tokens"],
+                                               usage["completion_tokens"], self.memory_mb, duration))
         if llm:
             rec.update(llm_calls=llm.calls, llm_paid=llm.paid, llm_replayed=llm.replayed)
         self.convs.record_invocation(turn.cid, rec)
@@ -217,7 +218,7 @@ class RoleRunner:
         if turn.new_turn > limits["max_turns"]:
             convs.end(cid, "completed", "turn_limit", turns=turn.turn_in)
             return self._finish(turn, "ended", reason="turn_limit")
-        hops = int(turn.delivery.get("hops", 0))
+        hops = turn.delivery["hops"]
         if hops > max_hops(limits):
             convs.end(cid, "stopped", "invocation_cap", hops=hops, turns=turn.turn_in)
             return self._finish(turn, "ended", reason="invocation_cap")
@@ -285,12 +286,12 @@ class RoleRunner:
 
     def _invocation(self, turn: "Turn", llm: JournalingLLM) -> dict:
         duration = round((self.clock() - turn.base["start"]) * 1000, 2)
-        return {**turn.base, "outcome": "committed", "llm_calls": llm.calls, "llm_paid": llm.paid,
-                "llm_replayed": llm.replayed, "llm_ms": round(llm.llm_ms, 2), "usage": llm.usage,
-                **({"llm_mismatched": llm.mismatched} if llm.mismatched else {}),
-                "duration_ms": duration,
-                **bill_fields(llm.model, llm.usage["prompt_tokens"], llm.usage["completion_tokens"],
-                              self.memory_mb, duration)}
+        return records.invocation(
+            **turn.base, outcome="committed", llm_calls=llm.calls, llm_paid=llm.paid, llm_replayed=llm.replayed,
+            llm_ms=round(llm.llm_ms, 2), usage=llm.usage,
+            **({"llm_mismatched": llm.mismatched} if llm.mismatched else {}), duration_ms=duration,
+            **bill_fields(llm.model, llm.usage["prompt_tokens"], llm.usage["completion_tokens"], self.memory_mb,
+                          duration))
 
     def _record(self, turn: "Turn", role, rsp: Message, llm: JournalingLLM, budget: Budget) -> dict:
         """The committed turn: the role's reply, who speaks next, the invocation's bill."""
@@ -305,18 +306,15 @@ class RoleRunner:
         nxt = decide(meta, turn.new_turn, role_name, rsp.content, turn.closing)
         # the flow names the recipient; MetaGPT's send_to carries it (the director, a role, or nobody)
         rsp.send_to = {nxt["role"] or nxt["kind"]} if nxt["kind"] != "end" else {role_name}
-        return {
-            "turn": turn.new_turn, "id": turn.out_id, "role": role_name, "profile": turn.spec["profile"],
-            "function": self.function, "content": rsp.content, "sent_from": rsp.sent_from,
-            "send_to": sorted(rsp.send_to), "cause_by": rsp.cause_by, "reply_to": delivery["message"].get("id"),
-            "message": json.loads(rsp.model_dump_json()), "next": nxt, "closing": turn.closing,
-            "invocation": self._invocation(turn, llm),
-            "spent": {"tokens": budget.tokens, "cost_cny": round(budget.cost, 8)},
-            "recent": ((delivery.get("recent") or []) + [role_name])[-RECENT:],
-            "scene": scene_with(delivery.get("scene"), role_name, rsp.content),
-            "hops": int(delivery.get("hops", 0)),
-            "citations": turn.scratch.get("citations", []),
-        }
+        return records.turn_record(
+            turn=turn.new_turn, id=turn.out_id, role=role_name, profile=turn.spec["profile"], function=self.function,
+            content=rsp.content, message=json.loads(rsp.model_dump_json()), next=nxt,
+            sent_from=rsp.sent_from, send_to=sorted(rsp.send_to), cause_by=rsp.cause_by,
+            reply_to=delivery["message"].get("id"), closing=turn.closing, invocation=self._invocation(turn, llm),
+            spent={"tokens": budget.tokens, "cost_cny": round(budget.cost, 8)},
+            recent=(delivery["recent"] + [role_name])[-RECENT:],
+            scene=scene_with(delivery["scene"], role_name, rsp.content), hops=delivery["hops"],
+            citations=turn.scratch.get("citations", []))
 
     def _follow(self, turn: "Turn", record: dict) -> None:
         follow(self.convs, turn.cid, turn.meta, record)
@@ -348,19 +346,15 @@ class RoleRunner:
 
     def _read_delivery(self, key: str, turn: int) -> dict:
         try:
-            delivery = self.convs.read_delivery(key)
+            delivery = self.convs.read_delivery(key, turn)  # validated: records.read_delivery
         except NoSuchKey:
             raise RejectedEvent("delivery object not found", key=key[:200]) from None
         except ValueError:
             raise RejectedEvent("delivery object is not JSON", key=key[:200]) from None
-        if not isinstance(delivery, dict) or not isinstance(delivery.get("message"), dict):
-            raise RejectedEvent("delivery lacks a message", key=key[:200])
         try:
-            check_name(delivery.get("to"), "recipient")
+            check_name(delivery["to"], "recipient")
         except BadRequest as e:
             raise RejectedEvent(e.message, key=key[:200]) from None
-        if delivery.get("turn") != turn:
-            raise RejectedEvent("delivery's turn does not match its key", key=key[:200])
         return delivery
 
     def _load_role(self, state: dict | None, spec: dict, meta: dict, llm):

@@ -47,6 +47,7 @@ from metagpt.utils.common import any_to_str, is_send_to
 from metagpt.utils.file_repository import FileRepository
 from metagpt.utils.project_repo import ProjectRepo
 
+from shared import records
 from shared.errors import RejectedEvent, StoreError, TransientStoreError
 from shared.safe_paths import UnsafePath
 from shared.ids import derive_id
@@ -263,17 +264,14 @@ class SopRunner(RoleRunner):
                 e.message = f"{role.profile} ({role.name}) failed at saving the workspace: {e.message}"
                 raise
         delivery = turn.delivery
-        return {
-            "turn": turn.new_turn, "id": turn.out_id, "role": turn.role_name, "profile": turn.spec["profile"],
-            "function": self.function, "content": _summary(rsp, changed), "sent_from": rsp.sent_from,
-            "send_to": sorted(rsp.send_to), "cause_by": rsp.cause_by, "reply_to": delivery["message"].get("id"),
-            "message": out[-1]["message"], "outbox": out, "workspace": workspace, "changed": changed,
-            "next": {"kind": "sop", "roles": sorted({r for item in out for r in item["to"]})},
-            "closing": False, "invocation": self._invocation(turn, llm),
-            "spent": {"tokens": budget.tokens, "cost_cny": round(budget.cost, 8)},
-            "recent": ((delivery.get("recent") or []) + [turn.role_name])[-RECENT:],
-            "hops": int(delivery.get("hops", 0)),
-        }
+        return records.turn_record(
+            turn=turn.new_turn, id=turn.out_id, role=turn.role_name, profile=turn.spec["profile"],
+            function=self.function, content=_summary(rsp, changed), message=out[-1]["message"],
+            next=records.next_step("sop", roles={r for item in out for r in item["to"]}),
+            sent_from=rsp.sent_from, send_to=sorted(rsp.send_to), cause_by=rsp.cause_by,
+            reply_to=delivery["message"].get("id"), outbox=out, workspace=workspace, changed=changed, closing=False,
+            invocation=self._invocation(turn, llm), spent={"tokens": budget.tokens, "cost_cny": round(budget.cost, 8)},
+            recent=(delivery["recent"] + [turn.role_name])[-RECENT:], hops=delivery["hops"])
 
     def _follow(self, turn: Turn, record: dict) -> None:
         follow_sop(self.convs, turn.cid, turn.meta, record)
@@ -294,12 +292,12 @@ def follow_sop(convs, cid: str, meta: dict, record: dict) -> None:
                    read=lambda sha: read_blob(convs, cid, sha))
         end_turn(convs, cid, meta, record, reason)
         return
-    payload = {"turn": turn, "spent": record.get("spent"), "recent": (record.get("recent") or [])[-RECENT:],
-               "hops": int(record.get("hops", 0)) + 1, "workspace": record.get("workspace")}
     for name, messages in sorted(by_role.items()):
         spec = role_spec(meta, name)
-        convs.deliver(spec["function"], cid, turn, derive_id(record["id"], name),
-                      {**payload, "to": name, "message": messages[-1], "messages": messages})
+        convs.deliver(spec["function"], cid, turn, derive_id(record["id"], name), records.delivery(
+            to=name, turn=turn, message=messages[-1], messages=messages, spent=record.get("spent"),
+            recent=(record.get("recent") or [])[-RECENT:], hops=int(record.get("hops", 0)) + 1,
+            workspace=record.get("workspace")))
 
 
 def _step(role) -> str:
