@@ -17,7 +17,8 @@ import mimetypes
 import posixpath
 import zipfile
 
-from shared.conversation import ConversationStore, turn_name
+from shared import keys
+from shared.conversation import ConversationStore
 from shared.errors import BadRequest, NoSuchKey, NotFound
 from shared.safe_paths import UnsafePath, check_relative
 
@@ -38,17 +39,17 @@ def check_path(path: str) -> str:
 
 
 def blob_key(convs: ConversationStore, cid: str, sha: str) -> str:
-    return convs.base(cid) + f"blobs/{sha}"
+    return keys.blob(cid, sha)
 
 
 def manifest_key(convs: ConversationStore, cid: str, turn: int, msgid: str) -> str:
-    return convs.base(cid) + f"workspace/{turn_name(turn, msgid)}.json"
+    return keys.workspace(cid, turn, msgid)
 
 
 def latest_manifest(convs: ConversationStore, cid: str) -> dict | None:
     """The most recent saved tree of the conversation, or None if it has none."""
     last = None
-    for info in convs.store.iter(convs.base(cid) + "workspace/"):
+    for info in convs.store.iter(keys.workspaces(cid)):
         last = info.key
     if last is None:
         return None
@@ -97,4 +98,4 @@ def export(convs: ConversationStore, cid: str, manifest: dict, read=None) -> Non
             data = read(info["sha256"])
         except NoSuchKey:
             continue
-        convs.store.put(convs.base(cid) + f"artifacts/{check_path(path)}", data)
+        convs.store.put(keys.artifact(cid, check_path(path)), data)

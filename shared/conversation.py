@@ -1,35 +1,23 @@
 """Conversation state on top of the object store.
 
-Layout (every key is built here, from validated ids only):
-
-  conversations/<cid>/meta.json                        scenario, input, limits (create-only)
-  conversations/<cid>/messages/<turn>-<msgid>.json     committed turns (create-only)
-  conversations/<cid>/state/<role>.json                a role's MetaGPT state (overwritten)
-  conversations/<cid>/journal/<trigger>-<n>.json       LLM replies keyed by trigger (create-only)
-  conversations/<cid>/invocations/<start>-<reqid>.json invocations that committed no turn
-  conversations/<cid>/decisions/<delivery>.json        the director's choice for a delivery (create-only)
-  conversations/<cid>/end.json                         terminal status (create-only, first wins)
-  conversations/<cid>/progress.json                    the step an SOP role is paying an LLM call for (overwritten)
-  inbox/<function>/<cid>/<turn>-<msgid>.json           deliveries: these fire the OSS triggers
-
+Every key is built in shared/keys.py (the layout is listed there); what one function reads of
+another's records (deliveries, turns, invocations, the end) is validated by shared/records.py.
 A turn's own invocation record travels inside its message object, so that a turn costs one
-write fewer; `invocations()` merges both sources. What one function reads of another's records
-(deliveries, turns, invocations, the end) is validated by shared/records.py on the way in.
+write fewer; `invocations()` merges both sources.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import time
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-from shared import records
-from shared.errors import NoSuchKey, ObjectExists, RejectedEvent
-from shared.ids import check_conversation_id, check_message_id, check_name
+from shared import keys, records
+from shared.errors import NoSuchKey, ObjectExists
 from shared.store.base import ObjectStore
 
-TURN_WIDTH = 6
+TURN_WIDTH = keys.TURN_WIDTH
+turn_name = keys.turn_name
 
 
 def _dump(obj: Any) -> bytes:
@@ -40,13 +28,11 @@ def _load(data: bytes) -> Any:
     return json.loads(data.decode("utf-8"))
 
 
-def turn_name(turn: int, msgid: str) -> str:
-    return f"{turn:0{TURN_WIDTH}d}-{msgid}"
-
-
 class ConversationStore:
-    def __init__(self, store: ObjectStore):
+    def __init__(self, store: ObjectStore, clock: Callable[[], float] = time.time):
         self.store = store
+        self.clock = clock
+        """the one clock of everything this store records (the end, a wait's start, journal times)"""
         self._meta_cache: dict[str, dict] = {}
 
     def _get_json(self, key: str) -> Any:
@@ -56,55 +42,19 @@ class ConversationStore:
         except NoSuchKey:
             return None
 
-    # -- keys ------------------------------------------------------------------------------
-    @staticmethod
-    def base(cid: str) -> str:
-        return f"conversations/{check_conversation_id(cid)}/"
-
-    def meta_key(self, cid: str) -> str:
-        return self.base(cid) + "meta.json"
-
-    def end_key(self, cid: str) -> str:
-        return self.base(cid) + "end.json"
-
-    def progress_key(self, cid: str) -> str:
-        return self.base(cid) + "progress.json"
-
-    def message_key(self, cid: str, turn: int, msgid: str) -> str:
-        return self.base(cid) + "messages/" + turn_name(turn, check_message_id(msgid)) + ".json"
-
-    def state_key(self, cid: str, role: str) -> str:
-        return self.base(cid) + f"state/{check_name(role, 'role')}.json"
-
-    def journal_key(self, cid: str, trigger: str, n: int) -> str:
-        return self.base(cid) + f"journal/{check_message_id(trigger)}-{n:03d}.json"
-
-    @staticmethod
-    def inbox_prefix(function: str) -> str:
-        return f"inbox/{check_name(function, 'function')}/"
-
-    def delivery_key(self, function: str, cid: str, turn: int, msgid: str) -> str:
-        check_conversation_id(cid)
-        return self.inbox_prefix(function) + f"{cid}/{turn_name(turn, check_message_id(msgid))}.json"
-
-    def parse_delivery_key(self, function: str, key: str) -> tuple[str, int, str]:
-        """(cid, turn, msgid) of a delivery key under this function's inbox, else RejectedEvent."""
-        prefix = self.inbox_prefix(function)
-        if not isinstance(key, str) or not key.startswith(prefix):
-            raise RejectedEvent(f"key is outside this function's inbox prefix {prefix!r}", key=str(key)[:200])
-        rest = key[len(prefix):].split("/")
-        if len(rest) != 2 or not rest[1].endswith(".json"):
-            raise RejectedEvent("delivery key must be inbox/<function>/<cid>/<turn>-<msgid>.json", key=key[:200])
-        cid, name = rest[0], rest[1][:-5]
-        turn_s, _, msgid = name.partition("-")
-        try:
-            check_conversation_id(cid)
-            check_message_id(msgid)
-        except Exception as e:  # BadRequest → a rejected event
-            raise RejectedEvent(f"bad delivery key: {e}", key=key[:200]) from None
-        if len(turn_s) != TURN_WIDTH or not turn_s.isdigit():
-            raise RejectedEvent("bad turn number in delivery key", key=key[:200])
-        return cid, int(turn_s), msgid
+    # -- keys (built in shared/keys.py) ------------------------------------------------------
+    base = staticmethod(keys.conversation)
+    meta_key = staticmethod(keys.meta)
+    end_key = staticmethod(keys.end)
+    progress_key = staticmethod(keys.progress)
+    message_key = staticmethod(keys.message)
+    state_key = staticmethod(keys.state)
+    journal_key = staticmethod(keys.journal)
+    inbox_prefix = staticmethod(keys.inbox)
+    delivery_key = staticmethod(keys.delivery)
+    parse_delivery_key = staticmethod(keys.parse_delivery)
+    claim_key = staticmethod(keys.claim)
+    decision_key = staticmethod(keys.decision)
 
     # -- meta ------------------------------------------------------------------------------
     def create(self, cid: str, meta: dict) -> None:
@@ -140,7 +90,7 @@ class ConversationStore:
 
         A cursor is the `<turn>-<msgid>` name of the last message seen ("" for the start).
         """
-        prefix = self.base(cid) + "messages/"
+        prefix = keys.messages(cid)
         marker = prefix + after + ".json" if after else ""
         page = self.store.list(prefix, marker=marker, max_keys=limit)
         out = []
@@ -192,9 +142,6 @@ class ConversationStore:
             return _load(self.store.get(key))
 
     # -- claims: who is paying for an LLM call right now ---------------------------------
-    def claim_key(self, cid: str, trigger: str, n: int) -> str:
-        return self.base(cid) + f"claims/{check_message_id(trigger)}-{n:03d}.json"
-
     def claim(self, cid: str, trigger: str, n: int, holder: str, now: float) -> bool:
         """Create-only: True if this caller now holds the right to make (and pay for) the call."""
         try:
@@ -210,9 +157,6 @@ class ConversationStore:
         self.store.delete(self.claim_key(cid, trigger, n))
 
     # -- the director's decisions ------------------------------------------------------------
-    def decision_key(self, cid: str, delivery_id: str) -> str:
-        return self.base(cid) + f"decisions/{check_message_id(delivery_id)}.json"
-
     def decide_once(self, cid: str, delivery_id: str, decision: dict) -> dict:
         """Create-only: the first decision for a delivery wins, and is what every attempt uses."""
         key = self.decision_key(cid, delivery_id)
@@ -227,13 +171,11 @@ class ConversationStore:
 
     # -- invocations -----------------------------------------------------------------------
     def record_invocation(self, cid: str, record: dict) -> None:
-        rid = re.sub(r"[^A-Za-z0-9_-]", "", str(record.get("request_id", "")))[:64] or "none"
-        name = f"{int(record['start'] * 1000):015d}-{rid}"
-        self.store.put(self.base(cid) + f"invocations/{name}.json", _dump(record))
+        self.store.put(keys.invocation(cid, record["start"], record.get("request_id", "")), _dump(record))
 
     def invocations(self, cid: str) -> list[dict]:
         rows = [records.read_invocation(m["invocation"]) for m in self.iter_messages(cid) if m.get("invocation")]
-        for info in self.store.iter(self.base(cid) + "invocations/"):
+        for info in self.store.iter(keys.invocations(cid)):
             found = self._get_json(info.key)
             if found is not None:
                 rows.append(records.read_invocation(found))
@@ -249,7 +191,7 @@ class ConversationStore:
 
     def open_waiting(self, cid: str, record: dict) -> None:
         """Create-only, keyed by turn: a replayed turn cannot reopen a wait already answered."""
-        key = self.base(cid) + f"waiting/{record['turn']:0{TURN_WIDTH}d}.json"
+        key = keys.waiting(cid, record["turn"])
         try:
             self.store.put(key, _dump(record), create_only=True)
         except ObjectExists:
@@ -258,7 +200,7 @@ class ConversationStore:
     def waiting(self, cid: str) -> dict | None:
         """The open wait, if the conversation waits for a human (None once answered)."""
         last = None
-        for info in self.store.iter(self.base(cid) + "waiting/"):
+        for info in self.store.iter(keys.waiting_prefix(cid)):
             last = info
         if last is None:
             return None
@@ -281,7 +223,7 @@ class ConversationStore:
 
     def end(self, cid: str, status: str, reason: str, **extra) -> dict:
         """Mark the conversation ended; the first writer wins and its record is returned."""
-        record = records.end(status=status, reason=reason, at=time.time(), **extra)
+        record = records.end(status=status, reason=reason, at=self.clock(), **extra)
         try:
             self.store.put(self.end_key(cid), _dump(record), create_only=True)
             return record

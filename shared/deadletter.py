@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 
+from shared import keys
 from shared.conversation import ConversationStore, _dump
 from shared.errors import BadRequest, RejectedEvent
 from shared.events import OssEvent, _loads
@@ -47,10 +48,10 @@ def handle_failure(event: bytes | str | dict, convs: ConversationStore) -> list[
         if _processed(convs, cid, rec.key, msgid):
             # a twin of this event (a duplicate delivery) did the work: nothing failed
             letter["superseded"] = True
-            convs.store.put(f"deadletters/{function}/{cid}/{turn:06d}-{msgid}.json", _dump(letter))
+            convs.store.put(keys.deadletter(function, cid, turn, msgid), _dump(letter))
             out.append({"outcome": "superseded", "conversation": cid, "function": function})
             continue
-        convs.store.put(f"deadletters/{function}/{cid}/{turn:06d}-{msgid}.json", _dump(letter))
+        convs.store.put(keys.deadletter(function, cid, turn, msgid), _dump(letter))
         if convs.exists(cid):
             convs.end(cid, "failed", reason, function=function, turn=turn)
         out.append({"outcome": "dead-lettered", "conversation": cid, "function": function})

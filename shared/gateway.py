@@ -25,7 +25,7 @@ import time
 from typing import Callable
 from urllib.parse import quote
 
-from shared import artifacts, openapi, records, routes, scenarios, web
+from shared import artifacts, keys, openapi, records, routes, scenarios, web
 from shared.billing import bill_fields, usage_report
 from shared.conversation import ConversationStore
 from shared.errors import (BadRequest, Conflict, Forbidden, NoSuchKey, NotFound, ObjectExists,
@@ -281,11 +281,11 @@ class Gateway:
             **bill_fields(None, 0, 0, self.memory_mb, duration)))
 
     # -- scenarios: built in, and added by users -------------------------------------------
-    USER_PREFIX = "scenarios/"
+    USER_PREFIX = keys.SCENARIOS
 
     def _stored(self, sid: str) -> dict | None:
         try:
-            return json.loads(self.convs.store.get(f"{self.USER_PREFIX}{sid}.json"))
+            return json.loads(self.convs.store.get(keys.user_scenario(sid)))
         except NoSuchKey:
             return None
 
@@ -315,7 +315,7 @@ class Gateway:
         if sc["id"] in scenarios.builtin():
             raise Conflict(f"scenario {sc['id']!r} is built in; choose another id", field="id")
         try:
-            self.convs.store.put(f"{self.USER_PREFIX}{sc['id']}.json", json.dumps(sc, ensure_ascii=False).encode(),
+            self.convs.store.put(keys.user_scenario(sc["id"]), json.dumps(sc, ensure_ascii=False).encode(),
                                  create_only=True)
         except ObjectExists:
             raise Conflict(f"scenario {sc['id']!r} already exists", field="id") from None

@@ -25,11 +25,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import time
 from typing import Callable
 
-from shared import artifacts
+from shared import artifacts, keys
 from shared.billing import usage_report
 from shared.conversation import ConversationStore
 from shared.errors import BadRequest, NoSuchKey, TroupeError
@@ -38,20 +37,10 @@ from shared.gateway import Gateway
 
 log = logging.getLogger("troupe.pipeline")
 
-REQUESTS = "requests/"
-RESULTS = "results/"
+REQUESTS, RESULTS = keys.REQUESTS, keys.RESULTS
 MAX_REQUEST_BYTES = 64 * 1024
 MAX_RESULT_TURN_CHARS = 20_000
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}\.json$")
-_END = re.compile(r"^conversations/([^/]+)/end\.json$")
-
-
-def result_key(request_key: str) -> str:
-    """results/<name>.json for requests/<name>.json; a name that is not safe gets a digest."""
-    name = request_key[len(REQUESTS):] if request_key.startswith(REQUESTS) else ""
-    if not _NAME.match(name) or ".." in name.split("/") or "//" in name:
-        name = "rejected/" + hashlib.sha256(request_key.encode("utf-8", "replace")).hexdigest()[:32] + ".json"
-    return RESULTS + name
+result_key = keys.result
 
 
 def request_cid(key: str, etag: str, event_time: str) -> str:
@@ -78,8 +67,8 @@ class Pipeline:
                 out.append({"outcome": "rejected", "reason": f"event {record.event_name} is not ObjectCreated"})
             elif record.key.startswith(REQUESTS):
                 out.append(self.start(record.key, record.etag, record.event_time))
-            elif _END.match(record.key):
-                out.append(self.finish(_END.match(record.key).group(1)))
+            elif keys.end_of(record.key):
+                out.append(self.finish(keys.end_of(record.key)))
             else:
                 out.append({"outcome": "rejected", "reason": "key is neither a request nor an end marker",
                             "key": record.key[:200]})
@@ -136,12 +125,11 @@ class Pipeline:
             found = self.convs.message(cid, d["turn"], d["id"])
             deliverable = {**d, "content": found["content"] if found else ""}
         files = artifacts.listing(artifacts.latest_manifest(self.convs, cid))
-        base = self.convs.base(cid)
         body = {
             "request": origin["request"], "conversation": cid, "scenario": meta["scenario"]["id"],
             "status": end.get("status"), "reason": end.get("reason"), "end": end, "deliverable": deliverable,
             "turns": turns,
-            "artifacts": [{**a, "key": base + "artifacts/" + a["path"]} for a in files],
+            "artifacts": [{**a, "key": keys.artifact(cid, a["path"])} for a in files],
             "usage": usage_report(self.convs.invocations(cid))["total"],
         }
         self.convs.store.put(origin["result"], json.dumps(body, ensure_ascii=False, indent=1).encode("utf-8"))

@@ -8,8 +8,6 @@ turn (a retry, a duplicate event) changes nothing.
 
 from __future__ import annotations
 
-import time
-
 from shared import records
 from shared.conversation import ConversationStore
 from shared.errors import BadRequest
@@ -86,7 +84,7 @@ def follow(convs: ConversationStore, cid: str, meta: dict, record: dict) -> None
         convs.deliver(DIRECTOR, cid, turn, did, records.delivery(to=DIRECTOR, **payload))
         return
     hand_to(convs, cid, meta, nxt["role"], payload, parent=record["id"], after=record["id"],
-            closing=nxt["closing"], now=time.time())
+            closing=nxt["closing"], now=convs.clock())
 
 
 def hand_to(convs: ConversationStore, cid: str, meta: dict, role: str, payload: dict, *, parent: str,

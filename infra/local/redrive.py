@@ -37,13 +37,14 @@ import os
 import time
 from typing import Callable
 
+from shared import keys
 from shared.conversation import ConversationStore
 from shared.errors import BadRequest, RejectedEvent
 from shared.events import OssEvent, make_oss_event
 from shared.store.base import ObjectStore
 from shared.store.disk import DiskStore
 
-STORE_PREFIX = "deadletters/"
+STORE_PREFIX = keys.DEADLETTERS
 REDRIVEN_PREFIX = "deadletters-redriven/"
 
 
@@ -163,7 +164,7 @@ def latest_delivery(store: ObjectStore, cid: str, functions: list[str]):
     """(name, function, info) of the conversation's newest delivery under the functions' inboxes."""
     latest = None
     for fn in functions:
-        for info in store.iter(f"inbox/{fn}/{cid}/"):
+        for info in store.iter(keys.inbox(fn) + f"{cid}/"):
             name = info.key.rsplit("/", 1)[-1]
             if latest is None or name > latest[0]:
                 latest = (name, fn, info)

@@ -44,103 +44,31 @@ import re
 import time
 import uuid
 from typing import Callable
-from urllib.parse import unquote
 
 from shared.errors import BadRequest, NoSuchKey, ObjectExists, TransientStoreError
 from shared.events import records_or_rejection
-from shared.ids import check_name
+from shared.keys import (DOCS_ROOT, GEN_SPACE, INDEX_ROOT, MAX_PATH_CHARS, check_kb, check_path,  # noqa: F401
+                         doc_key, docfile_key, docfiles_prefix, docs_prefix, index_prefix, manifest_key,
+                         manifest_prefix, parse_doc_key)
 from shared.knowledge import text as textmod
 from shared.store.base import ObjectStore
 
 log = logging.getLogger("troupe.knowledge")
 
-DOCS_ROOT = "knowledge/"
-INDEX_ROOT = "knowledge-index/"
 MAX_DOC_BYTES = 1024 * 1024
-MAX_PATH_CHARS = 256
 MAX_DOCS = 10_000
 KEEP_GENERATIONS = 3
-GEN_SPACE = 10 ** 12
 COMMIT_ATTEMPTS = 30
 RECONCILE_ROUNDS = 4
 
-_SEGMENT = re.compile(r"^[\w()+,@&=~-][\w .()+,@&=~-]*$")
 _GEN_NAME = re.compile(r"^([0-9]{12})\.json$")
 
 
-# --- names and keys ------------------------------------------------------------------------
-
-
-def check_kb(kb) -> str:
-    return check_name(kb, "knowledge base name")
-
-
-def check_path(path, *, check_type: bool = True) -> str:
-    """A document path relative to the kb's docs/ prefix: normalised, no '..', a supported type."""
-    if not isinstance(path, str) or not path:
-        raise BadRequest("document path must be a non-empty string", field="path")
-    if len(path) > MAX_PATH_CHARS:
-        raise BadRequest(f"document path is longer than {MAX_PATH_CHARS} characters", field="path")
-    if path.startswith("/"):
-        raise BadRequest("document path must be relative (no leading '/')", field="path", path=path[:80])
-    for seg in path.split("/"):
-        if seg in ("", ".", ".."):
-            raise BadRequest("document path must be normalised: no empty, '.' or '..' segments",
-                             field="path", path=path[:80])
-        if not _SEGMENT.match(seg) or seg.endswith((" ", ".")):
-            raise BadRequest("document path segments take letters, digits, spaces and _ - . ( ) + , @ & = ~, "
-                             "and may not start with '.' or ' ' or end with '.' or ' '", field="path", path=path[:80])
-    if check_type and textmod.kind_of(path) is None:
-        raise BadRequest(textmod.unsupported_message(path), field="path", path=path[:80])
-    return path
-
-
-def docs_prefix(kb: str) -> str:
-    return f"{DOCS_ROOT}{check_kb(kb)}/docs/"
-
-
-def doc_key(kb: str, path: str) -> str:
-    return docs_prefix(kb) + check_path(path, check_type=False)
-
-
-def index_prefix(kb: str) -> str:
-    return f"{INDEX_ROOT}{check_kb(kb)}/"
-
-
-def manifest_prefix(kb: str) -> str:
-    return index_prefix(kb) + "manifest/"
-
-
-def manifest_key(kb: str, gen: int) -> str:
-    return manifest_prefix(kb) + f"{GEN_SPACE - 1 - gen:012d}.json"
+# --- names and keys: built in shared/keys.py ----------------------------------------------
 
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def docfile_key(kb: str, path: str, file_id: str) -> str:
-    """The key of a document's index file; `file_id` is `<sha(content)[:16]>-<nonce>`."""
-    return index_prefix(kb) + f"docs/{_sha(path.encode('utf-8'))[:32]}/{file_id}.json"
-
-
-def docfiles_prefix(kb: str, path: str) -> str:
-    return index_prefix(kb) + f"docs/{_sha(path.encode('utf-8'))[:32]}/"
-
-
-def parse_doc_key(key: str) -> tuple[str, str] | None:
-    """(kb, path) for a document key `knowledge/<kb>/docs/<path>`, else None.
-
-    Document paths never contain '%', so an event key with one is URL-encoded and is decoded."""
-    if "%" in key:
-        key = unquote(key)
-    parts = key.split("/", 3)
-    if len(parts) != 4 or parts[0] + "/" != DOCS_ROOT or parts[2] != "docs":
-        return None
-    try:
-        return check_kb(parts[1]), check_path(parts[3], check_type=False)
-    except BadRequest:
-        return None
 
 
 # --- manifests -----------------------------------------------------------------------------

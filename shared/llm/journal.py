@@ -96,7 +96,7 @@ class JournalingLLM(BaseLLM):
                     self.convs.release_claim(self.cid, self.trigger, n)
                     raise
             before = _tokens(self.inner)
-            started = time.time()
+            started = self.clock()
             self._show_progress(n, started)
             try:
                 with self._listening(n, started):
@@ -105,13 +105,13 @@ class JournalingLLM(BaseLLM):
                 self.failed_call = n  # still claimed: see abandon()
                 raise
             after = _tokens(self.inner)
-            self.llm_ms += (time.time() - started) * 1000
+            self.llm_ms += (self.clock() - started) * 1000
             what = expected()
             entry = self.convs.journal_put(self.cid, self.trigger, n, {
                 "n": n, "reply": text, "model": self.model, "prompt_sha256": _digest(messages),
                 **({"expects": f"{what.kind}:{what.name}"} if what is not None else {}),
                 "prompt_tokens": after[0] - before[0], "completion_tokens": after[1] - before[1],
-                "duration_ms": round((time.time() - started) * 1000, 1), "at": time.time(),
+                "duration_ms": round((self.clock() - started) * 1000, 1), "at": self.clock(),
             })
             self.paid += 1
         else:
@@ -147,7 +147,7 @@ class JournalingLLM(BaseLLM):
         try:
             step = self.step_of() if self.step_of is not None else (what.name if what else "")
             self.convs.set_progress(self.cid, {**self.progress, "step": step, "call": n, "since": started,
-                                               **({"tokens": tokens, "at": time.time()} if tokens is not None else {})})
+                                               **({"tokens": tokens, "at": self.clock()} if tokens is not None else {})})
         except Exception:  # noqa: BLE001 - advisory: the call goes on without it
             log.warning("could not record the running step", exc_info=True)
 

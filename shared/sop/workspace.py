@@ -34,6 +34,7 @@ from pathlib import Path
 from gitignore_parser import parse_gitignore
 from metagpt.utils.git_repository import ChangeType, GitRepository
 
+from shared import keys
 from shared.artifacts import blob_key, check_path, manifest_key
 from shared.conversation import ConversationStore
 from shared.errors import BadRequest, NoSuchKey, ObjectExists, RejectedEvent
@@ -220,7 +221,7 @@ class Workspace:
         folder, or None when there is no workspace yet (the first turn)."""
         if not key:
             return None
-        if not isinstance(key, str) or not key.startswith(self.convs.base(self.cid) + "workspace/"):
+        if not isinstance(key, str) or not key.startswith(keys.workspaces(self.cid)):
             raise RejectedEvent("delivery names a workspace outside its conversation", key=str(key)[:200])
         try:
             manifest = json.loads(self.convs.store.get(key))
