@@ -2,7 +2,9 @@
 
 The routes (the web page, /openapi.json, the scenario catalog, conversations and their
 messages, bill and artifacts, knowledge bases) are declared once, in shared/routes.py: this
-class dispatches by that table and /openapi.json is built from it.
+class dispatches by that table and /openapi.json is built from it. What a route writes to a
+conversation (a start, a human's turn, a cancel, a user scenario) is done by the conversation
+service (shared/service.py); the gateway only speaks HTTP: routes, credentials, idempotency keys.
 
 Access: starting a conversation needs the deployment's API key; everything about a
 conversation needs that conversation's own token (both as `Authorization: Bearer ...`). The
@@ -28,20 +30,17 @@ from urllib.parse import quote
 from shared import artifacts, keys, openapi, records, routes, scenarios, web
 from shared.billing import bill_fields, usage_report
 from shared.conversation import ConversationStore
-from shared.errors import (BadRequest, Conflict, Forbidden, NoSuchKey, NotFound, ObjectExists,
-                           PayloadTooLarge,
+from shared.errors import (BadRequest, Conflict, Forbidden, NoSuchKey, NotFound, ObjectExists, PayloadTooLarge,
                            ServiceUnavailable, TroupeError, Unauthorized)
 from shared.events import HttpEvent
-from shared.routing import RECENT, decide, follow, role_spec, scene_with
 from shared.knowledge import api as knowledge_api
-from shared.ids import check_conversation_id, derive_id, new_conversation_id, new_token, token_hash
+from shared.ids import check_conversation_id, new_conversation_id, token_hash
+from shared.service import ConversationService
 
 log = logging.getLogger("troupe.gateway")
 
 MAX_BODY = 64 * 1024
 MAX_SCENARIO_BODY = 32 * 1024
-USER_REQUIREMENT = "metagpt.actions.add_requirement.UserRequirement"
-HUMAN_INPUT = "troupe.human"
 _IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{1,100}$")
 
 
@@ -70,8 +69,8 @@ class Gateway:
         """The deployment's API key (TROUPE_API_KEY, from the environment): needed to start a
         conversation. Each conversation then has its own token, needed to read or act on it."""
         self.request_id = ""
-        self.role_functions = role_functions or {"persona"}
-        """Functions that may play roles in user scenarios (s.yaml's inbox-triggered ones)."""
+        self.service = ConversationService(convs, clock, role_functions)
+        """starts, human turns, cancels and the scenario catalog: the writes behind the routes"""
 
     def handle(self, event: bytes | str | dict, request_id: str = "") -> dict:
         self.request_id = request_id
@@ -103,7 +102,7 @@ class Gateway:
         return response(200, openapi.document())
 
     def catalog(self, req: HttpEvent) -> dict:
-        return response(200, {"scenarios": [self._scenario_view(s) for s in self._all_scenarios().values()]})
+        return response(200, {"scenarios": [self._scenario_view(s) for s in self.service.all_scenarios().values()]})
 
     def invocations(self, req: HttpEvent, cid: str, meta: dict) -> dict:
         return response(200, {"id": cid, "invocations": self.convs.invocations(cid)})
@@ -182,10 +181,10 @@ class Gateway:
         key = req.headers.get("idempotency-key")
         if key is None:
             now = self.clock()
-            meta, token = self.start(body, now)
+            meta, token = self.service.start(body, now)
         else:
             cid, now, token = self._idempotent(key, req.body)
-            meta, _ = self.start(body, now, cid=cid, token=token)
+            meta, _ = self.service.start(body, now, cid=cid, token=token)
         cid = meta["id"]
         self._record(cid, req, now, "created", 0, "user")
         return response(201, {"id": cid, "token": token, "status": "running", "scenario": meta["scenario"]["id"],
@@ -206,7 +205,7 @@ class Gateway:
                              "or ':'", field="Idempotency-Key")
         secret = self.api_key.encode()
         name = hmac.new(secret, b"idempotency:" + key.encode(), "sha256").hexdigest()
-        record_key = f"idempotency/{name}.json"
+        record_key = keys.idempotency(name)
         body_sha = hashlib.sha256(raw).hexdigest()
         try:
             found = json.loads(self.convs.store.get(record_key))
@@ -223,55 +222,6 @@ class Gateway:
             hmac.new(secret, b"token:" + found["id"].encode(), "sha256").digest()[:24]).decode().rstrip("=")
         return found["id"], found["created"], token
 
-    def start(self, body, now: float, cid: str | None = None, origin: dict | None = None,
-              token: str | None = None) -> tuple[dict, str]:
-        """Validate a start request (the body of POST /conversations, or a request file) and
-        start the conversation: (its meta, its access token). With `cid` given, a second start
-        of the same id (a duplicated event) is no error: it re-asserts the opening delivery."""
-        if not isinstance(body, dict):
-            raise BadRequest("request body must be a JSON object")
-        unknown = set(body) - {"scenario", "input", "limits", "humans", "rounds", "options"}
-        if unknown:
-            raise BadRequest(f"unknown field(s): {', '.join(sorted(unknown))[:200]}", field=sorted(unknown)[0])
-        if "scenario" not in body:
-            raise BadRequest("field 'scenario' is required", field="scenario")
-        scenario = self._scenario(body["scenario"])
-        text = body.get("input")
-        if not isinstance(text, str) or not text.strip():
-            raise BadRequest("field 'input' must be a non-empty string", field="input")
-        if len(text) > scenarios.MAX_INPUT_CHARS:
-            raise PayloadTooLarge(f"field 'input' is longer than {scenarios.MAX_INPUT_CHARS} characters", field="input")
-        options, option_limits = scenarios.resolve_options(scenario, body.get("options"))
-        limits = scenarios.check_limits(body.get("limits"), "limits", {**scenario["limits"], **option_limits})
-        scenario = self._with_humans(scenario, body.get("humans"))
-        if "rounds" in body:
-            rounds = body["rounds"]
-            if isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= 100:
-                raise BadRequest("field 'rounds' must be an integer between 1 and 100", field="rounds")
-            scenario = {**scenario, "rounds": rounds}
-
-        cid = cid or new_conversation_id(now)
-        token = token or new_token()
-        meta = {"id": cid, "scenario": scenario, "input": text, "limits": limits, "options": options,
-                "created": now, "token_sha256": token_hash(token), **({"origin": origin} if origin else {})}
-        try:
-            self.convs.create(cid, meta)
-        except ObjectExists:
-            # started before: only the delivery is re-asserted (and a token derived for this id is
-            # still the conversation's)
-            meta = self.convs.meta(cid)
-            token = token if token and hmac.compare_digest(token_hash(token), meta.get("token_sha256", "")) else ""
-        opening_id = derive_id(cid, "input")
-        nxt = decide(meta, 0, "user", text, False)
-        message = {"id": opening_id, "content": text, "instruct_content": None, "role": "user",
-                   "cause_by": USER_REQUIREMENT, "sent_from": "user", "send_to": [nxt["role"] or nxt["kind"]]}
-        record = records.turn_record(turn=0, id=opening_id, role="user", profile="user", function="gateway",
-                                     content=text, message=message, next=nxt, sent_from="user",
-                                     send_to=message["send_to"], cause_by=USER_REQUIREMENT, recent=[])
-        self.convs.commit(cid, 0, opening_id, record)
-        follow(self.convs, cid, meta, record)
-        return meta, token
-
     def _record(self, cid: str, req: HttpEvent, start: float, outcome: str, turn: int, role: str) -> None:
         """This invocation's record in the conversation (it wrote a turn there), with its compute."""
         duration = round((self.clock() - start) * 1000, 2)
@@ -280,107 +230,24 @@ class Gateway:
             duration_ms=duration, pid=os.getpid(), turn=turn, role=role,
             **bill_fields(None, 0, 0, self.memory_mb, duration)))
 
-    # -- scenarios: built in, and added by users -------------------------------------------
-    USER_PREFIX = keys.SCENARIOS
-
-    def _stored(self, sid: str) -> dict | None:
-        try:
-            return json.loads(self.convs.store.get(keys.user_scenario(sid)))
-        except NoSuchKey:
-            return None
-
-    def _scenario(self, sid) -> dict:
-        if isinstance(sid, str) and sid not in scenarios.builtin() and re.match(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$", sid):
-            found = self._stored(sid)
-            if found:
-                return found
-        return scenarios.get(sid)
-
-    def _all_scenarios(self) -> dict:
-        out = dict(scenarios.builtin())
-        for info in self.convs.store.iter(self.USER_PREFIX):
-            try:
-                sc = json.loads(self.convs.store.get(info.key))
-            except (NoSuchKey, ValueError):
-                continue
-            out.setdefault(sc["id"], sc)
-        return out
-
     def add_scenario(self, req: HttpEvent) -> dict:
         """POST /scenarios: a user's scenario as JSON, validated, stored create-only."""
         if len(req.body) > MAX_SCENARIO_BODY:
             raise PayloadTooLarge(f"a scenario is larger than {MAX_SCENARIO_BODY} bytes")
-        data = req.json(max_bytes=MAX_SCENARIO_BODY)
-        sc = scenarios.validate_scenario(data, "scenario", functions=self.role_functions)
-        if sc["id"] in scenarios.builtin():
-            raise Conflict(f"scenario {sc['id']!r} is built in; choose another id", field="id")
-        try:
-            self.convs.store.put(keys.user_scenario(sc["id"]), json.dumps(sc, ensure_ascii=False).encode(),
-                                 create_only=True)
-        except ObjectExists:
-            raise Conflict(f"scenario {sc['id']!r} already exists", field="id") from None
-        return response(201, self._scenario_view(sc))
-
-    @staticmethod
-    def _with_humans(scenario: dict, humans) -> dict:
-        """The scenario with the named roles played by people (`"humans": ["Candidate"]`)."""
-        if humans is None:
-            return scenario
-        names = {r["name"] for r in scenario["roles"]}
-        if not isinstance(humans, list) or not all(isinstance(h, str) for h in humans) or len(humans) > len(names):
-            raise BadRequest("field 'humans' must be a list of role names", field="humans")
-        unknown = [h for h in humans if h not in names]
-        if unknown:
-            raise BadRequest(f"field 'humans' names no role of this scenario: {', '.join(unknown)[:100]} "
-                             f"(roles: {', '.join(sorted(names))})", field="humans")
-        return {**scenario, "roles": [{**r, "human": r["human"] or r["name"] in humans} for r in scenario["roles"]]}
+        return response(201, self._scenario_view(self.service.add_scenario(req.json(max_bytes=MAX_SCENARIO_BODY))))
 
     # -- POST /conversations/{id}/messages: a human participant's turn ------------------------
     def human_message(self, req: HttpEvent, cid: str, meta: dict) -> dict:
         if len(req.body) > MAX_BODY:
             raise PayloadTooLarge(f"request body is larger than {MAX_BODY} bytes")
-        body = req.json()
-        if not isinstance(body, dict) or set(body) - {"role", "content"}:
-            raise BadRequest("body must be a JSON object with 'role' and 'content'")
-        content = body.get("content")
-        if not isinstance(content, str) or not content.strip():
-            raise BadRequest("field 'content' must be a non-empty string", field="content")
-        if len(content) > scenarios.MAX_INPUT_CHARS:
-            raise PayloadTooLarge(f"field 'content' is longer than {scenarios.MAX_INPUT_CHARS} characters", field="content")
-        end = self.convs.get_end(cid)
-        if end:
-            raise Conflict(f"the conversation has ended ({end['status']})", status=end["status"])
-        waiting = self.convs.waiting(cid)
-        if waiting is None:
-            raise Conflict("the conversation is not waiting for a human message")
-        if body.get("role") != waiting["role"]:
-            raise Conflict(f"the conversation waits for {waiting['role']!r}, not {str(body.get('role'))[:40]!r}",
-                           field="role")
         now = self.clock()
-        turn = waiting["turn"] + 1
-        mid = self.convs.human_message_id(cid, waiting["turn"])
-        role = waiting["role"]
-        nxt = decide(meta, turn, role, content, bool(waiting.get("closing")))
-        message = {"id": mid, "content": content, "instruct_content": None, "role": role,
-                   "cause_by": HUMAN_INPUT, "sent_from": role, "send_to": [nxt["role"] or nxt["kind"]]}
-        spec = role_spec(meta, role)
-        record = records.turn_record(
-            turn=turn, id=mid, role=role, profile=spec["profile"], function="human", content=content, message=message,
-            next=nxt, sent_from=role, send_to=message["send_to"], cause_by=HUMAN_INPUT,
-            reply_to=waiting["message"].get("id"), closing=bool(waiting.get("closing")), spent=waiting.get("spent"),
-            recent=((waiting.get("recent") or []) + [role])[-RECENT:],
-            scene=scene_with(waiting.get("scene"), role, content), hops=waiting.get("hops", 0))
-        if not self.convs.commit(cid, turn, mid, record):
-            raise Conflict("this wait has already been answered")
-        follow(self.convs, cid, meta, record)
+        turn, mid, role = self.service.human_turn(cid, meta, req.json())
         self._record(cid, req, now, "human_message", turn, role)
         return response(201, {"id": cid, "turn": turn, "message_id": mid})
 
     # -- POST /conversations/{id}/cancel ---------------------------------------------------
     def cancel(self, req: HttpEvent, cid: str, meta: dict) -> dict:
-        record = self.convs.end(cid, "cancelled", "cancelled by its owner")
-        if record.get("status") != "cancelled" or record.get("reason") != "cancelled by its owner":
-            raise Conflict(f"the conversation had already ended ({record['status']})", status=record["status"])
+        self.service.cancel(cid)
         return response(200, {"id": cid, "status": "cancelled"})
 
     # -- GET /conversations/{id}/artifacts/<path> -------------------------------------------

@@ -17,6 +17,7 @@
   requests/<name>.json, results/<name>.json            the pipeline's request files and results
   deadletters/<function>/<cid>/<turn>-<msgid>.json     events whose retries ran out
   scenarios/<id>.json                                  scenarios added over the API
+  idempotency/<hmac>.json                              the conversation a start's Idempotency-Key made
   knowledge/<kb>/docs/<path>                           knowledge-base documents
   knowledge-index/<kb>/...                             their index (manifests, document files)
 """
@@ -188,6 +189,13 @@ def result(request_key: str) -> str:
     if not _RESULT_NAME.match(name) or ".." in name.split("/") or "//" in name:
         name = "rejected/" + hashlib.sha256(request_key.encode("utf-8", "replace")).hexdigest()[:32] + ".json"
     return RESULTS + name
+
+
+def idempotency(name: str) -> str:
+    """A start's Idempotency-Key record; `name` is an HMAC of the key (hex)."""
+    if not re.fullmatch(r"[0-9a-f]{64}", name or ""):
+        raise BadRequest("an idempotency record is named by an HMAC-SHA256")
+    return f"idempotency/{name}.json"
 
 
 def user_scenario(sid: str) -> str:

@@ -33,7 +33,7 @@ from shared.billing import usage_report
 from shared.conversation import ConversationStore
 from shared.errors import BadRequest, NoSuchKey, TroupeError
 from shared.events import records_or_rejection
-from shared.gateway import Gateway
+from shared.service import ConversationService
 
 log = logging.getLogger("troupe.pipeline")
 
@@ -58,7 +58,7 @@ class Pipeline:
     def __init__(self, convs: ConversationStore, clock: Callable[[], float] = time.time):
         self.convs = convs
         self.clock = clock
-        self.gateway = Gateway(convs, clock=clock)
+        self.service = ConversationService(convs, clock=clock)
 
     def handle_event(self, event: bytes | str | dict, request_id: str = "") -> list[dict]:
         records, out = records_or_rejection(event, log)
@@ -92,7 +92,7 @@ class Pipeline:
             except (UnicodeDecodeError, ValueError) as e:
                 raise BadRequest(f"the request file is not JSON: {str(e)[:120]}") from None
             cid = request_cid(key, etag, event_time)
-            meta, _ = self.gateway.start(body, self.clock(), cid=cid, origin={"request": key, "result": target})
+            meta, _ = self.service.start(body, self.clock(), cid=cid, origin={"request": key, "result": target})
         except NoSuchKey:
             return self._refuse(key, target, BadRequest("the request file is gone", field="key"))
         except TroupeError as e:

@@ -142,3 +142,20 @@ def test_the_routes_are_declared_once_for_dispatch_and_the_openapi_document(harn
     assert harness.http("PUT", f"/conversations/{cid}/cancel")[1]["message"].endswith("use POST")
     got, err = harness.http("GET", "/nowhere")
     assert got == 404 and "no route for GET /nowhere" in err["message"]
+
+
+def test_the_gateway_speaks_http_and_leaves_every_turn_to_the_conversation_service(harness):
+    import inspect
+
+    from shared import gateway, pipeline, service
+
+    # GIVEN the modules: the gateway commits nothing itself; starts and human turns are the service's
+    source = inspect.getsource(gateway)
+    assert ".commit(" not in source and "turn_record(" not in source and "follow(" not in source
+    assert ".commit(" in inspect.getsource(service) and "ConversationService" in inspect.getsource(pipeline)
+    # AND a start over HTTP and one through the service (as the pipeline makes it) write the same opening
+    cid = harness.start(text="Ban cars?")
+    meta, _ = service.ConversationService(harness.convs).start({"scenario": "debate", "input": "Ban cars?"}, 1.0)
+    first, second = (harness.transcript(c)[0] for c in (cid, meta["id"]))
+    assert {k: v for k, v in first.items() if k != "id" and k != "message"} == \
+           {k: v for k, v in second.items() if k != "id" and k != "message"}
