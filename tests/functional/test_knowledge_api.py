@@ -1,23 +1,16 @@
 """The knowledge-base routes of the gateway, end to end over a DiskStore: documents in through
 the API, indexed by the indexer function's core on the OSS events the puts fire, searched back.
+The routes are the gateway's (declared in shared/routes.py)."""
 
-Until shared/gateway.py routes /knowledge to `handle_knowledge`, the requests go to the handler
-directly, with the gateway's own API-key check and error handling."""
-
-import inspect
 import json
 
 import pytest
 
-import shared.gateway
-from shared.errors import TroupeError
-from shared.events import HttpEvent, make_http_event
-from shared.knowledge import retrieval, seed_samples
-from shared.knowledge.api import handle_knowledge
-from shared.knowledge.indexer import handle_event
 from infra.testing.harness import API_KEY, Harness
+from shared.events import make_http_event
+from shared.knowledge import retrieval, seed_samples
+from shared.knowledge.indexer import handle_event
 
-WIRED = "handle_knowledge" in inspect.getsource(shared.gateway)
 KEY = {"Authorization": f"Bearer {API_KEY}"}
 
 
@@ -31,13 +24,7 @@ class Client:
         raw = body if isinstance(body, (bytes, str)) else (json.dumps(body) if body is not None else "")
         raw = raw.encode() if isinstance(raw, str) else raw
         event = make_http_event(method, path, body=raw, query=query or {}, headers=dict(headers or {}))
-        if WIRED:
-            resp = self.h.gateway.handle(event)
-        else:
-            try:
-                resp = handle_knowledge(HttpEvent.parse(event), self.store, self.h.gateway._require_api_key)
-            except TroupeError as e:
-                resp = {"statusCode": e.status, "body": json.dumps(e.to_dict())}
+        resp = self.h.gateway.handle(event)
         try:
             return resp["statusCode"], json.loads(resp["body"])
         except ValueError:
