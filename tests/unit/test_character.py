@@ -116,3 +116,22 @@ def test_an_llm_director_is_shown_the_turns_before_the_last(tmp_path):
     assert "Earlier turns:" not in asked[0]
     earlier = asked[-1].split("Earlier turns:\n", 1)[1].split("Last speaker:", 1)[0]
     assert f"{spoken[0]['role']}: {spoken[0]['content'][:60]}" in earlier
+
+
+def test_sentences_copied_from_earlier_turns_are_dropped_and_a_turn_is_never_empty():
+    from shared.roles.character import drop_copied
+
+    earlier = ("Proponent: Cities should ban cars because they pollute the air and make the streets "
+               "dangerous for children.\nOpponent: Banning cars would hurt small shops.")
+    copied = "Cities should ban cars because they pollute the air and make the streets dangerous for children."
+    new = "Buses and bicycles can carry the shoppers those small shops depend on."
+    # a copied sentence goes, the new one stays (in either order)
+    assert drop_copied(f"{copied} {new}", earlier) == new
+    assert drop_copied(f"{new} {copied}", earlier) == new
+    # a reply that only repeats is kept whole, and one that copies nothing is untouched
+    assert drop_copied(copied, earlier) == copied
+    assert drop_copied(new, earlier) == new
+    # Chinese counts character by character
+    zh_earlier = "正方：城市应该禁止汽车，因为汽车污染空气并且让街道变得危险。"
+    assert drop_copied("城市应该禁止汽车，因为汽车污染空气并且让街道变得危险。公交和自行车同样可以服务商店。",
+                       zh_earlier) == "公交和自行车同样可以服务商店。"
