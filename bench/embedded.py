@@ -26,6 +26,7 @@ import urllib.request
 import uuid
 
 from infra.local import model
+from shared.roles.copying import copy_rate
 
 TARGETS = {"decode": 25.0, "rss_mb": 2048.0, "first_turn_s": 15.0, "copy_rate": 0.10}
 _PROMPT_EVAL = re.compile(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens")
@@ -137,26 +138,6 @@ def debate(turns: int, threads: int | None) -> dict:
             "completion_tokens": tokens, "server_rss_mb_after": rss,
             "copy_rate": copy_rate([m["content"] for m in sorted(messages, key=lambda m: m["turn"])]),
             "first_words": [m["content"][:70] for m in sorted(messages, key=lambda m: m["turn"])]}
-
-
-def _words(text: str) -> list[str]:
-    """Words, and each CJK character as one."""
-    return re.findall(r"[\u4e00-\u9fff]|[^\s\u4e00-\u9fff]+", (text or "").lower())
-
-
-def copy_rate(turns: list[str], n: int = 8) -> float | None:
-    """The share of the turns' n-word sequences (after the first turn, the input) that were
-    already said earlier in the conversation: 0 when every turn says something new."""
-    seen: set[tuple[str, ...]] = set()
-    copied = total = 0
-    for i, text in enumerate(turns):
-        words = _words(text)
-        grams = [tuple(words[j:j + n]) for j in range(len(words) - n + 1)]
-        if i > 0:
-            total += len(grams)
-            copied += sum(g in seen for g in grams)
-        seen.update(grams)
-    return round(copied / total, 3) if total else None
 
 
 def main(argv: list[str] | None = None) -> int:

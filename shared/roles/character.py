@@ -15,6 +15,7 @@ from metagpt.schema import Message
 from metagpt.utils.common import any_to_str
 
 from shared.llm.structured import Expected, dialogue_schema, expect
+from shared.roles.copying import drop_copied
 
 _USER_REQUIREMENT = any_to_str(UserRequirement)
 HISTORY = 8  # messages of the transcript a character sees when it speaks
@@ -54,37 +55,6 @@ class Speak(Action):
         text = re.sub(rf"^\**{re.escape(speaker)}\**\s*[:：]\s*", "", text, count=1).strip() or text
         # what was said before, and the prompt's own instructions, which a small model also echoes
         return drop_copied(text, f"{topic}\n{transcript}\n{prompt}")
-
-
-COPY_N = 8
-"""words in a row that count as copying (as bench/embedded.py's copy rate counts it)"""
-
-
-def _words(text: str) -> list[str]:
-    """Words, and each CJK character as one."""
-    return re.findall(r"[\u4e00-\u9fff]|[^\s\u4e00-\u9fff]+", (text or "").lower())
-
-
-def _grams(words: list[str], n: int = COPY_N) -> set[tuple[str, ...]]:
-    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
-
-
-def drop_copied(reply: str, earlier: str) -> str:
-    """The reply without the sentences it copied from what was said before (the topic, the
-    turns so far, the prompt's instructions): a sentence goes when most of its 8-word sequences were said already. A small
-    model asked for something new still repeats earlier turns verbatim. A reply that is all
-    copy is kept as it is (a turn is never empty); the LLM's reply stays in the journal, so a
-    replay drops the same sentences."""
-    seen = _grams(_words(earlier))
-    sentences = re.findall(r"[^.!?。！？]+(?:[.!?。！？]+[\"'”’)]*|$)\s*", reply)
-    kept = []
-    for sentence in sentences:
-        grams = _grams(_words(sentence))
-        if grams and len(grams & seen) * 2 >= len(grams):
-            continue
-        kept.append(sentence)
-    out = "".join(kept).strip()
-    return out if out and len(kept) < len(sentences) else reply
 
 
 def language_of(text: str) -> str:

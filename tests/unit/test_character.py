@@ -119,7 +119,7 @@ def test_an_llm_director_is_shown_the_turns_before_the_last(tmp_path):
 
 
 def test_sentences_copied_from_earlier_turns_are_dropped_and_a_turn_is_never_empty():
-    from shared.roles.character import drop_copied
+    from shared.roles.copying import drop_copied
 
     earlier = ("Proponent: Cities should ban cars because they pollute the air and make the streets "
                "dangerous for children.\nOpponent: Banning cars would hurt small shops.")
