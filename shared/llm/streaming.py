@@ -65,17 +65,14 @@ def stream_counted(llm, base_url: str):
 
     root = base_url.rstrip("/").removesuffix("/v1")
 
-    async def count(text: str, timeout: float) -> int:
+    async def count(client, text: str) -> int:
         """Tokens in `text` by the server's tokenizer; an estimate (about 3 characters a token,
         as the budget's) when the server cannot say: the reply is already paid for."""
-        import httpx
-
         try:
-            async with httpx.AsyncClient(timeout=timeout) as client:
-                r = await client.post(f"{root}/extras/tokenize/count", json={"input": text},
-                                      headers={"Authorization": f"Bearer {llm.config.api_key}"})
-                r.raise_for_status()
-                return int(r.json()["count"])
+            r = await client.post(f"{root}/extras/tokenize/count", json={"input": text},
+                                  headers={"Authorization": f"Bearer {llm.config.api_key}"})
+            r.raise_for_status()
+            return int(r.json()["count"])
         except (httpx.HTTPError, KeyError, TypeError, ValueError) as e:
             log.warning("the model server did not count the call's tokens (%s): estimated", type(e).__name__)
             return len(text) // 3 + 1
@@ -108,8 +105,9 @@ def stream_counted(llm, base_url: str):
         except asyncio.TimeoutError:
             raise APITimeoutError(request=httpx.Request("POST", f"{root}/v1/chat/completions")) from None
         left = max(seconds - (time.monotonic() - started), 5.0)
-        prompt = await count(chatml(kwargs.get("messages", messages)), left)
-        completion = await count(text, left) if text else 0
+        async with httpx.AsyncClient(timeout=left) as client:  # one connection for both counts
+            prompt = await count(client, chatml(kwargs.get("messages", messages)))
+            completion = await count(client, text) if text else 0
         usage = CompletionUsage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
         llm._update_costs(usage)
         return ChatCompletion(
