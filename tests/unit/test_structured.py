@@ -14,6 +14,12 @@ from shared.llm.structured import Expected, close_code, code_budget, expect, nod
 from tests.llm_endpoints import DashScopeEndpoint, OpenAIEndpoint
 
 
+def _body(block: str) -> str:
+    """The code inside a ```python block."""
+    assert block.startswith("```python\n") and block.endswith("\n```"), block
+    return block[len("```python\n"):-len("\n```")]
+
+
 def _prd_mapping():
     from metagpt.actions.write_prd_an import NODES
 
@@ -99,7 +105,7 @@ def test_a_block_cut_off_by_its_budget_is_cut_back_to_what_compiles_and_closed()
     text = "```python\nimport os\n\n\ndef f():\n    return 1\n\n\ndef g(x):\n    if x:\n        return [1,"
     out = close_code(text)
     assert out.endswith("\n```") and "def g" not in out
-    body = out[len("```python\n"):-len("\n```")]
+    body = _body(out)
     compile(body, "x", "exec")
     assert "def f" in body
 
@@ -253,7 +259,7 @@ def test_a_test_class_cut_off_mid_method_keeps_its_whole_methods():
     cut = ("```python\nimport unittest\nfrom todo import add\n\n\nclass TestAdd(unittest.TestCase):\n"
            "    def test_one(self):\n        self.assertEqual(add(1, 1), 2)\n\n"
            "    @unittest.skip('x')\n    def test_two(self):\n        self.assertEqual(add(")
-    body = close_code(cut)[len("```python\n"):-len("\n```")]
+    body = _body(close_code(cut))
     compile(body, "x", "exec")
     assert "def test_one" in body and "test_two" not in body and "@unittest.skip" not in body
 
@@ -268,7 +274,7 @@ def test_a_test_file_without_a_main_guard_gets_one_so_runcode_runs_it(tmp_path):
              "        self.assertEqual(1 + 1, 2)\n\n    def test_bad(self):\n        self.assertEqual(1, ")
     block = shape(reply, Expected("code", "WriteTest"))
     test_file = tmp_path / "test_math.py"
-    test_file.write_text(block[len("```python\n"):-len("\n```")])
+    test_file.write_text(_body(block))
     run = subprocess.run([sys.executable, str(test_file)], capture_output=True, text=True, timeout=60)
     assert "Ran 1 test" in run.stderr and run.returncode == 0
     # a file that has its guard, or no TestCase, is left as written; WriteCode's files never get one
@@ -281,7 +287,7 @@ def test_a_method_is_never_left_half_written_at_a_nested_function():
     cut = ("```python\nimport unittest\n\n\nclass TestCalc(unittest.TestCase):\n    def test_ok(self):\n"
            "        self.assertTrue(True)\n\n    def test_a(self):\n        c = 1\n\n        def helper(x):\n"
            "            return x\n\n        self.assertEqual(helper(c), ")
-    body = close_code(cut)[len("```python\n"):-len("\n```")]
+    body = _body(close_code(cut))
     compile(body, "x", "exec")
     assert "def test_ok" in body and "test_a" not in body and "helper" not in body
 
@@ -308,7 +314,7 @@ def test_a_test_file_imports_the_code_under_test_as_runcode_finds_it(tmp_path):
     (tmp_path / "calc_app").mkdir()
     (tmp_path / "calc_app" / "calc.py").write_text("def add(a, b):\n    return a + b\n")
     (tmp_path / "tests").mkdir()
-    (tmp_path / "tests" / "test_calc.py").write_text(block[len("```python\n"):-len("\n```")])
+    (tmp_path / "tests" / "test_calc.py").write_text(_body(block))
     run = subprocess.run([sys.executable, "tests/test_calc.py"], cwd=tmp_path, capture_output=True, text=True,
                          timeout=60, env={"PYTHONPATH": str(tmp_path), "PATH": "/usr/bin:/bin"})
     assert "from calc_app.calc import add" in block and "Ran 1 test" in run.stderr and run.returncode == 0, run.stderr
