@@ -94,50 +94,93 @@ def speed(srv: model.ModelServer, max_tokens: int = 64) -> dict:
     return out
 
 
-def debate(turns: int, threads: int | None) -> dict:
-    """A debate on the local runtime with the embedded model: first-turn and per-turn seconds."""
+SIDES = {"Proponent": True, "Opponent": False}
+"""a debater's vote on the motion, if it keeps its side"""
+
+
+def _unheld_debate() -> dict:
+    """The built-in debate without its debaters' stances: how the debaters speak unheld."""
+    import yaml
+
+    from shared.scenarios import HERE
+
+    with open(os.path.join(HERE, "debate.yaml"), encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    data["id"] = "debate_unheld"
+    for role in data["roles"]:
+        role.pop("stance", None)
+    return data
+
+
+def _run_debate(rt, key: str, scenario: str, motion: str, turns: int, t0: float) -> dict:
+    with _post(rt.http_url + "/conversations", {"scenario": scenario, "input": motion,
+                                                "limits": {"max_turns": turns}}, token=key) as resp:
+        created = json.loads(resp.read())
+    cid, token = created["id"], created.get("token") or key
+    seen: dict[int, float] = {}
+    messages: list[dict] = []
+    view: dict = {}
+    deadline = time.monotonic() + 60 * turns + 60
+    while time.monotonic() < deadline:
+        view = _get(f"{rt.http_url}/conversations/{cid}", token)
+        for m in view.get("messages") or []:
+            if m["turn"] not in seen:
+                seen[m["turn"]] = time.monotonic() - t0
+                messages.append(m)
+        if view.get("status") != "running":
+            break
+        time.sleep(0.1)
+    return {"status": view.get("status"), "seen": seen, "messages": sorted(messages, key=lambda m: m["turn"])}
+
+
+def debate(turns: int, threads: int | None, motions: list[str], unheld: bool = False) -> dict:
+    """Debates on the local runtime with the embedded model: first-turn and per-turn seconds of
+    the first; for every one, its copy rate and which debater turns keep their side (`unheld`:
+    each motion again without the stances, for a before/after in one run)."""
+    from bench import sides
     from infra.local.runtime import LocalRuntime
 
     key = os.environ.setdefault("TROUPE_API_KEY", uuid.uuid4().hex)
+    runs = []
     with tempfile.TemporaryDirectory(prefix="troupe-bench-") as tmp:
         t0 = time.monotonic()
         rt = LocalRuntime(tmp, llm="local", model_threads=threads)
         rt.start()
         try:
             started = time.monotonic() - t0
-            with _post(rt.http_url + "/conversations", {"scenario": "debate", "input": "Should cities ban cars?",
-                                                        "limits": {"max_turns": turns}}, token=key) as resp:
-                created = json.loads(resp.read())
-            cid, token = created["id"], created.get("token") or key
-            seen: dict[int, float] = {}
-            messages: list[dict] = []
-            deadline = time.monotonic() + 60 * turns + 60
-            while time.monotonic() < deadline:
-                view = _get(f"{rt.http_url}/conversations/{cid}", token)
-                for m in view.get("messages") or []:
-                    if m["turn"] not in seen:
-                        seen[m["turn"]] = time.monotonic() - t0
-                        messages.append(m)
-                if view.get("status") != "running":
-                    break
-                time.sleep(0.1)
+            if unheld:
+                with _post(rt.http_url + "/scenarios", _unheld_debate(), token=key):
+                    pass
+            for variant in (["debate", "debate_unheld"] if unheld else ["debate"]):
+                for motion in motions:
+                    runs.append({"scenario": variant, "motion": motion,
+                                 **_run_debate(rt, key, variant, motion, turns, t0)})
             rss = rt.model_server.rss_mb()
+            srv = rt.model_server
+            judged = sides.accuracy(srv.openai_base_url, srv.alias)
+            for run in runs:
+                run["sides"] = [(m["role"], sides.votes_yes(srv.openai_base_url, srv.alias, run["motion"],
+                                                            m["content"]) == SIDES[m["role"]])
+                                for m in run["messages"] if m["role"] in SIDES]
         finally:
             rt.stop(timeout=10)
+    first = runs[0]
+    messages, seen = first["messages"], first["seen"]
     commits = [seen[t] for t in sorted(seen) if t >= 1]
     gaps = [b - a for a, b in zip(commits, commits[1:])]
-    roles = [m["role"] for m in sorted(messages, key=lambda m: m["turn"]) if m["turn"] >= 1]
-    durations = [m["duration_ms"] / 1000 for m in messages if m["turn"] >= 1 and m.get("duration_ms")]
-    llm = [m["llm_ms"] / 1000 for m in messages if m["turn"] >= 1 and m.get("llm_ms")]
-    tokens = [m.get("completion_tokens") or 0 for m in messages if m["turn"] >= 1]
-    return {"status": view.get("status"), "turns": len(commits), "roles": roles,
+    turns_of = [m for m in messages if m["turn"] >= 1]
+    return {"status": first["status"], "turns": len(commits), "roles": [m["role"] for m in turns_of],
             "stack_start_s": round(started, 2), "first_turn_s": round(commits[0], 2) if commits else None,
             "first_turn_after_stack_s": round(commits[0] - started, 2) if commits else None,
             "s_per_turn_after_first": round(statistics.fmean(gaps), 2) if gaps else None,
-            "turn_duration_s": [round(d, 2) for d in durations], "llm_s": [round(x, 2) for x in llm],
-            "completion_tokens": tokens, "server_rss_mb_after": rss,
-            "copy_rate": copy_rate([m["content"] for m in sorted(messages, key=lambda m: m["turn"])]),
-            "first_words": [m["content"][:70] for m in sorted(messages, key=lambda m: m["turn"])]}
+            "turn_duration_s": [round(m["duration_ms"] / 1000, 2) for m in turns_of if m.get("duration_ms")],
+            "llm_s": [round(m["llm_ms"] / 1000, 2) for m in turns_of if m.get("llm_ms")],
+            "completion_tokens": [m.get("completion_tokens") or 0 for m in turns_of], "server_rss_mb_after": rss,
+            "copy_rate": copy_rate([m["content"] for m in messages]), "judge": judged,
+            "debates": [{"scenario": r["scenario"], "motion": r["motion"], "status": r["status"],
+                         "copy_rate": copy_rate([m["content"] for m in r["messages"]]), "sides": r["sides"],
+                         "turns": [f"{m['role']}: {m['content']}" for m in r["messages"] if m["turn"] >= 1]}
+                        for r in runs]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,6 +189,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--turns", type=int, default=4)
     p.add_argument("--max-tokens", type=int, default=64)
     p.add_argument("--skip-debate", action="store_true")
+    p.add_argument("--motion", action="append", dest="motions",
+                   help="a debate's motion (repeat for several; default: Should cities ban cars?)")
+    p.add_argument("--unheld", action="store_true",
+                   help="also run each motion without the debaters' stances (before/after in one run)")
     p.add_argument("--json-mode", choices=["schema", "off"],
                    help="TROUPE_LLM_JSON for the debate: schema (the default: each turn restates its side first) "
                         "or off (free text, as before)")
@@ -184,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         ("of which on transparent huge pages", f"{huge:.0f} MB" if huge is not None else "n/a", ""),
     ]
     if not args.skip_debate:
-        d = debate(args.turns, args.threads)
+        d = debate(args.turns, args.threads, args.motions or ["Should cities ban cars?"], args.unheld)
         rows += [
             (f"debate ({d['turns']} turns, {d['status']}): stack start", f"{d['stack_start_s']:.2f} s", ""),
             ("runtime start -> first committed turn", f"{d['first_turn_s']:.2f} s" if d["first_turn_s"] else "n/a",
@@ -204,9 +251,18 @@ def main(argv: list[str] | None = None) -> int:
     for name, value, target in rows:
         print(f"  {name:<{width}}  {value:>16}  {target}")
     if not args.skip_debate:
-        print("\n  turns: " + " | ".join(f"{r}" for r in d["roles"]))
-        for w in d["first_words"]:
-            print(f"    {w}")
+        right, asked = d["judge"]
+        print(f"\nsides, judged by the model (right on {right} of {asked} labelled statements):")
+        for r in d["debates"]:
+            kept = sum(ok for _, ok in r["sides"])
+            lost = ", ".join(f"{who}" for who, ok in r["sides"] if not ok) or "none"
+            rate = f"{r['copy_rate']:.1%}" if r["copy_rate"] is not None else "n/a"
+            print(f"  {r['scenario']:<14} {r['motion'][:40]:<40} {r['status']:<9} copy rate {rate:>6}, "
+                  f"debater turns on their side {kept} of {len(r['sides'])} (off side: {lost})")
+        for r in d["debates"]:
+            print(f"\n  {r['scenario']}: {r['motion']}")
+            for t in r["turns"]:
+                print(f"    {t[:300]}")
     return 0
 
 

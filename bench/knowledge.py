@@ -70,7 +70,7 @@ def run(target_chunks: int, queries: int, seed: int = 7) -> dict:
     from shared.knowledge.indexer import doc_key, read_latest, reconcile
     from shared.store.disk import DiskStore
 
-    store = DiskStore(tempfile.mkdtemp(prefix="troupe-kb-bench-"), emit_events=False)
+    store = DiskStore(tempfile.mkdtemp(prefix="troupe-kb-bench-"))
     corpus = Corpus(seed)
     kb = "bench"
     docs, chunks, i = 0, 0, 0

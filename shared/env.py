@@ -1,6 +1,7 @@
 """Build a function's adapters from its environment and FC context.
 
-TROUPE_STORE=disk  → DiskStore at TROUPE_DATA (the local runtime; events on)
+TROUPE_STORE=disk  → DiskStore at TROUPE_DATA (the local runtime, whose workers wrap it to send
+                     OSS events: `wrap_stores`)
 TROUPE_STORE=oss   → OssStore on TROUPE_OSS_BUCKET at TROUPE_OSS_ENDPOINT, authenticated with the
                      FC context's STS credentials (python3.10) or ALIBABA_CLOUD_* variables
 """
@@ -8,11 +9,27 @@ TROUPE_STORE=oss   → OssStore on TROUPE_OSS_BUCKET at TROUPE_OSS_ENDPOINT, aut
 from __future__ import annotations
 
 import os
+from typing import Callable
 
 from shared.errors import TroupeError
 from shared.store.base import ObjectStore
 
 _stores: dict[tuple, ObjectStore] = {}
+_wrappers: list[Callable[[ObjectStore], ObjectStore]] = []
+
+
+def wrap_stores(wrapper: Callable[[ObjectStore], ObjectStore]) -> None:
+    """Wrap every store built from now on in this process: the local runtime's workers announce
+    writes as OSS events (infra/local/spool.py); fault tests inject errors. FC registers none."""
+    _wrappers.append(wrapper)
+    _stores.clear()
+    _convs.clear()
+
+
+def _wrapped(store: ObjectStore) -> ObjectStore:
+    for wrapper in _wrappers:
+        store = wrapper(store)
+    return store
 
 
 def build_store(context=None, env=os.environ) -> ObjectStore:
@@ -25,7 +42,7 @@ def build_store(context=None, env=os.environ) -> ObjectStore:
         if key not in _stores:
             from shared.store.disk import DiskStore
 
-            _stores[key] = DiskStore(root, emit_events=True)
+            _stores[key] = _wrapped(DiskStore(root))
         return _stores[key]
     if kind == "oss":
         from shared.store.oss import OssStore
@@ -37,7 +54,7 @@ def build_store(context=None, env=os.environ) -> ObjectStore:
             _stores.clear()  # STS credentials rotate: keep only the current client
             store = OssStore.from_env(env, credentials=creds if token else None)
             store.check_versioning_off()
-            _stores[key] = store
+            _stores[key] = _wrapped(store)
         return _stores[key]
     raise TroupeError(f"unknown TROUPE_STORE={kind!r}: expected 'disk' or 'oss'")
 

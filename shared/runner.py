@@ -370,7 +370,8 @@ class RoleRunner:
         kwargs = {"name": spec["name"], "profile": spec["profile"], "goal": spec.get("goal", ""),
                   "constraints": spec.get("constraints", ""), "context": _context(), "llm": llm}
         if issubclass(cls, Character):
-            kwargs.update(cast=[r["name"] for r in meta["scenario"]["roles"]], topic=meta.get("input", ""))
+            kwargs.update(cast=[r["name"] for r in meta["scenario"]["roles"]], topic=meta.get("input", ""),
+                          stance=spec.get("stance") or {})
         return cls(**kwargs)
 
     @staticmethod

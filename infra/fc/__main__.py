@@ -178,7 +178,7 @@ def cmd_redrive(ctx: _Context) -> int:
 
         if not os.path.isdir(os.path.join(args.data, "objects")):
             raise ConfigError(f"--data {args.data} is not a troupe data directory (no objects/ in it)")
-        store = DiskStore(args.data, emit_events=False)
+        store = DiskStore(args.data)
         bucket, region = store.bucket, store.region
     else:
         from shared.errors import StoreError

@@ -133,7 +133,7 @@ def _start(rt: LocalRuntime) -> bool:
 
 def _print_oss(rt) -> None:
     if rt.oss_url:
-        print(f"  OSS endpoint: {rt.oss_url}  bucket: {rt.store.bucket}  AccessKey id {rt.oss_access_key.id}, "
+        print(f"  OSS endpoint: {rt.oss_url}  bucket: {rt.spool.bucket}  AccessKey id {rt.oss_access_key.id}, "
               f"the pair in {rt.runtime_dir}/oss-access-key.json while this runs (put requests/<name>.json, "
               f"read results/<name>.json)", flush=True)
 

@@ -1,6 +1,6 @@
 """The OSS-trigger side of the local runtime: consume the store's event spool in order.
 
-DiskStore (emit_events=True) writes each ObjectCreated event as <data>/events/<time_ns>-....json
+The store's spool (infra/local/spool.py) writes each OSS event as <data>/events/<time_ns>-....json
 and sends a datagram to <data>/events.sock. This thread binds that socket to wake at once,
 polls the directory as a fallback, hands each event to `handle` and then deletes the file,
 so an event is delivered at least once even if the runtime stops half-way.

@@ -7,14 +7,17 @@ sides read it:
   events of a conversation are delivered N times, each copy after its own random delay (so
   copies and conversations interleave out of order), each copy a separate async invocation
   with its own request id, as duplicated OSS notifications are;
-* every worker process of the plan's `functions`, through `install()`, which
-  `infra/local/worker.py` calls after importing the handler when TROUPE_FAULTS is set. It
-  wraps, in that process only, the DiskStore's five I/O methods (transient errors), the
-  scripted LLM's paid call (kills before it, stalls past the function's timeout, latency),
-  ConversationStore.journal_put / commit / deliver (kills right after them) and, in the
-  software company's five functions (shared/sop), Workspace.save (a kill after the turn's
-  workspace manifest was stored, before the commit). The code of the functions and of shared/
-  is unchanged and unaware of it.
+* every worker process of the plan's `functions`, through `install(handler)`, which
+  `infra/local/worker.py` calls after importing the handler when TROUPE_FAULTS is set. In that
+  process only, it wraps what the function is given, never patching a name:
+  - the store (a wrapper registered in `shared.env.wrap_stores`): transient errors, and kills
+    right after the write that ends a step, known by its key: a journal entry, a commit, a
+    workspace manifest (the software company's turn, before its commit), a delivery;
+  - the LLM (a scripted LLM subclass registered as `fake`): kills before its paid call, stalls
+    past the function's timeout, latency;
+  - the handler: which turn is served, failing while a flag file is absent, copies of a
+    delivery waiting for each other.
+  The code of the functions and of shared/ is unchanged and unaware of it.
 
 Plan:
   {"seed": 1,
@@ -58,6 +61,7 @@ own records.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -233,18 +237,32 @@ def _kill(point: str, cid: str | None, turn) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _patch_store() -> None:
-    from shared.errors import TransientStoreError
+_KEY_POINTS = (
+    # (kill point, what a key written at that point looks like: cid, and the turn where it names one)
+    ("after_journal", re.compile(r"^conversations/([^/]+)/journal/")),
+    ("after_commit", re.compile(r"^conversations/([^/]+)/messages/(\d+)-")),
+    ("after_workspace", re.compile(r"^conversations/([^/]+)/workspace/(\d+)-")),
+    ("after_delivery", re.compile(r"^inbox/[^/]+/([^/]+)/(\d+)-")),
+)
+_CLAIM = re.compile(r"^conversations/[^/]+/claims/[^/]+-(\d+)\.json$")
+
+
+def faulty_store(inner):
+    """A store wrapper (registered in shared.env.wrap_stores): transient errors before or after a
+    call takes effect, and a SIGKILL right after the write that ends a step (a journal entry, a
+    commit, a workspace manifest, a delivery), whether it was new or met the object it names.
+    It also notes which LLM call of the delivery is being claimed (its journal index)."""
+    from shared.errors import ObjectExists, TransientStoreError
     from shared.store.base import ObjectStore
-    from shared.store.disk import DiskStore
 
-    base = _F.plan().get("retry_base")
-    if base is not None:
-        ObjectStore.retry_base = float(base)
+    class FaultyStore(ObjectStore):
+        def __init__(self):
+            super().__init__()
+            base = _F.plan().get("retry_base")
+            if base is not None:
+                self.retry_base = float(base)
 
-    def wrap(op: str, orig):
-        @functools.wraps(orig)
-        def faulty(self, key, *rest):
+        def _through(self, op: str, key: str, call):
             cid = cid_of(key)
             t = _F.spec(cid).get("transient") if cid else None
             if t and op in (t.get("ops") or OPS):
@@ -253,141 +271,132 @@ def _patch_store() -> None:
                     after = hit and _F.rng.random() < float(t.get("after", 0.0))
                 if hit:
                     if after:
-                        orig(self, key, *rest)  # the request went through; its answer is lost
+                        with contextlib.suppress(ObjectExists):
+                            call()  # the request went through; its answer is lost
                     _F.log(ev="transient", op=op, when="after" if after else "before", cid=cid,
                            turn=_CTX.get("turn"), rid=_CTX.get("rid"), fn=_CTX.get("fn"), key=key)
                     raise TransientStoreError(f"injected {op} failure ({'timeout after the call' if after else '503'})",
                                               key=key)
-            return orig(self, key, *rest)
-        return faulty
+            return call()
 
-    for op in OPS:
-        name = f"_{op}"
-        setattr(DiskStore, name, wrap(op, getattr(DiskStore, name)))
+        def _put(self, key, data, create_only):
+            claimed = _CLAIM.match(key)
+            if claimed:
+                _CTX["n"] = int(claimed.group(1))  # the LLM call about to be paid for, as its journal names it
+            try:
+                return self._through("put", key, lambda: inner.put(key, data, create_only=create_only))
+            except ObjectExists:
+                _after_write(key)
+                raise
+
+        def _get(self, key):
+            return self._through("get", key, lambda: inner.get(key))
+
+        def _head(self, key):
+            return self._through("head", key, lambda: inner.head(key))
+
+        def _list(self, prefix, marker, max_keys):
+            return self._through("list", prefix, lambda: inner.list(prefix, marker=marker, max_keys=max_keys))
+
+        def _delete(self, key):
+            return self._through("delete", key, lambda: inner.delete(key))
+
+        def put(self, key, data, *, create_only=False):
+            info = super().put(key, data, create_only=create_only)
+            _after_write(key)
+            return info
+
+    return FaultyStore()
 
 
-def _patch_conversation() -> None:
-    from shared.conversation import ConversationStore
-
-    journal_put, commit, deliver = ConversationStore.journal_put, ConversationStore.commit, ConversationStore.deliver
-
-    def faulty_journal_put(self, cid, trigger, n, entry):
-        out = journal_put(self, cid, trigger, n, entry)
-        _kill("after_journal", cid, _CTX.get("turn") if _CTX.get("cid") == cid else None)
-        return out
-
-    def faulty_commit(self, cid, turn, msgid, record):
-        out = commit(self, cid, turn, msgid, record)
-        _kill("after_commit", cid, turn)
-        return out
-
-    def faulty_deliver(self, function, cid, turn, msgid, payload):
-        out = deliver(self, function, cid, turn, msgid, payload)
-        _kill("after_delivery", cid, turn)
-        return out
-
-    ConversationStore.journal_put = faulty_journal_put
-    ConversationStore.commit = faulty_commit
-    ConversationStore.deliver = faulty_deliver
+def _after_write(key: str) -> None:
+    for point, shape in _KEY_POINTS:
+        m = shape.match(key)
+        if m:
+            turn = int(m.group(2)) if m.lastindex and m.lastindex >= 2 else None
+            cid = m.group(1)
+            _kill(point, cid, turn if turn is not None else (_CTX.get("turn") if _CTX.get("cid") == cid else None))
+            return
 
 
-def _patch_runner() -> None:
-    from shared.runner import RoleRunner
+def faulty_handler(handler, function: str):
+    """The function's handler, wrapped: which turn is being served (for the kill points and the
+    ledger), failing while a flag file is absent, and copies of a delivery waiting for each other
+    so that they race."""
+    from shared import keys
+    from shared.events import OssEvent
 
-    handle_key = RoleRunner.handle_key
-
-    async def faulty_handle_key(self, key, request_id=""):
+    @functools.wraps(handler)
+    def serve(event, context):
         try:
-            cid, turn_in, _ = self.convs.parse_delivery_key(self.function, key)
-        except Exception:  # noqa: BLE001 - the real method rejects it
-            return await handle_key(self, key, request_id)
+            cid, turn_in, _ = keys.parse_delivery(function, OssEvent.parse(event).records[0].key)
+        except Exception:  # noqa: BLE001 - not a delivery: the handler answers it
+            return handler(event, context)
+        rid = getattr(context, "request_id", "") or ""
         _CTX.clear()
-        _CTX.update(cid=cid, turn=turn_in + 1, rid=request_id, fn=self.function)
+        _CTX.update(cid=cid, turn=turn_in + 1, rid=rid, fn=function)
         try:
             fail = _F.spec(cid).get("fail_until")
             if fail and _turn_matches(fail.get("turns"), turn_in + 1) and not os.path.exists(fail["flag"]):
-                _F.log(ev="fail", cid=cid, turn=turn_in + 1, rid=request_id, fn=self.function)
+                _F.log(ev="fail", cid=cid, turn=turn_in + 1, rid=rid, fn=function)
                 raise RuntimeError(f"injected failure: the cause is not fixed ({fail['flag']} is missing)")
             together = _F.spec(cid).get("together")
             if together:
-                _F.log(ev="arrive", cid=cid, turn=turn_in + 1, rid=request_id, fn=self.function,
-                       others=_F.meet(key, request_id, 2, float(together)))
-            return await handle_key(self, key, request_id)
+                key = OssEvent.parse(event).records[0].key
+                _F.log(ev="arrive", cid=cid, turn=turn_in + 1, rid=rid, fn=function,
+                       others=_F.meet(key, rid, 2, float(together)))
+            return handler(event, context)
         finally:
             _CTX.clear()
 
-    RoleRunner.handle_key = faulty_handle_key
+    return serve
 
 
-def _patch_llm() -> None:
+def faulty_llm(env):
+    """The scripted LLM (registered as `fake` in place of infra.testing's), whose paid call may be
+    killed before it starts, stall past the function's timeout or take longer; the ledger gets
+    each paid call's start and end."""
+    from infra.testing import scripted
     from infra.testing.scripted_llm import ScriptedLLM
-    from shared.llm.journal import JournalingLLM
 
-    achat = ScriptedLLM._achat_completion
-    journaled = JournalingLLM.acompletion_text
+    class FaultyLLM(ScriptedLLM):
+        async def _achat_completion(self, messages, timeout=60):
+            cid, turn = _CTX.get("cid"), _CTX.get("turn")
+            spec = _F.spec(cid)
+            _kill("before_llm", cid, turn)
+            _F.log(ev="llm_start", cid=cid, turn=turn, n=_CTX.get("n"), rid=_CTX.get("rid"), fn=_CTX.get("fn"))
+            stall = spec.get("llm_stall")
+            if stall and _turn_matches(stall.get("turns"), turn, stall.get("min_turn")) \
+                    and _F.once(*_once_key("stall", stall, cid, turn)):
+                _F.log(ev="stall", cid=cid, turn=turn, rid=_CTX.get("rid"), seconds=stall.get("seconds"))
+                await asyncio.sleep(float(stall.get("seconds", 10)))  # past the function's timeout
+            if spec.get("llm_latency"):
+                await asyncio.sleep(float(spec["llm_latency"]))
+            out = await super()._achat_completion(messages, timeout)
+            _F.log(ev="llm_done", cid=cid, turn=turn, n=_CTX.get("n"), rid=_CTX.get("rid"), fn=_CTX.get("fn"))
+            return out
 
-    async def tracked_completion_text(self, messages, stream=False, timeout=3):
-        _CTX["n"] = self.calls  # the index of this LLM call within the delivery (its journal entry's)
-        return await journaled(self, messages, stream=stream, timeout=timeout)
-
-    async def faulty_achat(self, messages, timeout=60):
-        cid, turn = _CTX.get("cid"), _CTX.get("turn")
-        spec = _F.spec(cid)
-        _kill("before_llm", cid, turn)
-        _F.log(ev="llm_start", cid=cid, turn=turn, n=_CTX.get("n"), rid=_CTX.get("rid"), fn=_CTX.get("fn"))
-        stall = spec.get("llm_stall")
-        if stall and _turn_matches(stall.get("turns"), turn, stall.get("min_turn")) \
-                and _F.once(*_once_key("stall", stall, cid, turn)):
-            _F.log(ev="stall", cid=cid, turn=turn, rid=_CTX.get("rid"), seconds=stall.get("seconds"))
-            await asyncio.sleep(float(stall.get("seconds", 10)))  # past the function's timeout
-        if spec.get("llm_latency"):
-            await asyncio.sleep(float(spec["llm_latency"]))
-        out = await achat(self, messages, timeout)
-        _F.log(ev="llm_done", cid=cid, turn=turn, n=_CTX.get("n"), rid=_CTX.get("rid"), fn=_CTX.get("fn"))
-        return out
-
-    ScriptedLLM._achat_completion = faulty_achat
-    JournalingLLM.acompletion_text = tracked_completion_text
+    return scripted(FaultyLLM)
 
 
-def _patch_workspace() -> None:
-    from shared.sop.workspace import Workspace
+def install(handler, env=os.environ):
+    """Per the plan in TROUPE_FAULTS, wrap this worker process's store (shared.env.wrap_stores),
+    its scripted LLM (registered as `fake`) and its handler; returns the handler to serve.
 
-    save = Workspace.save
-
-    def faulty_save(self, root, turn, msgid):
-        out = save(self, root, turn, msgid)
-        _kill("after_workspace", self.cid, turn)
-        return out
-
-    Workspace.save = faulty_save
-
-
-def install(env=os.environ) -> bool:
-    """Wrap this worker process's store, LLM and commit steps per the plan in TROUPE_FAULTS.
-
-    Called by infra/local/worker.py after the handler is imported, so only what the function
-    itself loaded is wrapped (the gateway never loads MetaGPT because of this). The software
-    company's functions import their runner on the first request (shared/sop's handler), so
-    for them it is imported here, in the cold start, to be wrapped. True if installed.
-    """
+    Called by infra/local/worker.py after the handler is imported and the scripted LLM
+    registered. The function's code and shared/ are unchanged: only what they are given is."""
     global _F
     path, data, fn = env.get("TROUPE_FAULTS"), env.get("TROUPE_DATA"), env.get("TROUPE_FUNCTION_ID")
     if not path or not data or _F is not None:
-        return False
+        return handler
     faults = Faults(path, data)
     if fn not in faults.plan().get("functions", ["persona", "director"]):
-        return False
+        return handler
     _F = faults
-    _patch_store()
-    if "shared.sop" in sys.modules:
-        import shared.sop.runner  # noqa: F401  (what shared.sop.handler imports on its first request)
-    if "shared.conversation" in sys.modules:
-        _patch_conversation()
-    if "shared.runner" in sys.modules:
-        _patch_runner()
-        _patch_llm()
-    if "shared.sop.workspace" in sys.modules:
-        _patch_workspace()
+    import shared.env
+    from shared.llm import register
+
+    shared.env.wrap_stores(faulty_store)
+    register("fake", faulty_llm)
     print(f"troupe faults: installed in {fn} (pid {os.getpid()}) from {path}", file=sys.stderr, flush=True)
-    return True
+    return faulty_handler(handler, fn)

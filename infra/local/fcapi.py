@@ -43,13 +43,23 @@ import threading
 import time
 import uuid
 import weakref
-from typing import TYPE_CHECKING, Iterable, Mapping
+from typing import Iterable, Mapping, Protocol
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from infra.local.httpd import FCResponder, LoopbackServer
+from infra.local.results import InvocationResult
+from infra.local.spec import FunctionSpec
 
-if TYPE_CHECKING:
-    from infra.local.runtime import LocalRuntime
+
+class Invoker(Protocol):
+    """What the invoke API needs of the runtime behind it (LocalRuntime is one)."""
+
+    runtime_dir: str
+
+    def function(self, id_or_name: str) -> FunctionSpec: ...
+
+    def invoke(self, function_id: str, event: bytes, *, sync: bool = True,
+               request_id: str | None = None) -> InvocationResult: ...
 
 _PATH = re.compile(r"^/(?:(?:2016-08-15|2021-04-06)/services/[^/]+|2023-03-30)/functions/([^/]+)/invocations/?$")
 
@@ -349,7 +359,7 @@ class _Handler(FCResponder):
 
 
 class InvokeAPIServer(LoopbackServer):
-    def __init__(self, host: str, port: int, runtime: "LocalRuntime", access_key: AccessKey | None = None):
+    def __init__(self, host: str, port: int, runtime: Invoker, access_key: AccessKey | None = None):
         super().__init__((host, port), _Handler)
         self.runtime = runtime
         self.access_key = access_key or access_key_for(runtime)

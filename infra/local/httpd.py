@@ -13,13 +13,11 @@ import logging
 import threading
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 from urllib.parse import parse_qsl, urlsplit
 
+from infra.local.results import InvocationResult
 from shared.events import make_http_event
-
-if TYPE_CHECKING:
-    from infra.local.runtime import InvocationResult
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +25,7 @@ MAX_BODY = 32 * 1024 * 1024
 #: names a handler may not set: the server frames the response itself
 _HOP_HEADERS = {"content-length", "transfer-encoding", "connection", "keep-alive"}
 
-Invoke = Callable[[bytes, str], "InvocationResult"]
+Invoke = Callable[[bytes, str], InvocationResult]
 
 
 def event_from_request(method: str, target: str, headers: list[tuple[str, str]], body: bytes,
@@ -44,7 +42,7 @@ def event_from_request(method: str, target: str, headers: list[tuple[str, str]],
                            query=query, source_ip=source_ip, request_id=request_id)
 
 
-def response_from_result(result: "InvocationResult") -> tuple[int, dict[str, str], bytes]:
+def response_from_result(result: InvocationResult) -> tuple[int, dict[str, str], bytes]:
     """(status, headers, body) for what the handler returned or how it failed."""
     if not result.ok:
         kind = "FunctionTimeout" if result.error_type == "FunctionTimeout" else "UnhandledInvocationError"

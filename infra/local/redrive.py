@@ -122,7 +122,7 @@ def collect_store_letters(store: ObjectStore, *, function: str | None = None,
 def collect(data_dir: str, by_name: dict[str, str] | None = None, *, function: str | None = None,
             conversation: str | None = None) -> list[Letter]:
     """Every dead letter under DIR (store and runtime files), one per (function, key)."""
-    store = DiskStore(data_dir, emit_events=False)
+    store = DiskStore(data_dir)
     convs = ConversationStore(store)
     by_name = by_name or {}
     letters = collect_store_letters(store, function=function, conversation=conversation)
@@ -227,7 +227,7 @@ def redrive(data_dir: str, s_yaml: str | None = None, *, function: str | None = 
     by_name = {s.name: s.id for s in fspecs}
     names = {s.id: s.name for s in fspecs}
     inbox_functions = [s.id for s in fspecs if any(t["prefix"] == f"inbox/{s.id}/" for t in s.oss_triggers)]
-    store = DiskStore(data_dir, emit_events=False)
+    store = DiskStore(data_dir)
     convs = ConversationStore(store)
     letters = collect(data_dir, by_name, function=function, conversation=conversation)
     report: dict = {"redriven": [], "skipped": [], "ended": {}}

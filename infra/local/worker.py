@@ -6,10 +6,11 @@ Run by the local runtime as
 Requests and responses are frames (see _frames.py) on the stdin/stdout the worker was started
 with. Those two fds are moved aside at start-up: fd 1 then points at stderr and fd 0 at
 /dev/null, so a handler that prints (even from C code) cannot corrupt the protocol.
-This module imports only the standard library: it runs inside the function's process. (The
-exceptions are for tests, imported after the handler: with TROUPE_LLM=fake the scripted LLM is
-registered (infra/testing), and with TROUPE_FAULTS set infra/local/faults.py injects faults into
-this process.)
+This module imports only the standard library: it runs inside the function's process. The
+exceptions come after the handler is imported: on the disk store, writes are announced as OSS
+events (infra/local/spool.py, wrapped around the store in shared.env); and for tests, with
+TROUPE_LLM=fake the scripted LLM is registered (infra/testing), and with TROUPE_FAULTS set
+infra/local/faults.py injects faults into this process.
 """
 
 from __future__ import annotations
@@ -204,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     try:
         handler = load_handler(args.handler)
+        if os.environ.get("TROUPE_STORE", "disk") == "disk":  # writes fire triggers, as in OSS
+            import shared.env
+            from infra.local import spool
+
+            shared.env.wrap_stores(spool.emitting)
         if os.environ.get("TROUPE_LLM", "").strip().lower() == "fake":  # the runtime's test double
             import infra.testing
 
@@ -211,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("TROUPE_FAULTS"):  # fault-injection tests only: see infra/local/faults.py
             from infra.local import faults
 
-            faults.install()
+            handler = faults.install(handler)
     except BaseException as exc:  # noqa: BLE001 - an import error fails the instance
         write_frame(proto_out, {"ready": False, "pid": os.getpid(), **_error_fields(exc)})
         return 1

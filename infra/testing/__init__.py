@@ -12,11 +12,17 @@ from __future__ import annotations
 from typing import Mapping
 
 
-def _scripted(env: Mapping[str, str]):
+def scripted(cls=None):
+    """A scripted LLM (`cls`: a subclass of it, such as the fault tests' one), its code replies
+    shaped as any provider's."""
     from infra.testing.scripted_llm import ScriptedLLM
     from shared.llm import structured
 
-    return structured.adapt(ScriptedLLM(), "off")  # its code replies are shaped as any provider's
+    return structured.adapt((cls or ScriptedLLM)(), "off")
+
+
+def _scripted(env: Mapping[str, str]):
+    return scripted()
 
 
 def install() -> None:

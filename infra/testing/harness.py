@@ -13,11 +13,11 @@ import os
 
 import infra.testing
 from infra.local import spec as specs
+from infra.local.spool import local_store
 from shared.conversation import ConversationStore
 from shared.events import make_http_event
 from shared.gateway import Gateway
 from shared.runner import RoleRunner
-from shared.store.disk import DiskStore
 
 API_KEY = "test-deployment-key"
 
@@ -57,7 +57,7 @@ class Harness:
     def __init__(self, root: str, llm_factory=None):
         from infra.testing.scripted_llm import ScriptedLLM
 
-        self.store = DiskStore(root, emit_events=True)
+        self.store = local_store(root)
         self.convs = ConversationStore(self.store)
         self.gateway = Gateway(self.convs, api_key=API_KEY)
         self.tokens: dict[str, str] = {}
@@ -109,8 +109,8 @@ class Harness:
     def pending(self) -> list[tuple[str, bytes]]:
         """Spooled events (name, bytes), oldest first, removed from the spool."""
         out = []
-        for name in sorted(os.listdir(self.store.events_dir)):
-            path = os.path.join(self.store.events_dir, name)
+        for name in sorted(os.listdir(self.store.spool.events_dir)):
+            path = os.path.join(self.store.spool.events_dir, name)
             with open(path, "rb") as f:
                 out.append((name, f.read()))
             os.unlink(path)

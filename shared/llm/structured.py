@@ -53,6 +53,8 @@ class Expected:
     fake_root: str | None = None
     """a test file's prompt placed the project under this folder (MetaGPT's WriteTest says
     /data), which is no package: imports through it are taken off (`runnable_test`)"""
+    temperature: float | None = None
+    """sampling temperature for this call, over the function's (a second try samples wider)"""
 
 
 _expected: contextvars.ContextVar[Expected | None] = contextvars.ContextVar("troupe_expected", default=None)
@@ -173,8 +175,17 @@ def _base(key: str) -> str:
     return key[len("refined "):] if key.startswith("refined ") else key
 
 
-def dialogue_schema(side: str, longest: int = 600) -> dict:
-    """One turn of dialogue that first restates the speaker's side, word for word, then says it."""
+def dialogue_schema(side: str, longest: int = 600, opening: str = "") -> dict:
+    """One turn of dialogue. With an `opening` (a character's stance, "I oppose the motion"), the
+    reply itself must start with those words: the model goes on from its own commitment, which
+    holds a small model to its side. Without one, the turn first restates the speaker's side,
+    word for word, then says it. `opening` must be plain words (scenarios._stance checks it):
+    it becomes part of a regular expression, then of a grammar."""
+    if opening:
+        # no quote or brace inside: a small model that tries to close the JSON early would otherwise
+        # write them into the reply and ramble on (a reply is at least a few words)
+        reply = {"type": "string", "pattern": f"^{opening}[,:，：][^\\n\"{{}}]{{8,{longest}}}$"}
+        return {"type": "object", "properties": {"reply": reply}, "required": ["reply"], "additionalProperties": False}
     return {"type": "object", "properties": {"side": {"type": "string", "enum": [side]},
                                              "reply": {"type": "string", "minLength": 1, "maxLength": longest}},
             "required": ["side", "reply"], "additionalProperties": False}
@@ -373,6 +384,8 @@ def request_changes(mode: str, messages: list[dict], max_tokens: int | None) -> 
             out["messages"] = [*messages, {"role": "system", "content": "Reply with one JSON object."}]
     if what.budget and (max_tokens is None or what.budget < max_tokens):
         out["max_tokens"] = what.budget
+    if what.temperature is not None:
+        out["temperature"] = what.temperature
     return out
 
 

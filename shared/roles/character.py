@@ -15,10 +15,12 @@ from metagpt.schema import Message
 from metagpt.utils.common import any_to_str
 
 from shared.llm.structured import Expected, dialogue_schema, expect
-from shared.roles.copying import drop_copied
+from shared.roles.copying import all_copied, drop_copied
 
 _USER_REQUIREMENT = any_to_str(UserRequirement)
 HISTORY = 8  # messages of the transcript a character sees when it speaks
+RETRY_TEMPERATURE = 1.0
+"""a turn that only repeated what was said is asked again once, sampled this wide"""
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 
 
@@ -28,7 +30,8 @@ class Speak(Action):
     name: str = "Speak"
 
     async def run(self, topic: str, transcript: str, speaker: str, listener: str, instruction: str = "",
-                  profile: str = "", goal: str = "", references: str = "", opening: bool = False) -> str:
+                  profile: str = "", goal: str = "", references: str = "", opening: bool = False,
+                  stance: str = "") -> str:
         if instruction:  # a closing deliverable: its own task and length
             task, size = instruction, "Write it"
         else:
@@ -46,15 +49,44 @@ class Speak(Action):
             f"{who}{aim} {task} Say something new: do not repeat or copy earlier turns.\n"
             f"{size} in {language_of(topic)}, as {speaker}'s own words in the first person, without your name in front."
         )
-        # a model that can be held to a schema first restates whose side it speaks for: a small
-        # model then stays on it instead of drifting to the other side (shared.llm.structured)
+        # a model that can be held to a schema opens its turn with the character's stance and goes
+        # on from there, or else first restates whose side it speaks for: a small model then stays
+        # on its side instead of drifting to the other (shared.llm.structured)
         side = f"{speaker}" + (f", {profile}" if profile else "") + (f": {goal}" if goal else "")
-        with expect(Expected("dialogue", "Speak", schema=dialogue_schema(side[:200]))):
-            text = (await self._aask(prompt)).strip()
-        # small models often copy the transcript's "Name:" in front of their own turn anyway
-        text = re.sub(rf"^\**{re.escape(speaker)}\**\s*[:：]\s*", "", text, count=1).strip() or text
-        # what was said before, and the prompt's own instructions, which a small model also echoes
-        return drop_copied(text, f"{topic}\n{transcript}\n{prompt}")
+        schema = dialogue_schema(side[:200], opening="" if instruction else stance)
+        earlier = f"{topic}\n{transcript}\n{prompt}"  # what was said, and the prompt, which a small model echoes
+        with expect(Expected("dialogue", "Speak", schema=schema)):
+            text = self._unprefixed((await self._aask(prompt)).strip(), speaker)
+        if transcript and not instruction and all_copied(text, earlier):
+            # a small model that copies an earlier turn whole gets one more try, told so and sampled
+            # wider; both calls are journaled, so a replay takes the same path
+            again = (f"{prompt}\nYour first answer only repeated what was already said. Give a reason nobody "
+                     f"has given yet, in new words.")
+            with expect(Expected("dialogue", "Speak", schema=schema, temperature=RETRY_TEMPERATURE)):
+                text = self._unprefixed((await self._aask(again)).strip(), speaker)
+            if stance and all_copied(text, earlier):
+                return stance_alone(stance, topic)  # nothing of its own to say but its side
+        return drop_copied(text, earlier)
+
+    @staticmethod
+    def _unprefixed(text: str, speaker: str) -> str:
+        """Small models often copy the transcript's "Name:" in front of their own turn."""
+        return re.sub(rf"^\**{re.escape(speaker)}\**\s*[:：]\s*", "", text, count=1).strip() or text
+
+
+def stance_for(stance: dict[str, str] | None, topic: str) -> str:
+    """The stance's words in the topic's language: Chinese for a Chinese topic when the scenario
+    gives them, else English, else whichever it gives."""
+    if not stance:
+        return ""
+    if _CJK.search(topic or "") and "zh" in stance:
+        return stance["zh"]
+    return stance.get("en") or next(iter(stance.values()))
+
+
+def stance_alone(stance: str, topic: str) -> str:
+    """A turn that says only its side: the stance as a sentence."""
+    return f"{stance}。" if _CJK.search(topic or "") else f"{stance}."
 
 
 def language_of(text: str) -> str:
@@ -71,6 +103,8 @@ class Character(Role):
     """This turn's special task (the closing deliverable), set by the runner for one turn."""
     references: str = ""
     """Knowledge-base passages for this turn (the role's `knowledge:`), set by the runner for one turn."""
+    stance: dict[str, str] = {}
+    """The words each turn opens with, per language (the scenario role's `stance`)."""
     scene: list[dict] | None = None
     """The scene's last turns, {from, content}, set by the runner for one turn from the delivery
     (shared.routing.scene_with); None: the role's own memory stands in."""
@@ -97,10 +131,14 @@ class Character(Role):
         else:
             turns = [(m.sent_from or m.role, m.content) for m in memories if m.cause_by != _USER_REQUIREMENT]
         opening = not turns and not self.instruction
+        stance = stance_for(self.stance, self.topic)
+        if stance:  # its own earlier openers, left in view, lead a small model to copy what followed them
+            own = re.compile(rf"^{re.escape(stance)}[,:，：]\s*")
+            turns = [(who, own.sub("", said, count=1) if who == self.name else said) for who, said in turns]
         transcript = "\n".join(f"{who}: {said}" for who, said in turns[-HISTORY:])
         listener = (last.sent_from if last and last.sent_from and last.sent_from != self.name else "everyone")
         text = await self.rc.todo.run(self.topic, transcript, self.name, listener, self.instruction,
-                                      self.profile, self.goal, self.references, opening)
+                                      self.profile, self.goal, self.references, opening, stance)
         msg = Message(content=text, role=self.profile, cause_by=type(self.rc.todo),
                       sent_from=self.name, send_to={listener})
         self.rc.memory.add(msg)

@@ -19,22 +19,32 @@ def sequences(ws: list[str], n: int = COPY_N) -> list[tuple[str, ...]]:
     return [tuple(ws[i:i + n]) for i in range(len(ws) - n + 1)]
 
 
+def _sentences(reply: str, earlier: str) -> list[tuple[str, bool]]:
+    """The reply's sentences, each with whether it was copied: most of its 8-word sequences
+    were said already."""
+    seen = set(sequences(words(earlier)))
+    out = []
+    for sentence in re.findall(r"[^.!?。！？]+(?:[.!?。！？]+[\"'”’)]*|$)\s*", reply):
+        grams = set(sequences(words(sentence)))
+        out.append((sentence, bool(grams) and len(grams & seen) * 2 >= len(grams)))
+    return out
+
+
 def drop_copied(reply: str, earlier: str) -> str:
     """The reply without the sentences it copied from what was said before (the topic, the
-    turns so far, the prompt's instructions): a sentence goes when most of its 8-word sequences
-    were said already. A small model asked for something new still repeats earlier turns verbatim. A reply that is all
-    copy is kept as it is (a turn is never empty); the LLM's reply stays in the journal, so a
-    replay drops the same sentences."""
-    seen = set(sequences(words(earlier)))
-    sentences = re.findall(r"[^.!?。！？]+(?:[.!?。！？]+[\"'”’)]*|$)\s*", reply)
-    kept = []
-    for sentence in sentences:
-        grams = set(sequences(words(sentence)))
-        if grams and len(grams & seen) * 2 >= len(grams):
-            continue
-        kept.append(sentence)
+    turns so far, the prompt's instructions). A small model asked for something new still
+    repeats earlier turns verbatim. A reply that is all copy is kept as it is (a turn is never
+    empty); the LLM's reply stays in the journal, so a replay drops the same sentences."""
+    sentences = _sentences(reply, earlier)
+    kept = [s for s, copied in sentences if not copied]
     out = "".join(kept).strip()
     return out if out and len(kept) < len(sentences) else reply
+
+
+def all_copied(reply: str, earlier: str) -> bool:
+    """Whether every sentence of the reply was copied from what was said before."""
+    sentences = _sentences(reply, earlier)
+    return bool(sentences) and all(copied for _, copied in sentences)
 
 
 def copy_rate(turns: list[str], n: int = COPY_N) -> float | None:

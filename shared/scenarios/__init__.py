@@ -115,7 +115,7 @@ def validate_scenario(data: Any, source: str = "scenario", functions: set[str] |
         if not isinstance(role, dict):
             raise BadRequest(f"{source}: {where} must be a mapping", field=where)
         extra = sorted(set(role) - {"name", "profile", "goal", "constraints", "function", "model", "human", "class",
-                                    "knowledge"})
+                                    "knowledge", "stance"})
         if extra:
             raise BadRequest(f"{source}: {where} has unknown field(s) {', '.join(extra)[:100]}", field=f"{where}.{extra[0]}")
         name = check_name(role.get("name"), f"{source}: {where}.name")
@@ -143,6 +143,7 @@ def validate_scenario(data: Any, source: str = "scenario", functions: set[str] |
             "human": human,
             "class": cls,
             "knowledge": _kbs(role.get("knowledge"), f"{source}: {where}.knowledge"),
+            "stance": _stance(role.get("stance"), f"{where}.stance", source),
         })
     names = [r["name"] for r in out_roles]
     by_name = {r["name"].lower(): r["name"] for r in out_roles}
@@ -221,6 +222,22 @@ def validate_scenario(data: Any, source: str = "scenario", functions: set[str] |
 
 
 MAX_ROLE_KBS = 5
+_STANCE = re.compile(r"^[^\W_][\w ,'’，、-]{0,59}$")
+
+
+def _stance(value: Any, field: str, source: str) -> dict | None:
+    """The words each of a character's turns opens with, per language ("I oppose the motion"):
+    a small model held to them keeps its side (shared/roles/character.py). They become part of
+    a grammar, so only words, spaces, commas, apostrophes and hyphens, at most 60 characters."""
+    if value is None:
+        return None
+    value = _bilingual(value, field, source)
+    for lang, text in value.items():
+        if not _STANCE.match(text):
+            raise BadRequest(f"{source}: {field}.{lang} must be at most 60 characters of words, spaces, commas, "
+                             "apostrophes and hyphens, starting with a word", field=field)
+    return value
+
 
 
 def _kbs(value: Any, field: str) -> list[str]:

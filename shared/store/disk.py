@@ -3,9 +3,9 @@
 Layout under `root`:
   objects/<key>        the objects
   tmp/                 partial writes (renamed or linked into place atomically)
-  events/              ObjectCreated and ObjectRemoved events in OSS trigger JSON, one file each, for the
-                       local runtime to dispatch (only when `emit_events` is on)
-  events.sock          the runtime's wake-up socket (a datagram is sent after each event)
+
+`bucket` and `region` name the bucket this directory stands for. The store sends no events: on
+the local runtime, infra/local/spool.py wraps it to announce writes, as OSS does to triggers.
 
 Create-only puts use link(2), which fails if the name exists: atomic across processes, as
 OSS's `x-oss-forbid-overwrite` is across clients.
@@ -16,32 +16,25 @@ from __future__ import annotations
 import errno
 import hashlib
 import itertools
-import json
 import os
-import socket
 import time
 
 from shared.errors import NoSuchKey, ObjectExists
-from shared.events import make_oss_event
 from shared.store.base import ListPage, ObjectInfo, ObjectStore
 
 _counter = itertools.count()
 
 
 class DiskStore(ObjectStore):
-    def __init__(self, root: str, *, emit_events: bool = False, bucket: str = "troupe-local",
-                 region: str = "cn-hangzhou", **kw):
+    def __init__(self, root: str, *, bucket: str = "troupe-local", region: str = "cn-hangzhou", **kw):
         super().__init__(**kw)
         self.root = os.path.abspath(root)
         self.objects = os.path.join(self.root, "objects")
         self.tmp = os.path.join(self.root, "tmp")
-        self.events_dir = os.path.join(self.root, "events")
-        self.emit_events = emit_events
         self.bucket = bucket
         self.region = region
-        for d in (self.objects, self.tmp, self.events_dir):
+        for d in (self.objects, self.tmp):
             os.makedirs(d, exist_ok=True)
-        self._sock = None
 
     # -- helpers ---------------------------------------------------------------------------
     def _path(self, key: str) -> str:
@@ -84,10 +77,7 @@ class DiskStore(ObjectStore):
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
-        info = ObjectInfo(key, len(data), hashlib.md5(data).hexdigest().upper(), time.time())
-        if self.emit_events:
-            self._emit(info)
-        return info
+        return ObjectInfo(key, len(data), hashlib.md5(data).hexdigest().upper(), os.stat(path).st_mtime)
 
     def _get(self, key: str) -> bytes:
         try:
@@ -131,27 +121,6 @@ class DiskStore(ObjectStore):
 
     def _delete(self, key: str) -> None:
         try:
-            size = os.path.getsize(self._path(key))
             os.unlink(self._path(key))
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return
-        if self.emit_events:  # as OSS notifies a removal, to triggers that ask for ObjectRemoved
-            self._emit(ObjectInfo(key, size, "", time.time()), "ObjectRemoved:DeleteObject")
-
-    # -- events ----------------------------------------------------------------------------
-    def _emit(self, info: ObjectInfo, event_name: str = "ObjectCreated:PutObject") -> None:
-        event = make_oss_event(self.bucket, self.region, info.key, info.size, info.etag, event_name=event_name)
-        name = f"{time.time_ns():020d}-{os.getpid()}-{next(_counter)}.json"
-        tmp = self._tmpname()
-        with open(tmp, "w") as f:
-            json.dump(event, f)
-        os.replace(tmp, os.path.join(self.events_dir, name))
-        sock_path = os.path.join(self.root, "events.sock")
-        if os.path.exists(sock_path):
-            try:
-                if self._sock is None:
-                    self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-                    self._sock.setblocking(False)
-                self._sock.sendto(b"1", sock_path)
-            except OSError:
-                pass  # the runtime also polls the spool

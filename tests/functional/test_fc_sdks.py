@@ -160,7 +160,7 @@ def test_cli_redrive_reopens_a_failed_conversation_through_the_sdk(rt):
 
     # GIVEN a conversation whose first delivery was dead-lettered (made without firing events,
     # then the onFailure destination invoked through the SDK, as FC would)
-    quiet = ConversationStore(DiskStore(rt.data_dir, emit_events=False))
+    quiet = ConversationStore(DiskStore(rt.data_dir))
     req = json.loads(_http_event("POST", "/conversations", {"scenario": "debate", "input": "Redrive me?",
                                                             "limits": {"max_turns": 2}}, "k"))
     created = Gateway(quiet, api_key="k").handle(req)

@@ -16,7 +16,7 @@ import urllib.request
 import pytest
 
 from infra.local.runtime import LocalRuntime
-from infra.package import build, target
+from infra.package import build, deps, target
 
 ROOT = build.ROOT
 BUILT = os.environ.get("TROUPE_PACKAGE_DIR") or os.path.join(ROOT, "build", "package")
@@ -129,3 +129,38 @@ def test_a_deployments_own_roles_and_scenarios_ship_in_the_layer_and_run_from_it
     assert conv["status"] == "completed", conv["end"]
     assert [m["role"] for m in turns] == ["user", "Poet", "Critic"]
     assert turns[1]["cause_by"].endswith("WriteCouplet")
+
+
+def test_the_lock_covers_what_the_functions_load_and_matches_the_pins():
+    # the probe drives every function's code in one process and maps its imports to packages
+    out = subprocess.run([sys.executable, "-m", "infra.package.deps", "--check"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    versions, notes = deps.read_lock()
+    pinned = {**deps.PY310_PINS, **deps.pins()}
+    # every version is the pin, or a release for CPython 3.10 with the reason recorded
+    assert deps.stale({d: pinned[d] for d in versions}, versions, notes) == []
+    assert notes.get("pycparser", "").startswith(pinned["pycparser"] + " in requirements.txt: Requires-Python >=3.11")
+
+
+@pytest.mark.skipif(__import__("infra.package.target", fromlist=["x"]).python310()[0] is None,
+                    reason="no CPython 3.10 on this machine")
+def test_cpython310_names_conflicting_versions_in_a_layer(tmp_path):
+    from infra.package import target
+
+    site = tmp_path / "python"
+    for name, version, requires in (("alpha", "1.0", ["beta>=2"]), ("beta", "1.5", []),
+                                    ("packaging", "24.2", [])):
+        info = site / f"{name}-{version}.dist-info"
+        info.mkdir(parents=True)
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                                       + "".join(f"Requires-Dist: {r}\n" for r in requires))
+    # the check imports packaging from the layer: give it the real one
+    import packaging
+    import shutil
+
+    shutil.copytree(os.path.dirname(packaging.__file__), site / "packaging")
+    with pytest.raises(target.TargetError, match="alpha 1.0 requires beta>=2, the layer has beta 1.5"):
+        target.check_layer_consistent(target.python310()[0], str(site))
+    (site / "beta-1.5.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: beta\nVersion: 2.1\n")
+    assert target.check_layer_consistent(target.python310()[0], str(site))["conflicts"] == []

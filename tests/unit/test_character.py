@@ -135,3 +135,76 @@ def test_sentences_copied_from_earlier_turns_are_dropped_and_a_turn_is_never_emp
     zh_earlier = "正方：城市应该禁止汽车，因为汽车污染空气并且让街道变得危险。"
     assert drop_copied("城市应该禁止汽车，因为汽车污染空气并且让街道变得危险。公交和自行车同样可以服务商店。",
                        zh_earlier) == "公交和自行车同样可以服务商店。"
+
+
+def test_each_debater_opens_with_its_stance_in_the_topics_language(tmp_path):
+    from shared.llm import structured
+
+    asked: list[tuple[str, dict | None]] = []
+
+    class _Expecting(ScriptedLLM):
+        async def _achat_completion(self, messages, timeout=60):
+            what = structured.expected()
+            system = " ".join(m["content"] for m in messages if m["role"] == "system")
+            asked.append((system.split("named ", 1)[1].split(",", 1)[0], what.schema if what else None))
+            return await super()._achat_completion(messages, timeout)
+
+    def openings(topic):
+        asked.clear()
+        h = Harness(str(tmp_path / topic[:3]), llm_factory=lambda model=None: _Expecting())
+        h.start("debate", text=topic, max_turns=3)
+        h.pump()
+        return {who: (schema or {}).get("properties", {}).get("reply", {}).get("pattern") for who, schema in asked}
+
+    en = openings("Should cities ban cars?")
+    assert en["Proponent"].startswith("^My answer is yes[") and en["Opponent"].startswith("^My answer is no[")
+    assert en["Judge"] is None  # no stance: the judge's verdict opens as it likes
+    zh = openings("城市应该禁止汽车吗？")
+    assert zh["Proponent"].startswith("^我的回答是应该[") and zh["Opponent"].startswith("^我的回答是不应该[")
+
+
+def test_a_turn_that_only_repeats_is_asked_again_once_and_its_own_openers_are_out_of_view():
+    import asyncio
+
+    from shared.llm import structured
+    from shared.roles.character import RETRY_TEMPERATURE, Character
+
+    earlier = "Buses are slow and the old need cars to reach the doctor."
+    asked: list[tuple[str, float | None]] = []
+
+    async def _said(msg, reply):
+        asked.append((msg, structured.expected().temperature))
+        return reply
+
+    class _Copies(ScriptedLLM):
+        async def aask(self, msg, *args, **kwargs):
+            what = structured.expected()
+            asked.append((msg, what.temperature))
+            return f"My answer is no, {earlier}" if len(asked) == 1 else "My answer is no, shops need deliveries."
+
+    role = Character(name="Opponent", profile="debater against the motion", topic="Ban cars?",
+                     stance={"en": "My answer is no"}, llm=_Copies())
+    role.scene = [{"from": "Proponent", "content": "My answer is yes, streets are for people."},
+                  {"from": "Opponent", "content": f"My answer is no, {earlier}"},
+                  {"from": "Proponent", "content": "My answer is yes, the air gets cleaner."}]
+    role.rc.news = []
+    role._set_state(0)  # its one action, Speak
+    said = asyncio.run(role._act()).content
+    # the copy was asked again once, told so and sampled wider; the second answer is the turn
+    assert said == "My answer is no, shops need deliveries."
+    assert len(asked) == 2 and asked[0][1] is None and asked[1][1] == RETRY_TEMPERATURE
+    assert "only repeated what was already said" in asked[1][0]
+    # its own opener is out of view in the transcript; the other side's stays
+    assert f"Opponent: {earlier}" in asked[0][0] and "Proponent: My answer is yes, the air" in asked[0][0]
+
+    # a second answer that copies too leaves the turn its side alone
+    asked.clear()
+    _Copies.aask = lambda self, msg, *a, **k: _said(msg, f"My answer is no, {earlier}")
+    assert asyncio.run(role._act()).content == "My answer is no."
+    assert len(asked) == 2
+
+    # an opening turn, with nothing said before, is never asked twice
+    asked.clear()
+    role.scene = []
+    asyncio.run(role._act())
+    assert len(asked) == 1

@@ -124,7 +124,8 @@ def test_a_commit_whose_answer_was_lost_is_billed_once(harness):
 
     # GIVEN a store whose first put of a message goes through but answers with a timeout, so
     # the store's retry meets the object it wrote itself (409)
-    real_put = harness.store._put
+    disk = harness.store.inner  # the backend under the local runtime's event spool
+    real_put = disk._put
     lost = []
 
     def put(key, data, create_only):
@@ -135,7 +136,7 @@ def test_a_commit_whose_answer_was_lost_is_billed_once(harness):
         return info
 
     cid = harness.start(max_turns=2)
-    harness.store._put = put
+    disk._put = put
     # WHEN the debate runs
     out = harness.runner("persona").handle_event(harness.pending_inbox()[0])
     harness.pump()

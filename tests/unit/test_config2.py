@@ -56,20 +56,3 @@ def test_the_local_run_uses_it_only_when_troupe_llm_is_unset(tmp_path, monkeypat
     assert _llm_choice(args) == "config2"
     monkeypatch.setenv("TROUPE_LLM", "fake")
     assert _llm_choice(args) == "fake"
-
-
-def test_the_runtime_gives_its_workers_the_configs_llm(tmp_path, monkeypatch):
-    from infra.local.runtime import LocalRuntime
-
-    for k in ("TROUPE_LLM", "TROUPE_LLM_MODEL", "TROUPE_LLM_BASE_URL", "TROUPE_LLM_API_KEY"):
-        monkeypatch.delenv(k, raising=False)
-    env = _write(tmp_path, "llm:\n  api_type: openai\n  model: m1\n  base_url: http://127.0.0.1:9/v1\n  api_key: k\n")
-    monkeypatch.setenv("TROUPE_METAGPT_CONFIG", env["TROUPE_METAGPT_CONFIG"])
-    rt = LocalRuntime(str(tmp_path / "data"), llm="config2")
-    rt.start(serve_http=False)
-    try:
-        worker = rt.worker_env(next(s for s in rt.specs if s.id == "persona"))
-    finally:
-        rt.stop()
-    assert (worker["TROUPE_LLM"], worker["TROUPE_LLM_MODEL"], worker["TROUPE_LLM_BASE_URL"]) == (
-        "openai", "m1", "http://127.0.0.1:9/v1")

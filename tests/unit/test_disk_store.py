@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-from pathlib import Path
 
 import pytest
 
 from shared.errors import InvalidKey, NoSuchKey, ObjectExists
-from shared.events import OssEvent
 from shared.store.disk import DiskStore
-
-TEMPLATE = Path(__file__).resolve().parents[1] / "events" / "oss-event.json"
-
 
 @pytest.fixture
 def store(tmp_path):
@@ -132,47 +126,11 @@ def test_object_and_prefix_collisions(store):
     assert store.head("a/b") is None
 
 
-def test_events_are_emitted_in_oss_trigger_shape(tmp_path):
-    # GIVEN a store that emits events
-    store = DiskStore(str(tmp_path / "store"), emit_events=True, bucket="troupe-local",
-                      region="cn-hangzhou")
-    data = b'{"hello": "world"}'
-
-    # WHEN one object is put, and a create-only put of it is refused
-    store.put("inbox/fn/c1/0001-m.json", data, create_only=True)
-    with pytest.raises(ObjectExists):
-        store.put("inbox/fn/c1/0001-m.json", b"again", create_only=True)
-
-    # THEN exactly one event file exists, shaped like a real OSS trigger event
-    names = os.listdir(os.path.join(store.root, "events"))
-    assert len(names) == 1 and names[0].endswith(".json")
-    with open(os.path.join(store.root, "events", names[0])) as f:
-        raw = json.load(f)
-    record = OssEvent.parse(raw).records[0]
-    assert record.key == "inbox/fn/c1/0001-m.json"
-    assert record.size == len(data)
-    assert record.etag == hashlib.md5(data).hexdigest().upper()
-    assert record.event_name == "ObjectCreated:PutObject"
-    assert (record.bucket, record.region) == ("troupe-local", "cn-hangzhou")
-    template = json.loads(TEMPLATE.read_text())["events"][0]
-    assert key_paths(raw["events"][0]) == key_paths(template)
-
-
-def test_no_events_unless_enabled(store):
-    # GIVEN a store with events off (the default)
-    # WHEN an object is put
+def test_the_store_itself_sends_no_events(store):
+    # GIVEN a bare store (the local runtime wraps it to announce writes: infra/local/spool.py)
+    # WHEN an object is put and deleted
     store.put("inbox/fn/c1/0001-m.json", b"x")
+    store.delete("inbox/fn/c1/0001-m.json")
 
-    # THEN no event is written
-    assert os.listdir(store.events_dir) == []
-
-
-def key_paths(obj, prefix="") -> set[str]:
-    """Every dotted key path in a JSON object, to compare shapes."""
-    if not isinstance(obj, dict):
-        return set()
-    paths = set()
-    for k, v in obj.items():
-        paths.add(prefix + k)
-        paths |= key_paths(v, prefix + k + ".")
-    return paths
+    # THEN nothing but its own folders was written
+    assert sorted(os.listdir(store.root)) == ["objects", "tmp"]

@@ -17,7 +17,7 @@ from shared.knowledge import documents, indexer, retrieval
 from shared.knowledge import text as textmod
 from shared.knowledge.indexer import doc_key, docfiles_prefix, handle_event, manifest_prefix, read_latest
 from shared.store.base import ObjectStore
-from shared.store.disk import DiskStore
+from infra.local.spool import local_store
 
 KB = "lumen"
 CID = "20261124t021832-1f2e3d4c5b6a7f8e9d0c1b2a"
@@ -57,14 +57,14 @@ class Recording(ObjectStore):
 @pytest.fixture
 def store(tmp_path):
     retrieval.clear_cache()
-    return DiskStore(str(tmp_path / "data"), emit_events=True)
+    return local_store(str(tmp_path / "data"))
 
 
 def pending(store):
     """Spooled OSS events (bytes), oldest first, removed from the spool."""
     out = []
-    for name in sorted(os.listdir(store.events_dir)):
-        path = os.path.join(store.events_dir, name)
+    for name in sorted(os.listdir(store.spool.events_dir)):
+        path = os.path.join(store.spool.events_dir, name)
         with open(path, "rb") as f:
             out.append(f.read())
         os.unlink(path)
@@ -91,7 +91,7 @@ def put(store, path, text):
 
 
 def removed_event(store, key):
-    return json.dumps(make_oss_event(store.bucket, store.region, key, 0, "", event_name="ObjectRemoved:DeleteObject"))
+    return json.dumps(make_oss_event(store.spool.bucket, store.spool.region, key, 0, "", event_name="ObjectRemoved:DeleteObject"))
 
 
 REFUNDS = "# Refunds\n\nCard refunds take 5-7 business days after the returned item arrives at the warehouse.\n"
@@ -277,7 +277,7 @@ def test_url_encoded_event_keys_are_decoded(store):
     key = doc_key(KB, "售后/保修.md")
     store.put(key, "# 保修\n\n电机保修五年。\n".encode())
     pending(store)
-    event = json.dumps(make_oss_event(store.bucket, store.region, quote(key), 10, "E"))
+    event = json.dumps(make_oss_event(store.spool.bucket, store.spool.region, quote(key), 10, "E"))
     assert handle_event(store, event)[0] == {"outcome": "indexed", "kb": KB, "path": "售后/保修.md", "chunks": 1,
                                              "generation": 1}
 
@@ -436,7 +436,7 @@ def test_the_indexer_function_handler(store, monkeypatch, tmp_path):
     import importlib.util
 
     monkeypatch.setenv("TROUPE_STORE", "disk")
-    monkeypatch.setenv("TROUPE_DATA", store.root)
+    monkeypatch.setenv("TROUPE_DATA", store.inner.root)
     put(store, "refunds.md", REFUNDS)
     event, = doc_events(store)
     path = os.path.join(os.path.dirname(__file__), "..", "..", "functions", "indexer", "index.py")
@@ -497,7 +497,7 @@ def test_each_part_stays_within_its_ram_policy(store):
 
 
 def test_reindex_repairs_lost_events_and_the_cli(store, capsys):
-    from shared.knowledge.__main__ import main
+    from infra.local.knowledge import main
 
     put(store, "a.md", REFUNDS)
     put(store, "b.md", WARRANTY)
@@ -507,9 +507,9 @@ def test_reindex_repairs_lost_events_and_the_cli(store, capsys):
     pending(store)  # and so is c.md's ObjectCreated
     outcomes = {o["path"]: o["outcome"] for o in indexer.reindex(store, KB)}
     assert outcomes == {"a.md": "removed", "b.md": "unchanged", "c.md": "indexed"}
-    assert main(["--data", store.root, "search", "--kb", KB, "Xinjiang", "-k", "1"]) == 0
+    assert main(["--data", store.inner.root, "search", "--kb", KB, "Xinjiang", "-k", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["doc"] == "c.md"
-    assert main(["--data", store.root, "search", "--kb", "no such", "x"]) == 2
+    assert main(["--data", store.inner.root, "search", "--kb", "no such", "x"]) == 2
 
 
 def test_a_pdf_documents_text_is_extracted_indexed_and_found(store):

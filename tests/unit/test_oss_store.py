@@ -382,17 +382,3 @@ def test_multipart_upload_assembles_the_parts_and_refuses_bad_ones(endpoint, dis
     with pytest.raises(oss2.exceptions.NoSuchUpload):
         b.upload_part("x/y", upload, 1, b"part")
     assert disk.head("x/y") is None
-
-
-def test_a_delete_is_an_object_removed_event(tmp_path):
-    import json as _json
-
-    from shared.store.disk import DiskStore as _Disk
-
-    store = _Disk(str(tmp_path / "d"), emit_events=True)
-    store.put("knowledge/k/docs/a.md", b"x")
-    store.delete("knowledge/k/docs/a.md")
-    store.delete("knowledge/k/docs/never.md")  # nothing was there: no event, as in OSS
-    names = [_json.loads(open(_os_path).read())["events"][0]["eventName"]
-             for _os_path in sorted(str(p) for p in (tmp_path / "d" / "events").iterdir())]
-    assert names == ["ObjectCreated:PutObject", "ObjectRemoved:DeleteObject"]

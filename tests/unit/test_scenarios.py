@@ -154,6 +154,11 @@ BASE = {"id": "mine", "flow": "round_robin", "rounds": 2,
     ({"roles": [{"name": "A", "profile": "a", "class": "not a path"}]}, "class"),
     ({"roles": [{"name": "director", "profile": "a"}, {"name": "B", "profile": "b"}]}, "reserved"),
     ({"flow": "selector", "roles": [{"name": "A", "profile": "a"}]}, "two speakers"),
+    ({"roles": [{"name": "A", "profile": "a", "stance": "I oppose [the motion]"}, {"name": "B", "profile": "b"}]},
+     "roles[0].stance.en"),
+    ({"roles": [{"name": "A", "profile": "a", "stance": {"zh": "我" * 61}}, {"name": "B", "profile": "b"}]},
+     "roles[0].stance.zh"),
+    ({"roles": [{"name": "A", "profile": "a", "stance": ["for"]}, {"name": "B", "profile": "b"}]}, "roles[0].stance"),
 ])
 def test_invalid_scenarios_are_rejected_with_the_field_named(change, needle):
     data = {**copy.deepcopy(BASE), **change}

@@ -1,13 +1,13 @@
 """Knowledge bases from the command line (the local store by default):
 
-  python -m shared.knowledge seed [--kb lumen] [--index]     put the sample kb's documents (where absent)
-  python -m shared.knowledge reindex --kb lumen              reconcile every document now (a repair)
-  python -m shared.knowledge search --kb lumen "退款多久到账" [-k 3]
+  python -m infra.local.knowledge seed [--kb lumen] [--index]   put the sample kb's documents (where absent)
+  python -m infra.local.knowledge reindex --kb lumen            reconcile every document now (a repair)
+  python -m infra.local.knowledge search --kb lumen "退款多久到账" [-k 3]
 
 `--data DIR` names the local runtime's data directory (default ./data); with TROUPE_STORE=oss
 the bucket of TROUPE_OSS_BUCKET is used instead. Documents put here fire the indexer's trigger
-when the local runtime is serving (its dispatcher reads the event spool); `--index` indexes them
-in this process instead.
+when the local runtime is serving (the store announces them in its event spool, spool.py);
+`--index` indexes them in this process instead.
 """
 
 from __future__ import annotations
@@ -23,13 +23,13 @@ def _store(data: str):
         from shared.env import build_store
 
         return build_store()
-    from shared.store.disk import DiskStore
+    from infra.local.spool import local_store
 
-    return DiskStore(data, emit_events=True)
+    return local_store(data)
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m shared.knowledge", description="troupe knowledge bases")
+    ap = argparse.ArgumentParser(prog="python -m infra.local.knowledge", description="troupe knowledge bases")
     ap.add_argument("--data", default="data", help="the local runtime's data directory (default ./data)")
     sub = ap.add_subparsers(dest="cmd", required=True)
     seed = sub.add_parser("seed", help="put the sample knowledge base's documents where absent")

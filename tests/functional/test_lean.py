@@ -189,3 +189,29 @@ def test_a_dashscope_role_function_loads_no_other_sdk(tmp_path):
         "metagpt.utils.token_counter": ["ChatCompletionChunk", "CompletionUsage", "anthropic", "tiktoken"],
         "metagpt.utils.git_repository": ["Repo", "is_git_dir"]}
     assert out["git"] is True and out["git_loaded"] is True
+
+
+def test_the_scripted_double_exists_only_where_a_host_registers_it():
+    import subprocess
+    import sys
+    import textwrap
+
+    # GIVEN a process as a function runs on FC: the product's code, nothing from infra/testing imported
+    code = textwrap.dedent("""
+        import sys
+        from shared.llm import LLMConfigError, make_llm
+        try:
+            make_llm({"TROUPE_LLM": "fake"})
+        except LLMConfigError as e:
+            print(e.message)
+        print("scripted" if any(m.startswith("infra") for m in sys.modules) else "product only")
+    """)
+    from shared.llm import make_llm
+
+    env = {k: v for k, v in os.environ.items() if k != "TROUPE_LLM"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
+                         cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    # THEN TROUPE_LLM=fake is an unknown LLM there, and no test double was loaded
+    assert "unknown TROUPE_LLM='fake'" in out.stdout and "product only" in out.stdout, out.stderr[-2000:]
+    # AND where the local runtime or the tests register it, it is the scripted LLM
+    assert type(make_llm({"TROUPE_LLM": "fake"})).__name__ == "ScriptedLLM"

@@ -322,8 +322,8 @@ def test_put_under_prefix_fires_sink_once_with_real_event_shape(rt):
     assert key_shape(event) == key_shape(reference)
     rec = OssEvent.parse(json.dumps(event)).records[0]
     assert rec.event_name == "ObjectCreated:PutObject"
-    assert (rec.size, rec.etag, rec.bucket) == (info.size, info.etag, rt.store.bucket)
-    assert os.listdir(rt.store.events_dir) == []
+    assert (rec.size, rec.etag, rec.bucket) == (info.size, info.etag, rt.spool.bucket)
+    assert os.listdir(rt.spool.events_dir) == []
     assert rt.trigger_latencies("sink") and all(ms >= 0 for ms in rt.trigger_latencies("sink"))
 
 
@@ -335,7 +335,7 @@ def test_keys_outside_the_filter_fire_nothing(rt):
     assert rt.wait_idle(20)
     # THEN nothing ran and the spool was still emptied
     assert len(read_log(rt, "sink.log")) == before
-    assert os.listdir(rt.store.events_dir) == []
+    assert os.listdir(rt.spool.events_dir) == []
 
 
 def test_retry_then_success(rt):
@@ -582,3 +582,21 @@ def test_an_eventbridge_trigger_on_oss_events_runs_locally_as_the_prefixes_it_fi
         {"prefix": "requests/"}, {"suffix": ".json"}]}}}}, schema="RawData"))
     assert [(r["prefix"], r["suffix"], r["schema"]) for r in by_key] == [("requests/", ".json", "RawData")]
     assert _oss_rule(conf({"source": ["acs.ecs"]})) is None  # not an OSS event rule: not run locally
+
+
+def test_the_runtime_gives_its_workers_the_configs_llm(tmp_path, monkeypatch):
+    from infra.local.runtime import LocalRuntime
+
+    for k in ("TROUPE_LLM", "TROUPE_LLM_MODEL", "TROUPE_LLM_BASE_URL", "TROUPE_LLM_API_KEY"):
+        monkeypatch.delenv(k, raising=False)
+    config = tmp_path / "config2.yaml"
+    config.write_text("llm:\n  api_type: openai\n  model: m1\n  base_url: http://127.0.0.1:9/v1\n  api_key: k\n")
+    monkeypatch.setenv("TROUPE_METAGPT_CONFIG", str(config))
+    rt = LocalRuntime(str(tmp_path / "data"), llm="config2")
+    rt.start(serve_http=False)
+    try:
+        worker = rt.worker_env(next(s for s in rt.specs if s.id == "persona"))
+    finally:
+        rt.stop()
+    assert (worker["TROUPE_LLM"], worker["TROUPE_LLM_MODEL"], worker["TROUPE_LLM_BASE_URL"]) == (
+        "openai", "m1", "http://127.0.0.1:9/v1")
