@@ -11,6 +11,13 @@ Exactly-once effect on at-least-once triggers:
   * the role state lists the deliveries it has consumed: a duplicate is recognised with the
     one state read every turn makes anyway, and only re-asserts the deliveries downstream.
 Storage requests per turn are a constant (see `bench/`), whatever the transcript's length.
+
+The pipeline is the same for every role; what a role does in its turn is its strategy's
+(`Strategy`): scenario characters and a deployment's own MetaGPT roles play by
+`DialogueStrategy` below, MetaGPT's software-company roles by shared.sop.runner's
+`SopStrategy`. A strategy opens a `Play` for one turn, which holds that turn's own state
+(a workspace, a lock, what the role published). Every way an invocation ends is an `Outcome`
+value, recorded in one place (`RoleRunner._settle`).
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ import os
 import time
 import uuid
 from functools import lru_cache
-from typing import Callable
+from typing import Callable, Protocol
 
 import shared.mg  # noqa: F401  (pins MetaGPT's root before it is imported)
 from metagpt.actions import UserRequirement
@@ -89,8 +96,6 @@ class Turn:
     out_id: str
     """The id of the reply this delivery causes: derived, so every retry writes the same key."""
     closing: bool = False
-    scratch: dict = dataclasses.field(default_factory=dict)
-    """Per-invocation extras of a runner subclass (a workspace, captured messages)."""
 
     @property
     def role_name(self) -> str:
@@ -101,10 +106,66 @@ class Turn:
         return self.turn_in + 1
 
 
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """How an invocation ended. `kind` is the invocation record's outcome: committed, replayed,
+    duplicate, ignored, failed, in_flight, budget_exhausted or ended."""
+
+    kind: str
+    record: dict | None = None
+    """committed: the turn record, whose invocation record is the invocation's"""
+    reason: str | None = None
+    end: tuple[str, str, dict] | None = None
+    """(status, reason, fields) the conversation ends with, if this ends it"""
+    fields: dict = dataclasses.field(default_factory=dict)
+    """more fields for the invocation record (a failed step, the holder of a call in flight)"""
+
+    @classmethod
+    def failed(cls, turn: "Turn", function: str, reason: str, role: str | None = None, **fields) -> "Outcome":
+        """A failure no retry would fix: the conversation ends `failed`, naming who and where."""
+        return cls("failed", reason=reason, fields=fields,
+                   end=("failed", reason, {"function": function, "role": role or turn.role_name, **fields,
+                                           "turn": turn.turn_in}))
+
+
+class Play(Protocol):
+    """One turn of one role, as its strategy plays it."""
+
+    role: Role
+
+    def feed(self) -> None:
+        """Put what was delivered into the role's buffer."""
+
+    def failure(self, error: Exception) -> Outcome | None:
+        """The outcome of a role's error that no retry would fix; None to let FC retry."""
+
+    def idle(self) -> Outcome:
+        """The outcome when the role observed nothing in what it was sent."""
+
+    def record(self, rsp: Message, invocation: dict, spent: dict) -> dict:
+        """The turn record of the role's reply (records.turn_record)."""
+
+    def close(self) -> None:
+        """Release what the play took for this invocation alone."""
+
+
+class Strategy(Protocol):
+    def progress(self, function: str, turn: "Turn") -> dict | None:
+        """What a paid LLM call of this turn tells watchers (None: nothing)."""
+
+    def play(self, runner: "RoleRunner", turn: "Turn", state: dict | None, llm: JournalingLLM) -> Play:
+        """Open the turn: the role restored from `state`, or created (RejectedEvent if it cannot run)."""
+
+    def follow(self, convs: ConversationStore, turn: "Turn", record: dict) -> None:
+        """Carry out what follows a committed turn (deliveries, or the end). Idempotent."""
+
+
 class RoleRunner:
+    """The turn pipeline of one role function; `strategy` is what its roles do in a turn."""
+
     def __init__(self, convs: ConversationStore, function: str, llm_factory: Callable[..., object],
                  clock: Callable[[], float] = time.time, memory_mb: float | None = None,
-                 timeout_s: float = 120.0):
+                 timeout_s: float = 120.0, strategy: Strategy | None = None):
         self.convs = convs
         self.function = check_name(function, "function")
         self.llm_factory = llm_factory
@@ -113,6 +174,7 @@ class RoleRunner:
         """The function's memory size, for the compute part of the bill."""
         self.timeout_s = timeout_s
         """The function's timeout: a claim on an LLM call older than this was abandoned."""
+        self.strategy = strategy or DialogueStrategy()
 
     # -- entry points ----------------------------------------------------------------------
     def handle_event(self, event: bytes | str | dict, request_id: str = "") -> list[dict]:
@@ -121,62 +183,68 @@ class RoleRunner:
 
     async def handle_key(self, key: str, request_id: str = "") -> dict:
         turn = self._open(key, request_id)
+        outcome, llm = self._check_limits(turn), None
+        if outcome is None:
+            outcome, llm = await self._turn(turn)
+        return self._settle(turn, outcome, llm)
+
+    async def _turn(self, turn: "Turn") -> tuple[Outcome, JournalingLLM | None]:
+        """Load the role, run it, commit what it said: the outcome, and the LLM it paid with."""
         convs, cid = self.convs, turn.cid
-        stopped = self._check_limits(turn)
-        if stopped is not None:
-            return stopped
         state = convs.load_state(cid, turn.role_name)
         seen = state["seen"] if state else []
         if turn.delivery_id in seen:
             # processed before: only re-assert what follows the commit
             record = convs.message(cid, turn.new_turn, turn.out_id)
             if record is not None:
-                self._follow(turn, record)
-            return self._finish(turn, "duplicate")
+                self.strategy.follow(convs, turn, record)
+            return Outcome("duplicate"), None
 
         spent = turn.delivery.get("spent") or {"tokens": 0, "cost_cny": 0.0}
         inner = self.llm_factory(model=turn.spec.get("model"))
         model = getattr(inner, "model", None) or inner.config.model
         budget = Budget(turn.meta["limits"], spent, model, inner.config.max_token)
         llm = JournalingLLM(inner, convs, cid, turn.delivery_id, budget=budget, holder=turn.base["request_id"],
-                            stale_after=self.timeout_s, clock=self.clock, progress=self._progress(turn))
+                            stale_after=self.timeout_s, clock=self.clock,
+                            progress=self.strategy.progress(self.function, turn))
         try:
-            try:
-                role = self._prepare(turn, state, llm)
-            except RejectedEvent as e:
-                # the scenario names a role class that cannot run: no retry will fix it, so say so
-                convs.end(cid, "failed", e.message, function=self.function, role=turn.role_name, turn=turn.turn_in)
-                return self._finish(turn, "failed", reason=e.message)
+            play = self.strategy.play(self, turn, state, llm)
+        except RejectedEvent as e:
+            # the scenario names a role that cannot run here: no retry will fix it, so say so
+            return Outcome.failed(turn, self.function, e.message), None
+        try:
+            role = play.role
             self._bind(role, llm)
-            self._feed(turn, role)
+            play.feed()
             try:
                 rsp = await role.run()
             except Exception as e:
                 if llm.stopped is None:
                     llm.abandon()  # this invocation fails: a call it claimed and did not finish is free
-                    failed = self._failure(turn, role, e)
+                    failed = play.failure(e)
                     if failed is None:
                         raise
-                    return failed
+                    return failed, llm
                 if isinstance(llm.stopped, InFlight):
                     # a duplicate racing the invocation that is paying for this turn: leave it the turn
-                    return self._finish(turn, "in_flight", llm, holder=llm.stopped.details.get("holder"))
+                    return Outcome("in_flight", fields={"holder": llm.stopped.details.get("holder")}), llm
                 # a budget refused the next call: end the conversation, naming the budget
-                convs.end(cid, "budget_exhausted", llm.stopped.message, budget=llm.stopped.details.get("budget"),
-                          turns=turn.turn_in)
-                return self._finish(turn, "budget_exhausted", llm, reason=llm.stopped.message)
+                message = llm.stopped.message
+                return Outcome("budget_exhausted", reason=message, end=(
+                    "budget_exhausted", message, {"budget": llm.stopped.details.get("budget"),
+                                                  "turns": turn.turn_in})), llm
             if rsp is None:
                 convs.save_state(cid, turn.role_name, self._state(role, seen + [turn.delivery_id], state))
-                return self._ignored(turn, llm)
+                return play.idle(), llm
             try:
-                record = self._record(turn, role, rsp, llm, budget)
+                record = play.record(rsp, self._invocation(turn, llm),
+                                     {"tokens": budget.tokens, "cost_cny": round(budget.cost, 8)})
             except RejectedEvent as e:
                 # what the role produced cannot be kept (e.g. a workspace over its limits)
-                convs.end(cid, "failed", e.message, function=self.function, role=turn.role_name, turn=turn.turn_in)
-                return self._finish(turn, "failed", llm, reason=e.message)
-            return self._commit(turn, role, record, llm, state, seen)
+                return Outcome.failed(turn, self.function, e.message), llm
+            return self._commit(turn, role, record, state, seen), llm
         finally:
-            self._cleanup(turn)
+            play.close()
 
     # -- steps -----------------------------------------------------------------------------
     def _open(self, key: str, request_id: str) -> "Turn":
@@ -197,8 +265,20 @@ class RoleRunner:
         return Turn(cid=cid, turn_in=turn_in, delivery_id=delivery_id, delivery=delivery, meta=meta, spec=spec,
                     base=base, out_id=derive_id(cid, "reply", delivery_id))
 
+    def _settle(self, turn: "Turn", outcome: Outcome, llm: JournalingLLM | None) -> dict:
+        """The invocation's record: a committed turn carries its own; any other outcome gets one of
+        its own object (for the bill and the timeline), and ends the conversation if it says so."""
+        if outcome.kind == "committed":
+            return outcome.record["invocation"]
+        rec = self._finish(turn, outcome.kind, llm, **({"reason": outcome.reason} if outcome.reason else {}),
+                           **outcome.fields)
+        if outcome.end is not None:
+            status, reason, fields = outcome.end
+            self.convs.end(turn.cid, status, reason, **fields)
+        return rec
+
     def _finish(self, turn: "Turn", outcome: str, llm: JournalingLLM | None = None, **extra) -> dict:
-        """Record an invocation that committed no turn (its own object, for the bill and the timeline)."""
+        """Record an invocation that committed no turn."""
         duration = round((self.clock() - turn.base["start"]) * 1000, 2)
         usage = llm.usage if llm else {"prompt_tokens": 0, "completion_tokens": 0}
         rec = records.invocation(**turn.base, outcome=outcome, duration_ms=duration, **extra,
@@ -209,80 +289,21 @@ class RoleRunner:
         self.convs.record_invocation(turn.cid, rec)
         return rec
 
-    def _check_limits(self, turn: "Turn") -> dict | None:
-        """Limits are checked before anything is paid for; the invocation record if one stops it."""
-        convs, cid, meta = self.convs, turn.cid, turn.meta
-        if convs.is_ended(cid):
-            return self._finish(turn, "ended")
+    def _check_limits(self, turn: "Turn") -> Outcome | None:
+        """Limits are checked before anything is paid for; the outcome if one stops the turn."""
+        convs, meta = self.convs, turn.meta
+        if convs.is_ended(turn.cid):
+            return Outcome("ended")
         limits = meta["limits"]
         if turn.new_turn > limits["max_turns"]:
-            convs.end(cid, "completed", "turn_limit", turns=turn.turn_in)
-            return self._finish(turn, "ended", reason="turn_limit")
+            return Outcome("ended", reason="turn_limit", end=("completed", "turn_limit", {"turns": turn.turn_in}))
         hops = turn.delivery["hops"]
         if hops > max_hops(limits):
-            convs.end(cid, "stopped", "invocation_cap", hops=hops, turns=turn.turn_in)
-            return self._finish(turn, "ended", reason="invocation_cap")
+            return Outcome("ended", reason="invocation_cap",
+                           end=("stopped", "invocation_cap", {"hops": hops, "turns": turn.turn_in}))
         if turn.base["start"] - meta["created"] > limits["max_seconds"]:
-            convs.end(cid, "stopped", "time_limit", turns=turn.turn_in)
-            return self._finish(turn, "ended", reason="time_limit")
+            return Outcome("ended", reason="time_limit", end=("stopped", "time_limit", {"turns": turn.turn_in}))
         return None
-
-    def _progress(self, turn: "Turn") -> dict | None:
-        """What a paid LLM call of this turn tells watchers (None: nothing; a dialogue turn is short)."""
-        return None
-
-    def _prepare(self, turn: "Turn", state: dict | None, llm):
-        if turn.meta["scenario"]["flow"] == "sop":
-            raise RejectedEvent(f"role {turn.role_name!r} is in an sop flow, which runs on the SOP functions "
-                                f"(shared/sop), not on {self.function!r}")
-        return self._load_role(state, turn.spec, turn.meta, llm)
-
-    def _feed(self, turn: "Turn", role) -> None:
-        """Put the delivered message (and, for a closing turn, the closing cue) in the role's buffer."""
-        delivery, meta, role_name = turn.delivery, turn.meta, turn.role_name
-        closing = bool(delivery.get("closing")) and meta["scenario"].get("closing") is not None
-        turn.closing = closing
-        instruction = meta["scenario"]["closing"]["instruction"] if closing else ""
-        if hasattr(role, "instruction"):
-            role.instruction = instruction
-        if hasattr(role, "scene") and isinstance(delivery.get("scene"), list):
-            # the exchange so far (older deliveries have none: the role's memory stands in)
-            role.scene = scene_entries(delivery["scene"])
-        role.put_message(Message.model_validate(delivery["message"]))
-        self._retrieve(turn, role)
-        if closing:
-            # a cue for the closing turn, even when the closing role spoke last itself
-            role.put_message(Message(id=derive_id(turn.delivery_id, "closing"), content=instruction, role="user",
-                                     cause_by=UserRequirement, sent_from="user", send_to={role_name}))
-
-    def _retrieve(self, turn: "Turn", role) -> None:
-        """Before a role with `knowledge:` speaks: the best passages for what it was just told,
-        from its knowledge bases, into its prompt; they are recorded as the turn's citations."""
-        kbs = turn.spec.get("knowledge") or []
-        if not kbs or not hasattr(role, "references"):
-            return
-        from shared.knowledge import format_passages, search
-
-        query = " ".join(filter(None, [turn.delivery["message"].get("content") or "", turn.meta.get("input") or ""]))
-        query = query[:2000].strip()
-        found = []
-        for kb in kbs:
-            found += [{**p, "kb": kb} for p in (search(self.convs.store, kb, query, k=CITATIONS) if query else [])]
-        found = sorted(found, key=lambda p: -p["score"])[:CITATIONS]
-        role.references = format_passages(found)
-        turn.scratch["citations"] = [{"kb": p["kb"], "id": p["id"], "doc": p["doc"], "chunk": p["chunk"],
-                                      "heading": p.get("heading", ""), "score": round(p["score"], 4),
-                                      "text": p["text"][:400]} for p in found]
-
-    def _failure(self, turn: "Turn", role, error: Exception) -> dict | None:
-        """A role's failure that no retry would fix, as the invocation record; None to let FC retry."""
-        return None
-
-    def _ignored(self, turn: "Turn", llm: JournalingLLM) -> dict:
-        return self._finish(turn, "ignored", llm)
-
-    def _cleanup(self, turn: "Turn") -> None:
-        """Release what `_prepare` took for this invocation alone."""
 
     def _invocation(self, turn: "Turn", llm: JournalingLLM) -> dict:
         duration = round((self.clock() - turn.base["start"]) * 1000, 2)
@@ -293,34 +314,7 @@ class RoleRunner:
             **bill_fields(llm.model, llm.usage["prompt_tokens"], llm.usage["completion_tokens"], self.memory_mb,
                           duration))
 
-    def _record(self, turn: "Turn", role, rsp: Message, llm: JournalingLLM, budget: Budget) -> dict:
-        """The committed turn: the role's reply, who speaks next, the invocation's bill."""
-        meta, role_name, delivery = turn.meta, turn.role_name, turn.delivery
-        if hasattr(role, "instruction"):
-            role.instruction = ""
-        if hasattr(role, "references"):
-            role.references = ""
-        if hasattr(role, "scene"):
-            role.scene = None
-        rsp.id = turn.out_id  # the message in the role's memory is this same object
-        nxt = decide(meta, turn.new_turn, role_name, rsp.content, turn.closing)
-        # the flow names the recipient; MetaGPT's send_to carries it (the director, a role, or nobody)
-        rsp.send_to = {nxt["role"] or nxt["kind"]} if nxt["kind"] != "end" else {role_name}
-        return records.turn_record(
-            turn=turn.new_turn, id=turn.out_id, role=role_name, profile=turn.spec["profile"], function=self.function,
-            content=rsp.content, message=json.loads(rsp.model_dump_json()), next=nxt,
-            sent_from=rsp.sent_from, send_to=sorted(rsp.send_to), cause_by=rsp.cause_by,
-            reply_to=delivery["message"].get("id"), closing=turn.closing, invocation=self._invocation(turn, llm),
-            spent={"tokens": budget.tokens, "cost_cny": round(budget.cost, 8)},
-            recent=(delivery["recent"] + [role_name])[-RECENT:],
-            scene=scene_with(delivery["scene"], role_name, rsp.content), hops=delivery["hops"],
-            citations=turn.scratch.get("citations", []))
-
-    def _follow(self, turn: "Turn", record: dict) -> None:
-        follow(self.convs, turn.cid, turn.meta, record)
-
-    def _commit(self, turn: "Turn", role, record: dict, llm: JournalingLLM, state: dict | None,
-                seen: list[str]) -> dict:
+    def _commit(self, turn: "Turn", role, record: dict, state: dict | None, seen: list[str]) -> Outcome:
         """Commit the turn (create-only), save the role's state, carry out what follows."""
         convs, cid, role_name, start = self.convs, turn.cid, turn.role_name, turn.base["start"]
         saved = None
@@ -338,11 +332,9 @@ class RoleRunner:
                 saved = convs.load_state(cid, role_name)
         if not (saved and turn.delivery_id in saved.get("seen", [])):
             convs.save_state(cid, role_name, self._state(role, seen + [turn.delivery_id], state, turn.new_turn))
-        self._follow(turn, record)
-        if not committed:
-            # it committed nothing, so (like a duplicate) it gets its own invocation record
-            return self._finish(turn, "replayed", llm)
-        return record["invocation"]
+        self.strategy.follow(convs, turn, record)
+        # one that committed nothing gets (like a duplicate) its own invocation record
+        return Outcome("committed", record=record) if committed else Outcome("replayed")
 
     def _read_delivery(self, key: str, turn: int) -> dict:
         try:
@@ -357,23 +349,6 @@ class RoleRunner:
             raise RejectedEvent(e.message, key=key[:200]) from None
         return delivery
 
-    def _load_role(self, state: dict | None, spec: dict, meta: dict, llm):
-        """Restore the role from its state, or create it; the LLM is given up front so that
-        MetaGPT never builds a default client from config (an SSL context, ~20 ms, per turn)."""
-        cls = role_class(spec.get("class"))
-        if not issubclass(cls, Character):  # a user's MetaGPT role may fill ActionNodes
-            from shared.llm import structured
-
-            structured.install()
-        if state:
-            return cls.model_validate({**json.loads(state["role"]), "context": _context(), "llm": llm})
-        kwargs = {"name": spec["name"], "profile": spec["profile"], "goal": spec.get("goal", ""),
-                  "constraints": spec.get("constraints", ""), "context": _context(), "llm": llm}
-        if issubclass(cls, Character):
-            kwargs.update(cast=[r["name"] for r in meta["scenario"]["roles"]], topic=meta.get("input", ""),
-                          stance=spec.get("stance") or {})
-        return cls(**kwargs)
-
     @staticmethod
     def _bind(role, llm) -> None:
         role.llm = llm
@@ -387,3 +362,115 @@ class RoleRunner:
     def _state(role, seen: list[str], old: dict | None, turn: int | None = None) -> dict:
         return {"role": role.model_dump_json(), "seen": seen,
                 "turn": turn if turn is not None else (old or {}).get("turn", 0)}
+
+
+class DialogueStrategy:
+    """Scenario flows: a character (shared/roles/character.py) or a deployment's own MetaGPT
+    role answers the delivered message; the scenario's flow names who speaks next."""
+
+    def progress(self, function: str, turn: Turn) -> dict | None:
+        return None  # a dialogue turn is short
+
+    def play(self, runner: RoleRunner, turn: Turn, state: dict | None, llm) -> "DialoguePlay":
+        if turn.meta["scenario"]["flow"] == "sop":
+            raise RejectedEvent(f"role {turn.role_name!r} is in an sop flow, which runs on the SOP functions "
+                                f"(shared/sop), not on {runner.function!r}")
+        return DialoguePlay(runner, turn, load_role(state, turn.spec, turn.meta, llm))
+
+    def follow(self, convs: ConversationStore, turn: Turn, record: dict) -> None:
+        follow(convs, turn.cid, turn.meta, record)
+
+
+class DialoguePlay:
+    def __init__(self, runner: RoleRunner, turn: Turn, role):
+        self.runner, self.turn, self.role = runner, turn, role
+        self.citations: list[dict] = []
+
+    def feed(self) -> None:
+        """Put the delivered message (and, for a closing turn, the closing cue) in the role's buffer."""
+        turn, role = self.turn, self.role
+        delivery, meta, role_name = turn.delivery, turn.meta, turn.role_name
+        closing = bool(delivery.get("closing")) and meta["scenario"].get("closing") is not None
+        turn.closing = closing
+        instruction = meta["scenario"]["closing"]["instruction"] if closing else ""
+        if hasattr(role, "instruction"):
+            role.instruction = instruction
+        if hasattr(role, "scene") and isinstance(delivery.get("scene"), list):
+            # the exchange so far (older deliveries have none: the role's memory stands in)
+            role.scene = scene_entries(delivery["scene"])
+        role.put_message(Message.model_validate(delivery["message"]))
+        self._retrieve()
+        if closing:
+            # a cue for the closing turn, even when the closing role spoke last itself
+            role.put_message(Message(id=derive_id(turn.delivery_id, "closing"), content=instruction, role="user",
+                                     cause_by=UserRequirement, sent_from="user", send_to={role_name}))
+
+    def _retrieve(self) -> None:
+        """Before a role with `knowledge:` speaks: the best passages for what it was just told,
+        from its knowledge bases, into its prompt; they are recorded as the turn's citations."""
+        turn, role = self.turn, self.role
+        kbs = turn.spec.get("knowledge") or []
+        if not kbs or not hasattr(role, "references"):
+            return
+        from shared.knowledge import format_passages, search
+
+        query = " ".join(filter(None, [turn.delivery["message"].get("content") or "", turn.meta.get("input") or ""]))
+        query = query[:2000].strip()
+        found = []
+        for kb in kbs:
+            found += [{**p, "kb": kb} for p in (search(self.runner.convs.store, kb, query, k=CITATIONS) if query else [])]
+        found = sorted(found, key=lambda p: -p["score"])[:CITATIONS]
+        role.references = format_passages(found)
+        self.citations = [{"kb": p["kb"], "id": p["id"], "doc": p["doc"], "chunk": p["chunk"],
+                           "heading": p.get("heading", ""), "score": round(p["score"], 4),
+                           "text": p["text"][:400]} for p in found]
+
+    def failure(self, error: Exception) -> Outcome | None:
+        return None  # FC retries; journaled replies make the retry free
+
+    def idle(self) -> Outcome:
+        return Outcome("ignored")
+
+    def record(self, rsp: Message, invocation: dict, spent: dict) -> dict:
+        """The committed turn: the role's reply, who speaks next, the invocation's bill."""
+        turn, role = self.turn, self.role
+        meta, role_name, delivery = turn.meta, turn.role_name, turn.delivery
+        if hasattr(role, "instruction"):
+            role.instruction = ""
+        if hasattr(role, "references"):
+            role.references = ""
+        if hasattr(role, "scene"):
+            role.scene = None
+        rsp.id = turn.out_id  # the message in the role's memory is this same object
+        nxt = decide(meta, turn.new_turn, role_name, rsp.content, turn.closing)
+        # the flow names the recipient; MetaGPT's send_to carries it (the director, a role, or nobody)
+        rsp.send_to = {nxt["role"] or nxt["kind"]} if nxt["kind"] != "end" else {role_name}
+        return records.turn_record(
+            turn=turn.new_turn, id=turn.out_id, role=role_name, profile=turn.spec["profile"],
+            function=self.runner.function, content=rsp.content, message=json.loads(rsp.model_dump_json()), next=nxt,
+            sent_from=rsp.sent_from, send_to=sorted(rsp.send_to), cause_by=rsp.cause_by,
+            reply_to=delivery["message"].get("id"), closing=turn.closing, invocation=invocation, spent=spent,
+            recent=(delivery["recent"] + [role_name])[-RECENT:],
+            scene=scene_with(delivery["scene"], role_name, rsp.content), hops=delivery["hops"],
+            citations=self.citations)
+
+    def close(self) -> None:
+        pass
+
+
+def load_role(state: dict | None, spec: dict, meta: dict, llm):
+    """Restore the role from its state, or create it; the LLM is given up front so that
+    MetaGPT never builds a default client from config (an SSL context, ~20 ms, per turn)."""
+    cls = role_class(spec.get("class"))
+    if not issubclass(cls, Character):  # a user's MetaGPT role may fill ActionNodes
+        from shared.llm import structured
+
+        structured.install()
+    if state:
+        return cls.model_validate({**json.loads(state["role"]), "context": _context(), "llm": llm})
+    kwargs = {"name": spec["name"], "profile": spec["profile"], "goal": spec.get("goal", ""),
+              "constraints": spec.get("constraints", ""), "context": _context(), "llm": llm}
+    if issubclass(cls, Character):
+        kwargs.update(cast=[r["name"] for r in meta["scenario"]["roles"]], topic=meta.get("input", ""),
+                      stance=spec.get("stance") or {})
+    return cls(**kwargs)

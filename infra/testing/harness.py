@@ -90,7 +90,7 @@ class Harness:
         return body["id"]
 
     def runner(self, function: str):
-        """The core of a role function, by its id in s.yaml (Director, SopRunner or RoleRunner)."""
+        """The core of a role function, by its id in s.yaml (Director, or RoleRunner with its strategy)."""
         if function not in self.runners:
             spec = next((f for f in s_yaml_functions() if f.id == function), None)
             core = core_of(spec) if spec is not None else "role"
@@ -99,9 +99,9 @@ class Harness:
 
                 self.runners[function] = Director(self.convs, self.llm_factory)
             elif core == "sop":
-                from shared.sop.runner import SopRunner
+                from shared.sop.runner import sop_runner
 
-                self.runners[function] = SopRunner(self.convs, function, self.llm_factory)
+                self.runners[function] = sop_runner(self.convs, function, self.llm_factory)
             else:
                 self.runners[function] = RoleRunner(self.convs, function, self.llm_factory)
         return self.runners[function]

@@ -15,7 +15,7 @@ it in one round:
      workspace they refer to.
 
 The conversation ends when a turn sends nothing on (MetaGPT's Team.run stops when every role
-is idle), at the turn limit (`n_round`), or on a budget. Everything the base runner gives
+is idle), at the turn limit (`n_round`), or on a budget. Everything the turn pipeline gives
 holds here too: journaled LLM replies, create-only commits, budgets, the bill.
 
 Options of the scenario (see software_company.yaml): `code_review` switches the Engineer's
@@ -52,7 +52,7 @@ from shared.errors import RejectedEvent, StoreError, TransientStoreError
 from shared.safe_paths import UnsafePath
 from shared.ids import derive_id
 from shared.routing import RECENT, end_turn, role_spec
-from shared.runner import RoleRunner, Turn, role_class
+from shared.runner import Outcome, RoleRunner, Turn, role_class
 from shared.artifacts import export
 from shared.sop import confine
 from shared.llm import structured
@@ -144,33 +144,60 @@ def scratch_dir(cid: str) -> Path:
     return Path(tempfile.gettempdir()) / "troupe-ws" / cid
 
 
-class SopRunner(RoleRunner):
-    def _progress(self, turn: Turn) -> dict | None:
-        # an SOP step takes minutes on a small model: the page and the terminal show which is running
-        return {"role": turn.role_name, "function": self.function, "turn": turn.turn_in}
+def sop_runner(convs, function: str, llm_factory, **kwargs) -> RoleRunner:
+    """The turn pipeline of an SOP role function."""
+    return RoleRunner(convs, function, llm_factory, strategy=SopStrategy(), **kwargs)
 
-    # -- prepare: workspace, context, role ----------------------------------------------------
-    def _prepare(self, turn: Turn, state: dict | None, llm):
+
+class SopStrategy:
+    """MetaGPT's software-company roles, each in the project workspace the delivery names."""
+
+    def progress(self, function: str, turn: Turn) -> dict | None:
+        # an SOP step takes minutes on a small model: the page and the terminal show which is running
+        return {"role": turn.role_name, "function": function, "turn": turn.turn_in}
+
+    def play(self, runner: RoleRunner, turn: Turn, state: dict | None, llm) -> "SopPlay":
         if turn.meta["scenario"]["flow"] != "sop":
-            raise RejectedEvent(f"function {self.function!r} runs MetaGPT's SOP roles; role {turn.role_name!r} of a "
+            raise RejectedEvent(f"function {runner.function!r} runs MetaGPT's SOP roles; role {turn.role_name!r} of a "
                                 f"{turn.meta['scenario']['flow']} flow belongs on a function such as persona")
         use_tree_repositories()
         use_conversation_stamps()
         confine.install()
         structured.install()
         _STAMP.set(time.strftime("%Y%m%d%H%M%S", time.gmtime(turn.meta["created"])))
+        play = SopPlay(runner, turn, llm)
+        try:
+            play.open(state)
+        except BaseException:
+            play.close()
+            raise
+        return play
+
+    def follow(self, convs, turn: Turn, record: dict) -> None:
+        follow_sop(convs, turn.cid, turn.meta, record)
+
+
+class SopPlay:
+    """One turn of an SOP role: its workspace (restored, then saved), the scratch folder's lock,
+    and what the role published."""
+
+    def __init__(self, runner: RoleRunner, turn: Turn, llm):
+        self.runner, self.turn, self.llm = runner, turn, llm
+        self.lock = self.ws = self.role = None
+        self.outbox = Outbox()
+
+    def open(self, state: dict | None) -> None:
+        turn = self.turn
         where = scratch_dir(turn.cid)
         where.parent.mkdir(parents=True, exist_ok=True)
         # one invocation of this conversation at a time uses `where` on this machine: another copy
         # of the delivery (a duplicate, a racing copy) waits here rather than wipe the tree under it;
         # the kernel releases the lock of a killed process
-        lock = open(where.parent / f"{turn.cid}.lock", "w")
-        turn.scratch["lock"] = lock
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        self.lock = open(where.parent / f"{turn.cid}.lock", "w")
+        fcntl.flock(self.lock, fcntl.LOCK_EX)
         shutil.rmtree(where, ignore_errors=True)  # a crashed invocation's leftovers
         where.mkdir(parents=True)
-        ws = Workspace(self.convs, turn.cid, where)
-        turn.scratch["ws"] = ws
+        self.ws = ws = Workspace(self.runner.convs, turn.cid, where)
         root = ws.restore(turn.delivery.get("workspace"))
         ctx = shared.mg.make_context(context_class=SandboxContext, workspace=str(ws.dir))
         if root is not None:
@@ -197,54 +224,47 @@ class SopRunner(RoleRunner):
         else:
             options = turn.meta.get("options") or {}
             fields = {f: options[o] for o, f in OPTION_FIELDS.items() if o in options and f in cls.model_fields}
-            role = cls(context=ctx, llm=llm, **fields)
+            role = cls(context=ctx, llm=self.llm, **fields)
         if role.name != spec["name"]:
             raise RejectedEvent(f"role {spec['name']!r} is played by {spec['class']}, whose MetaGPT name is "
                                 f"{role.name!r}: MetaGPT's roles address each other by these names")
-        outbox = Outbox()
-        role.rc.env = outbox
-        turn.scratch.update(outbox=outbox, context=ctx, llm=llm)
-        llm.step_of = lambda: _step(role)  # what the progress record names
-        return role
+        role.rc.env = self.outbox
+        self.llm.step_of = lambda: _step(role)  # what the progress record names
+        self.role = role
 
-    def _feed(self, turn: Turn, role) -> None:
-        for raw in turn.delivery.get("messages") or [turn.delivery["message"]]:
-            role.put_message(Message.model_validate(raw))
+    def feed(self) -> None:
+        for raw in self.turn.delivery.get("messages") or [self.turn.delivery["message"]]:
+            self.role.put_message(Message.model_validate(raw))
 
-    def _cleanup(self, turn: Turn) -> None:
-        ws = turn.scratch.get("ws")
-        if ws is not None:
-            ws.close()
-        lock = turn.scratch.get("lock")
-        if lock is not None:
-            lock.close()  # releases the flock
+    def close(self) -> None:
+        if self.ws is not None:
+            self.ws.close()
+        if self.lock is not None:
+            self.lock.close()  # releases the flock
 
     # -- failures that no retry fixes ----------------------------------------------------------
-    def _failure(self, turn: Turn, role, error: Exception) -> dict | None:
+    def failure(self, error: Exception) -> Outcome | None:
         chain = _chain(error)
         if any(isinstance(e, (TransientStoreError, ConnectionError, TimeoutError)) or
                (isinstance(e, StoreError) and not isinstance(e, RejectedEvent)) or
                type(e).__module__.split(".")[0] in ("openai", "httpx", "aiohttp", "requests") for e in chain):
             return None  # FC retries; journaled replies make the retry free
+        role = self.role
         step = _step(role)
         unsafe = next((e for e in chain if isinstance(e, UnsafePath)), None)
         cause = unsafe.message if unsafe is not None else _describe(chain)
-        reason = f"{role.profile} ({role.name}) failed at {step}: {cause}"
-        self.convs.end(turn.cid, "failed", reason, function=self.function, role=role.name, step=step,
-                       turn=turn.turn_in)
-        return self._finish(turn, "failed", turn.scratch.get("llm"), reason=reason, step=step)
+        return Outcome.failed(self.turn, self.runner.function, f"{role.profile} ({role.name}) failed at {step}: {cause}",
+                              role=role.name, step=step)
 
-    def _ignored(self, turn: Turn, llm) -> dict:
+    def idle(self) -> Outcome:
         # the role observed nothing in what it was sent: this branch of the SOP is idle
-        rec = self._finish(turn, "ignored", llm)
-        self.convs.end(turn.cid, "completed", "idle", turns=turn.turn_in)
-        return rec
+        return Outcome("ignored", end=("completed", "idle", {"turns": self.turn.turn_in}))
 
     # -- record and routing ---------------------------------------------------------------------
-    def _record(self, turn: Turn, role, rsp: Message, llm, budget) -> dict:
+    def record(self, rsp: Message, invocation: dict, spent: dict) -> dict:
+        turn, role = self.turn, self.role
         rsp.id = turn.out_id  # the message in the role's memory is this same object
-        outbox: Outbox = turn.scratch["outbox"]
-        published = [m for m in outbox.published if m is not rsp] + [rsp]
+        published = [m for m in self.outbox.published if m is not rsp] + [rsp]
         options = turn.meta.get("options") or {}
         out = []
         for i, msg in enumerate(published):
@@ -254,27 +274,23 @@ class SopRunner(RoleRunner):
             if options.get("run_tests") is False and msg.cause_by in RUN_CAUSES:
                 to = []
             out.append({"message": json.loads(msg.model_dump_json()), "to": to})
-        ws: Workspace = turn.scratch["ws"]
         repo = role.context.git_repo
         workspace, changed = (None, [])
         if repo is not None and repo.workdir is not None and repo.workdir.is_dir():
             try:
-                workspace, changed = ws.save(repo.workdir, turn.new_turn, turn.out_id)
+                workspace, changed = self.ws.save(repo.workdir, turn.new_turn, turn.out_id)
             except RejectedEvent as e:
                 e.message = f"{role.profile} ({role.name}) failed at saving the workspace: {e.message}"
                 raise
         delivery = turn.delivery
         return records.turn_record(
             turn=turn.new_turn, id=turn.out_id, role=turn.role_name, profile=turn.spec["profile"],
-            function=self.function, content=_summary(rsp, changed), message=out[-1]["message"],
+            function=self.runner.function, content=_summary(rsp, changed), message=out[-1]["message"],
             next=records.next_step("sop", roles={r for item in out for r in item["to"]}),
             sent_from=rsp.sent_from, send_to=sorted(rsp.send_to), cause_by=rsp.cause_by,
             reply_to=delivery["message"].get("id"), outbox=out, workspace=workspace, changed=changed, closing=False,
-            invocation=self._invocation(turn, llm), spent={"tokens": budget.tokens, "cost_cny": round(budget.cost, 8)},
-            recent=(delivery["recent"] + [turn.role_name])[-RECENT:], hops=delivery["hops"])
-
-    def _follow(self, turn: Turn, record: dict) -> None:
-        follow_sop(self.convs, turn.cid, turn.meta, record)
+            invocation=invocation, spent=spent, recent=(delivery["recent"] + [turn.role_name])[-RECENT:],
+            hops=delivery["hops"])
 
 
 def follow_sop(convs, cid: str, meta: dict, record: dict) -> None:

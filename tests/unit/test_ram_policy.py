@@ -131,7 +131,7 @@ def test_policies_refuse_what_a_function_never_needs(function, action, key):
 
 def test_the_software_company_and_a_pipeline_stay_within_their_policies(tmp_path):
     from shared.pipeline import Pipeline
-    from shared.sop.runner import SopRunner
+    from shared.sop.runner import sop_runner
     from infra.testing.harness import SOP_FUNCTIONS
 
     h = Harness(str(tmp_path))
@@ -139,7 +139,7 @@ def test_the_software_company_and_a_pipeline_stay_within_their_policies(tmp_path
     stores = {fn: PolicedStore(h.store, load_policy(fn)) for fn in functions}
     h.gateway = Gateway(ConversationStore(stores["gateway"]), api_key=API_KEY)
     for fn in SOP_FUNCTIONS:
-        h.runners[fn] = SopRunner(ConversationStore(stores[fn]), fn, h.llm_factory)
+        h.runners[fn] = sop_runner(ConversationStore(stores[fn]), fn, h.llm_factory)
     pipeline = Pipeline(ConversationStore(stores["pipeline"]))
     # GIVEN a software company started by a request file
     h.store.put("requests/ledger.json", json.dumps({"scenario": "software_company", "input": "开发一个记账APP"}).encode())
