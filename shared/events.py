@@ -1,4 +1,5 @@
-"""Typed read-only views over the events FC hands to a handler, and a builder for OSS events.
+"""Typed read-only views over the events FC hands to a handler (infra/local/events.py builds
+them for the local runtime).
 
 Shapes follow the real payloads (Serverless Devs fc3 event templates): an OSS trigger event is
 `{"events": [{"eventName": "ObjectCreated:PutObject", "oss": {"bucket": ..., "object": ...}}]}`;
@@ -13,8 +14,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
-import uuid
 from typing import Any
 
 from shared.errors import BadRequest, PayloadTooLarge
@@ -145,17 +144,6 @@ def _eventbridge_record(data: dict) -> dict:
     return record
 
 
-def eventbridge_event(record: dict, account: str = "1234567890") -> dict:
-    """The CloudEvent an EventBridge-based OSS trigger delivers for one OSS record."""
-    region = record.get("region", "")
-    bucket = record["oss"]["bucket"]["name"]
-    return {"id": str(uuid.uuid4()), "source": "acs.oss", "specversion": "1.0",
-            "type": "oss:" + record["eventName"], "datacontenttype": "application/json;charset=utf-8",
-            "subject": f"acs:oss:{region}:{account}:{bucket}/{record['oss']['object']['key']}",
-            "time": record.get("eventTime", ""), "aliyunaccountid": account, "aliyuneventbusname": "default",
-            "aliyunregionid": region, "data": record}
-
-
 def records_or_rejection(event: bytes | str | dict, log) -> tuple[list["OssEventRecord"], list[dict]]:
     """The records of an OSS trigger event, and no outcome; or, for a malformed event, no
     records and its logged `rejected` outcome (never an error to retry)."""
@@ -187,39 +175,6 @@ def for_each_created(event: bytes | str | dict, handle_key, request_id: str, log
             log.warning("rejected event for %r: %s", record.key[:200], e.message)
             outcomes.append({"outcome": "rejected", "reason": e.message, "key": record.key[:200]})
     return outcomes
-
-
-def make_oss_event(bucket: str, region: str, key: str, size: int, etag: str,
-                   event_name: str = "ObjectCreated:PutObject", account: str = "1234567890") -> dict:
-    """An OSS trigger event in the shape OSS delivers (see tests/events/oss-event.json)."""
-    return {
-        "events": [
-            {
-                "eventName": event_name,
-                "eventSource": "acs:oss",
-                "eventTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
-                "eventVersion": "1.0",
-                "oss": {
-                    "bucket": {
-                        "arn": f"acs:oss:{region}:{account}:{bucket}",
-                        "name": bucket,
-                        "ownerIdentity": account,
-                        "virtualBucket": "",
-                    },
-                    "object": {"deltaSize": size, "eTag": etag, "key": key, "size": size},
-                    "ossSchemaVersion": "1.0",
-                    "ruleId": uuid.uuid4().hex,
-                },
-                "region": region,
-                "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-                "responseElements": {"requestId": uuid.uuid4().hex[:24].upper()},
-                "userIdentity": {"principalId": account},
-            }
-        ]
-    }
-
-
-# --- HTTP trigger --------------------------------------------------------------------------
 
 
 class HttpEvent(DictWrapper):
@@ -282,32 +237,3 @@ class HttpEvent(DictWrapper):
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError) as e:
             raise BadRequest(f"request body is not valid JSON: {str(e)[:200]}") from None
-
-
-def make_http_event(method: str, path: str, *, body: bytes = b"", headers: dict | None = None,
-                    query: dict | None = None, source_ip: str = "127.0.0.1",
-                    request_id: str = "") -> dict:
-    """An FC 3.0 HTTP trigger event (see tests/events/http-event.json)."""
-    try:
-        text, b64 = body.decode("utf-8"), False
-    except UnicodeDecodeError:
-        text, b64 = base64.b64encode(body).decode(), True
-    now = time.time()
-    return {
-        "version": "v1",
-        "rawPath": path,
-        "headers": dict(headers or {}),
-        "queryParameters": dict(query or {}),
-        "body": text,
-        "isBase64Encoded": b64,
-        "requestContext": {
-            "accountId": "1234567890",
-            "domainName": "127.0.0.1",
-            "domainPrefix": "local",
-            "requestId": request_id or uuid.uuid4().hex,
-            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
-            "timeEpoch": str(int(now * 1000)),
-            "http": {"method": method.upper(), "path": path, "protocol": "HTTP/1.1",
-                     "sourceIp": source_ip, "userAgent": (headers or {}).get("User-Agent", "")},
-        },
-    }

@@ -129,7 +129,7 @@ def cmd_invoke(ctx: _Context) -> int:
 
 def _gateway_get(ctx: _Context, path: str, token: str, query: dict) -> tuple[int, dict]:
     """GET `path` on the gateway function, invoked synchronously with an HTTP trigger event."""
-    from shared.events import make_http_event
+    from infra.local.events import make_http_event
 
     event = make_http_event("GET", path, headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
                             query=query)

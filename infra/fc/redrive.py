@@ -24,7 +24,7 @@ from infra.local.redrive import (REDRIVEN_PREFIX, STORE_PREFIX, by_conversation,
                                  latest_delivery, reopen)
 from shared.conversation import ConversationStore
 from shared.errors import ObjectExists
-from shared.events import make_oss_event
+from infra.local.events import make_oss_event
 from shared.store.base import ObjectStore
 
 #: (function resource id, event bytes) -> request id

@@ -17,7 +17,7 @@ from typing import Callable
 from urllib.parse import parse_qsl, urlsplit
 
 from infra.local.results import InvocationResult
-from shared.events import make_http_event
+from infra.local.events import make_http_event
 
 log = logging.getLogger(__name__)
 

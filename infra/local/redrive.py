@@ -40,7 +40,8 @@ from typing import Callable
 from shared import keys
 from shared.conversation import ConversationStore
 from shared.errors import BadRequest, RejectedEvent
-from shared.events import OssEvent, make_oss_event
+from shared.events import OssEvent
+from infra.local.events import make_oss_event
 from shared.store.base import ObjectStore
 from shared.store.disk import DiskStore
 

@@ -25,7 +25,7 @@ from infra.local import spec as specs
 from infra.local.pool import Pool, Worker, WorkerFailure
 from infra.local.results import InvocationRecord, InvocationResult, failure_record
 from infra.local.spec import FunctionSpec
-from shared.events import eventbridge_event
+from infra.local.events import eventbridge_event
 
 log = logging.getLogger("infra.local.runtime")
 

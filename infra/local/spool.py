@@ -15,7 +15,7 @@ import os
 import socket
 import time
 
-from shared.events import make_oss_event
+from infra.local.events import make_oss_event
 from shared.store.base import ListPage, ObjectInfo, ObjectStore
 
 _counter = itertools.count()

@@ -320,10 +320,11 @@ def build_functions(out: str) -> dict[str, str]:
 
 #: the part of the local runtime that plays FC's own runtime inside a function instance: it
 #: reads requests and calls `index.handler` (standard library only); the part that plays the
-#: bucket's notifications around the function's store (spool.py); and the scripted LLM it
+#: bucket's notifications around the function's store (spool.py, events.py); and the scripted LLM it
 #: registers for tests that run the package with TROUPE_LLM=fake
 BOOTSTRAP = ("infra/__init__.py", "infra/local/__init__.py", "infra/local/worker.py", "infra/local/_frames.py",
-             "infra/local/spool.py", "infra/testing/__init__.py", "infra/testing/scripted_llm.py")
+             "infra/local/spool.py", "infra/local/events.py", "infra/testing/__init__.py",
+             "infra/testing/scripted_llm.py")
 
 
 def unpack(out: str, dest: str) -> str:

@@ -15,7 +15,7 @@ import infra.testing
 from infra.local import spec as specs
 from infra.local.spool import local_store
 from shared.conversation import ConversationStore
-from shared.events import make_http_event
+from infra.local.events import make_http_event
 from shared.gateway import Gateway
 from shared.runner import RoleRunner
 

@@ -8,8 +8,8 @@ else -> StoreError carrying the OSS status, code and request id.
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import os
-import time
 from typing import Iterator, Mapping
 
 import oss2
@@ -108,7 +108,7 @@ class OssStore(ObjectStore):
             if e.details.get("status") == 409 and e.details.get("code") == "FileAlreadyExists":
                 raise ObjectExists("object already exists", key=key) from e
             raise
-        return ObjectInfo(key, len(data), _etag(result.etag), time.time())
+        return ObjectInfo(key, len(data), _etag(result.etag), _server_time(result.headers))
 
     def _get(self, key: str) -> bytes:
         try:
@@ -148,3 +148,11 @@ class OssStore(ObjectStore):
     def _delete(self, key: str) -> None:
         with _translated("DeleteObject", key):
             self.bucket.delete_object(key)
+
+
+def _server_time(headers) -> float:
+    """When OSS stored the object: its answer's Date (the object's Last-Modified, to the second)."""
+    try:
+        return email.utils.parsedate_to_datetime(headers["date"]).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return 0.0

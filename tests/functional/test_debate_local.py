@@ -84,7 +84,7 @@ def test_same_event_three_times_adds_no_turn(rt):
     before = _wait_end(rt, cid)["messages"]
     convs = ConversationStore(rt.store)
     first_delivery = next(rt.store.iter(f"inbox/persona/{cid}/"))
-    from shared.events import make_oss_event
+    from infra.local.events import make_oss_event
 
     event = json.dumps(make_oss_event("troupe-local", "cn-hangzhou", first_delivery.key,
                                       first_delivery.size, first_delivery.etag)).encode()

@@ -16,7 +16,7 @@ from infra.fc.client import FCError, make_invoker
 from infra.fc.config import Credentials
 from infra.local.runtime import LocalRuntime
 from shared.conversation import ConversationStore
-from shared.events import make_http_event
+from infra.local.events import make_http_event
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SDKS = ["fc3", "fc-open", "fc2"]
@@ -154,7 +154,7 @@ def test_cli_invoke_and_status(rt, tmp_path):
 
 
 def test_cli_redrive_reopens_a_failed_conversation_through_the_sdk(rt):
-    from shared.events import make_oss_event
+    from infra.local.events import make_oss_event
     from shared.gateway import Gateway
     from shared.store.disk import DiskStore
 

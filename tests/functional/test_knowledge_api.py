@@ -7,7 +7,7 @@ import json
 import pytest
 
 from infra.testing.harness import API_KEY, Harness
-from shared.events import make_http_event
+from infra.local.events import make_http_event
 from shared.knowledge import retrieval, seed_samples
 from shared.knowledge.indexer import handle_event
 

@@ -9,7 +9,7 @@ import zipfile
 
 import pytest
 
-from shared.events import make_http_event
+from infra.local.events import make_http_event
 from infra.testing.harness import SOP_FUNCTIONS, Harness
 
 IDEA = "开发一个记账APP"

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from shared.errors import BadRequest
-from shared.events import OssEvent, make_oss_event
+from shared.events import OssEvent
+from infra.local.events import make_oss_event
 from tests.conftest import load_event
 
 
@@ -37,7 +38,8 @@ def test_malformed_oss_events_are_refused(raw):
 
 
 def test_an_eventbridge_oss_event_reads_as_the_same_record_as_a_native_one():
-    from shared.events import OssEvent, eventbridge_event
+    from shared.events import OssEvent
+    from infra.local.events import eventbridge_event
 
     # GIVEN the CloudEvent an EventBridge-based OSS trigger delivers (one record per invocation)
     cloud = json.loads(load_event("eventbridge-oss-event.json"))

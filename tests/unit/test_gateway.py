@@ -122,7 +122,7 @@ def test_gateway_answers_a_real_http_payload_with_a_json_404(harness):
 
 def test_the_routes_are_declared_once_for_dispatch_and_the_openapi_document(harness):
     from shared import openapi, routes
-    from shared.events import make_http_event
+    from infra.local.events import make_http_event
     from shared.gateway import Gateway
 
     # GIVEN the declared routes; THEN /openapi.json documents exactly them, and each has its handler

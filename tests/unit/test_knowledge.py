@@ -12,7 +12,7 @@ import pytest
 from infra.testing.documents import minimal_pdf
 from shared import knowledge
 from shared.errors import BadRequest, Conflict, NotFound, PayloadTooLarge
-from shared.events import make_oss_event
+from infra.local.events import make_oss_event
 from shared.knowledge import documents, indexer, retrieval
 from shared.knowledge import text as textmod
 from shared.knowledge.indexer import doc_key, docfiles_prefix, handle_event, manifest_prefix, read_latest

@@ -70,6 +70,7 @@ def test_put_get_head_delete_round_trip(store, key):
     assert head is not None
     assert (head.key, head.size, head.etag) == (key, len(data), md5)
     assert abs(head.last_modified - time.time()) < 5
+    assert abs(put.last_modified - head.last_modified) <= 1  # the server's time, as OSS stamps it
     assert store.head(key) is None
     with pytest.raises(NoSuchKey):
         store.get(key)

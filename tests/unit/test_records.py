@@ -86,7 +86,7 @@ def test_every_record_the_functions_write_carries_its_version(harness):
 
 
 def test_a_role_function_given_a_newer_delivery_fails_to_be_retried_and_commits_nothing(harness):
-    from shared.events import make_oss_event
+    from infra.local.events import make_oss_event
 
     cid = harness.start(text="Ban cars?")
     (name, event), = [(n, e) for n, e in harness.pending()

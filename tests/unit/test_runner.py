@@ -7,7 +7,7 @@ import time
 import pytest
 
 from shared.errors import RejectedEvent
-from shared.events import make_oss_event
+from infra.local.events import make_oss_event
 
 
 def _roles(transcript):

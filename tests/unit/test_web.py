@@ -6,7 +6,7 @@ import re
 import pytest
 
 from shared import web
-from shared.events import make_http_event
+from infra.local.events import make_http_event
 
 WEB = os.path.dirname(os.path.abspath(web.__file__))
 
