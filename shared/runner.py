@@ -44,6 +44,7 @@ from shared.errors import BadRequest, NoSuchKey, RejectedEvent
 from shared.events import for_each_created
 from shared.ids import check_name, derive_id
 from shared.routing import RECENT, decide, follow, max_hops, role_spec, scene_entries, scene_with
+from shared.llm import errors as llm_errors
 from shared.llm.journal import InFlight, JournalingLLM
 from shared.roles.character import Character
 
@@ -139,6 +140,9 @@ class Play(Protocol):
     def failure(self, error: Exception) -> Outcome | None:
         """The outcome of a role's error that no retry would fix; None to let FC retry."""
 
+    def step(self) -> str:
+        """The action the role is at (what a failure names)."""
+
     def idle(self) -> Outcome:
         """The outcome when the role observed nothing in what it was sent."""
 
@@ -221,7 +225,7 @@ class RoleRunner:
             except Exception as e:
                 if llm.stopped is None:
                     llm.abandon()  # this invocation fails: a call it claimed and did not finish is free
-                    failed = play.failure(e)
+                    failed = self._refused(turn, play, e, getattr(inner, "key_variable", None))
                     if failed is None:
                         raise
                     return failed, llm
@@ -245,6 +249,20 @@ class RoleRunner:
             return self._commit(turn, role, record, state, seen), llm
         finally:
             play.close()
+
+    def _refused(self, turn: "Turn", play: Play, error: Exception, key_variable: str | None) -> Outcome | None:
+        """The outcome of a role's error that no retry would fix, else None (FC retries). An LLM
+        error says for itself (shared.llm.errors): a refused request or key ends the conversation
+        naming role and step, wasting no retry; a throttled or failed call is tried again. Any
+        other error is the play's to judge."""
+        found = llm_errors.classify(error, key_variable or "the LLM's API key variable")
+        if found is None:
+            return play.failure(error)
+        if found.kind in (llm_errors.TRANSIENT, llm_errors.THROTTLED):
+            return None
+        role, step = play.role, play.step()
+        return Outcome.failed(turn, self.function, f"{role.profile} ({role.name}) failed at {step}: {found.reason}",
+                              role=role.name, step=step, llm_error=found.kind)
 
     # -- steps -----------------------------------------------------------------------------
     def _open(self, key: str, request_id: str) -> "Turn":
@@ -427,6 +445,10 @@ class DialoguePlay:
 
     def failure(self, error: Exception) -> Outcome | None:
         return None  # FC retries; journaled replies make the retry free
+
+    def step(self) -> str:
+        todo = self.role.rc.todo
+        return todo.name if todo is not None else "speaking"
 
     def idle(self) -> Outcome:
         return Outcome("ignored")

@@ -16,6 +16,10 @@
   `chat.completion` with usage {prompt_tokens, completion_tokens, total_tokens}; on a wrong
   key 401 {error: {message, type, code: "invalid_api_key"}}.
 
+A script entry may be a `Refusal` instead of a reply: the endpoint then answers with that HTTP
+status and the provider's error body ({code, message, request_id} natively; {error: {message,
+type, code}} in OpenAI's format), and a Retry-After header when it has one.
+
 Both record every request (path, headers, body, model, messages) with the reply and the usage
 they reported, for assertions. Replies are deterministic: `script` is a list of replies used
 in order (then cycled), or a function of the recorded request; the default names the model and
@@ -54,7 +58,17 @@ class Recorded:
         return " ".join(m.get("content", "") for m in self.messages if m.get("role") == "system")
 
 
-Script = Sequence[str] | Callable[[Recorded], str] | None
+@dataclass(frozen=True)
+class Refusal:
+    """An error answer: HTTP status, the provider's error code and message, Retry-After seconds."""
+
+    status: int
+    code: str
+    message: str = ""
+    retry_after: int | None = None
+
+
+Script = Sequence["str | Refusal"] | Callable[[Recorded], "str | Refusal"] | None
 
 
 class _Endpoint:
@@ -79,7 +93,7 @@ class _Endpoint:
             def do_POST(self):  # noqa: N802 (http.server's name)
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
-                status, body = endpoint._handle(self.path, {k.lower(): v for k, v in self.headers.items()}, raw)
+                status, body, extra = endpoint._handle(self.path, {k.lower(): v for k, v in self.headers.items()}, raw)
                 if isinstance(body, list):  # server-sent events, one per chunk, then [DONE]
                     self.send_response(status)
                     self.send_header("Content-Type", "text/event-stream")
@@ -96,6 +110,8 @@ class _Endpoint:
                     return
                 data = json.dumps(body, ensure_ascii=False).encode("utf-8")
                 self.send_response(status)
+                for name, value in extra.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
@@ -128,7 +144,7 @@ class _Endpoint:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     # -- behaviour ---------------------------------------------------------------------------
-    def _handle(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict]:
+    def _handle(self, path: str, headers: dict[str, str], raw: bytes) -> tuple[int, dict | list, dict]:
         try:
             body = json.loads(raw or b"{}")
         except ValueError:
@@ -139,18 +155,23 @@ class _Endpoint:
             n = len(self.requests)
         if not self._path_ok(path):
             rec.status = 404
-            return 404, self._error(404, "not found: " + path)
+            return 404, self._error(404, "not found: " + path), {}
         if headers.get("authorization") != f"Bearer {self.key}":
             rec.status = 401
-            return 401, self._error(401, "")
+            return 401, self._error(401, ""), {}
         rec.model, rec.messages = self._parse(rec.body)
-        rec.reply = self._reply(rec, n)
+        reply = self._reply(rec, n)
+        if isinstance(reply, Refusal):
+            rec.status = reply.status
+            return reply.status, self._refusal(reply), (
+                {"Retry-After": str(reply.retry_after)} if reply.retry_after is not None else {})
+        rec.reply = reply
         prompt = sum(len(str(m.get("content", ""))) for m in rec.messages) // 4 + 1
         completion = len(rec.reply) // 4 + 1
         if self.fixed_usage:
             prompt, completion = self.fixed_usage
         rec.usage = {"prompt_tokens": prompt, "completion_tokens": completion}
-        return 200, self._answer(rec, n)
+        return 200, self._answer(rec, n), {}
 
     def _reply(self, rec: Recorded, n: int) -> str:
         if callable(self.script):
@@ -173,6 +194,9 @@ class _Endpoint:
         raise NotImplementedError
 
     def _error(self, status: int, detail: str) -> dict:
+        raise NotImplementedError
+
+    def _refusal(self, refusal: Refusal) -> dict:
         raise NotImplementedError
 
 
@@ -201,6 +225,9 @@ class DashScopeEndpoint(_Endpoint):
         if status == 401:
             return {"code": "InvalidApiKey", "message": "Invalid API-key provided.", "request_id": str(uuid.uuid4())}
         return {"code": "InvalidURL", "message": detail, "request_id": str(uuid.uuid4())}
+
+    def _refusal(self, refusal: Refusal) -> dict:
+        return {"code": refusal.code, "message": refusal.message, "request_id": str(uuid.uuid4())}
 
 
 class OpenAIEndpoint(_Endpoint):
@@ -237,6 +264,10 @@ class OpenAIEndpoint(_Endpoint):
                               "param": None, "code": "invalid_api_key"}}
         return {"error": {"message": detail, "type": "invalid_request_error", "param": None, "code": "not_found"}}
 
+    def _refusal(self, refusal: Refusal) -> dict:
+        return {"error": {"message": refusal.message, "type": "invalid_request_error", "param": None,
+                          "code": refusal.code}}
+
 
 class LlamaCppEndpoint(OpenAIEndpoint):
     """llama-cpp-python's server: streamed chunks without usage, and its tokenizer's count."""
@@ -259,8 +290,8 @@ class LlamaCppEndpoint(OpenAIEndpoint):
             with self._lock:
                 self.counted.append(text)
             if not self.counts:
-                return 500, {"detail": "tokenizer unavailable"}
-            return 200, {"count": len(text) // 4 + 1}
+                return 500, {"detail": "tokenizer unavailable"}, {}
+            return 200, {"count": len(text) // 4 + 1}, {}
         return super()._handle(path, headers, raw)
 
     def _answer(self, rec: Recorded, n: int):

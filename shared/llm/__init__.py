@@ -92,6 +92,7 @@ def make_llm(env: Mapping[str, str] = os.environ, model: str | None = None):
             from shared.llm.streaming import stream_counted
 
             stream_counted(llm, base_url)
+        llm.key_variable = "TROUPE_LLM_API_KEY"  # what a refused key names (shared.llm.errors)
         return structured.adapt(meter(llm), _json_mode(env, kind, chosen))
 
     from metagpt.utils.token_counter import DASHSCOPE_TOKEN_COSTS
@@ -104,6 +105,7 @@ def make_llm(env: Mapping[str, str] = os.environ, model: str | None = None):
     else:
         base_url = _url(env, "DASHSCOPE_HTTP_BASE_URL", DASHSCOPE_HTTP_BASE_URL, kind)
         llm = meter(_dashscope(base_url, key, chosen, limits), token_costs=DASHSCOPE_TOKEN_COSTS)
+    llm.key_variable = "DASHSCOPE_API_KEY"
     return structured.adapt(llm, _json_mode(env, kind, chosen))
 
 

@@ -56,6 +56,7 @@ from shared.runner import Outcome, RoleRunner, Turn, role_class
 from shared.artifacts import export
 from shared.sop import confine
 from shared.llm import structured
+from shared.llm.errors import causes
 from shared.sop.workspace import TreeRepository, Workspace, read_blob, use_tree_repositories
 
 #: scenario option → the MetaGPT role field it sets (on every role class that has the field)
@@ -243,11 +244,13 @@ class SopPlay:
             self.lock.close()  # releases the flock
 
     # -- failures that no retry fixes ----------------------------------------------------------
+    def step(self) -> str:
+        return _step(self.role)
+
     def failure(self, error: Exception) -> Outcome | None:
-        chain = _chain(error)
+        chain = causes(error)  # an LLM error never gets here: the pipeline judged it (shared.llm.errors)
         if any(isinstance(e, (TransientStoreError, ConnectionError, TimeoutError)) or
-               (isinstance(e, StoreError) and not isinstance(e, RejectedEvent)) or
-               type(e).__module__.split(".")[0] in ("openai", "httpx", "aiohttp", "requests") for e in chain):
+               (isinstance(e, StoreError) and not isinstance(e, RejectedEvent)) for e in chain):
             return None  # FC retries; journaled replies make the retry free
         role = self.role
         step = _step(role)
@@ -332,24 +335,6 @@ def _summary(rsp: Message, changed: list[str]) -> str:
     if changed:
         text += "\n\nFiles written:\n" + "\n".join(f"- {p}" for p in changed[:50])
     return text
-
-
-def _chain(error: BaseException) -> list[BaseException]:
-    """The error and what caused it (MetaGPT re-raises a role's error as a plain Exception;
-    tenacity wraps the last attempt's)."""
-    out, seen = [], set()
-    todo = [error]
-    while todo:
-        e = todo.pop(0)
-        if e is None or id(e) in seen:
-            continue
-        seen.add(id(e))
-        out.append(e)
-        last = getattr(e, "last_attempt", None)
-        if last is not None and last.failed:
-            todo.append(last.exception())
-        todo += [e.__cause__, e.__context__]
-    return out
 
 
 def _describe(chain: list[BaseException]) -> str:

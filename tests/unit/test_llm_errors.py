@@ -1,0 +1,128 @@
+"""LLM errors classified on each provider's wire (shared/llm/errors.py): DashScope's native API,
+its OpenAI-compatible mode and an OpenAI-compatible endpoint answer with their real error
+bodies; a refused request ends the conversation naming role and step, a throttled one is tried
+again."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from shared.llm import errors, make_llm
+from tests.llm_endpoints import DashScopeEndpoint, OpenAIEndpoint, Refusal
+
+KEY = "sk-test"
+LONG = "Range of input length should be [1, 30720]"
+
+
+def _raised(llm) -> BaseException:
+    with pytest.raises(Exception) as err:
+        asyncio.run(llm.aask("hi"))
+    return err.value
+
+
+def _native(refusal: Refusal):
+    with DashScopeEndpoint(key=KEY, script=[refusal]) as ep:
+        llm = make_llm({"TROUPE_LLM": "dashscope", "DASHSCOPE_API_KEY": KEY, "DASHSCOPE_HTTP_BASE_URL": ep.base_url})
+        return errors.classify(_raised(llm), llm.key_variable)
+
+
+def _compatible(refusal: Refusal, kind: str = "dashscope-openai"):
+    with OpenAIEndpoint(key=KEY, script=[refusal]) as ep:
+        env = {"TROUPE_LLM": kind, "TROUPE_LLM_BASE_URL": ep.compatible_base_url if kind != "openai" else ep.base_url,
+               "DASHSCOPE_API_KEY": KEY, "TROUPE_LLM_API_KEY": KEY}
+        llm = make_llm(env)
+        llm.aclient.max_retries = 0  # the SDK's own retries would only repeat the same answer here
+        return errors.classify(_raised(llm), llm.key_variable)
+
+
+@pytest.mark.parametrize("refusal, kind, says", [
+    (Refusal(429, "Throttling.RateQuota", "Requests rate limit exceeded"), errors.THROTTLED, "rate limit"),
+    (Refusal(500, "InternalError", "An internal error has occured"), errors.TRANSIENT, "failed"),
+    (Refusal(400, "DataInspectionFailed", "Input data may contain inappropriate content."), errors.PERMANENT,
+     "content policy"),
+    (Refusal(400, "InvalidParameter", LONG), errors.PERMANENT, "longer than the model's context"),
+    (Refusal(401, "InvalidApiKey", "Invalid API-key provided."), errors.CONFIG, "set DASHSCOPE_API_KEY"),
+])
+def test_dashscope_native_errors_are_classified(refusal, kind, says):
+    found = _native(refusal)
+    assert found is not None and found.kind == kind and says in found.reason
+
+
+@pytest.mark.parametrize("refusal, kind, says", [
+    (Refusal(429, "limit_requests", "Requests rate limit exceeded", retry_after=3), errors.THROTTLED, "rate limit"),
+    (Refusal(503, "ServiceUnavailable", "busy"), errors.TRANSIENT, "failed"),
+    (Refusal(400, "data_inspection_failed", "Input data may contain inappropriate content."), errors.PERMANENT,
+     "content policy"),
+    (Refusal(400, "invalid_parameter_error", LONG), errors.PERMANENT, "longer than the model's context"),
+    (Refusal(401, "invalid_api_key", "Incorrect API key provided."), errors.CONFIG, "set DASHSCOPE_API_KEY"),
+])
+def test_dashscope_compatible_mode_errors_are_classified(refusal, kind, says):
+    found = _compatible(refusal)
+    assert found is not None and found.kind == kind and says in found.reason
+    if refusal.retry_after is not None:
+        assert found.retry_after == refusal.retry_after  # Retry-After, as the endpoint said it
+
+
+@pytest.mark.parametrize("refusal, kind, says", [
+    (Refusal(429, "rate_limit_exceeded", "slow down"), errors.THROTTLED, "rate limit"),
+    (Refusal(400, "context_length_exceeded", "This model's maximum context length is 8192 tokens"),
+     errors.PERMANENT, "longer than the model's context"),
+    (Refusal(401, "invalid_api_key", "Incorrect API key provided."), errors.CONFIG, "set TROUPE_LLM_API_KEY"),
+])
+def test_openai_compatible_errors_are_classified(refusal, kind, says):
+    found = _compatible(refusal, kind="openai")
+    assert found is not None and found.kind == kind and says in found.reason
+
+
+def test_an_unreachable_model_is_transient_and_other_errors_are_not_the_llms():
+    import httpx
+    import openai
+
+    request = httpx.Request("POST", "http://127.0.0.1:9/v1/chat/completions")
+    for raised in (openai.APIConnectionError(request=request), openai.APITimeoutError(request=request),
+                   httpx.ConnectError("refused"), TimeoutError()):
+        assert errors.classify(raised).kind == errors.TRANSIENT
+    assert errors.classify(ValueError("a parser's complaint")) is None
+    # MetaGPT and tenacity wrap what the provider raised: the cause decides
+    try:
+        try:
+            raise RuntimeError("code: DataInspectionFailed, request_id: r1, message: refused")
+        except RuntimeError as inner:
+            raise Exception("Action failed") from inner
+    except Exception as outer:  # noqa: BLE001
+        assert errors.classify(outer).kind == errors.PERMANENT
+
+
+def test_a_refused_request_ends_the_debate_naming_role_and_step_and_a_throttled_one_is_retried(tmp_path):
+    from infra.testing.harness import Harness
+    from tests.llm_endpoints import OpenAIEndpoint as Endpoint
+
+    # GIVEN a debate whose model refuses the first turn's request on content grounds
+    with Endpoint(key=KEY, script=[Refusal(400, "data_inspection_failed", "Input data may contain inappropriate content.")]) as ep:
+        env = {"TROUPE_LLM": "dashscope-openai", "TROUPE_LLM_BASE_URL": ep.compatible_base_url, "DASHSCOPE_API_KEY": KEY}
+
+        def factory(model=None):
+            llm = make_llm(env, model)
+            llm.aclient.max_retries = 0
+            return llm
+
+        h = Harness(str(tmp_path / "a"), llm_factory=factory)
+        cid = h.start("debate", text="Should cities ban cars?", max_turns=3)
+        out = h.runner("persona").handle_event(h.pending_inbox()[0])
+    # THEN the invocation ends it at once, as failed, naming who failed where and why; no retry is left to FC
+    assert out[0]["outcome"] == "failed" and out[0]["llm_error"] == "permanent"
+    end = h.convs.get_end(cid)
+    assert end["status"] == "failed" and end["role"] == "Proponent"
+    assert "Proponent" in end["reason"] and "at Speak" in end["reason"] and "content policy" in end["reason"]
+    assert len(ep.requests) == 1
+
+    # AND a throttled call is not the conversation's end: the invocation raises, so FC tries it again
+    with Endpoint(key=KEY, script=[Refusal(429, "Throttling.RateQuota", "Requests rate limit exceeded")]) as ep:
+        env = {"TROUPE_LLM": "dashscope-openai", "TROUPE_LLM_BASE_URL": ep.compatible_base_url, "DASHSCOPE_API_KEY": KEY}
+        h = Harness(str(tmp_path / "b"), llm_factory=factory)
+        cid = h.start("debate", text="Should cities ban cars?", max_turns=3)
+        with pytest.raises(Exception):
+            h.runner("persona").handle_event(h.pending_inbox()[0])
+    assert h.convs.get_end(cid) is None
