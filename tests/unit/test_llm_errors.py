@@ -50,30 +50,27 @@ def test_dashscope_native_errors_are_classified(refusal, kind, says):
     assert found is not None and found.kind == kind and says in found.reason
 
 
-@pytest.mark.parametrize("refusal, kind, says", [
-    (Refusal(429, "limit_requests", "Requests rate limit exceeded", retry_after=3), errors.THROTTLED, "rate limit"),
-    (Refusal(503, "ServiceUnavailable", "busy"), errors.TRANSIENT, "failed"),
-    (Refusal(400, "data_inspection_failed", "Input data may contain inappropriate content."), errors.PERMANENT,
-     "content policy"),
-    (Refusal(400, "invalid_parameter_error", LONG), errors.PERMANENT, "longer than the model's context"),
-    (Refusal(401, "invalid_api_key", "Incorrect API key provided."), errors.CONFIG, "set DASHSCOPE_API_KEY"),
+@pytest.mark.parametrize("llm, refusal, kind, says", [
+    ("dashscope-openai", Refusal(429, "limit_requests", "Requests rate limit exceeded", retry_after=3), errors.THROTTLED,
+     "rate limit"),
+    ("dashscope-openai", Refusal(503, "ServiceUnavailable", "busy"), errors.TRANSIENT, "failed"),
+    ("dashscope-openai", Refusal(400, "data_inspection_failed", "Input data may contain inappropriate content."),
+     errors.PERMANENT, "content policy"),
+    ("dashscope-openai", Refusal(400, "invalid_parameter_error", LONG), errors.PERMANENT,
+     "longer than the model's context"),
+    ("dashscope-openai", Refusal(401, "invalid_api_key", "Incorrect API key provided."), errors.CONFIG,
+     "set DASHSCOPE_API_KEY"),
+    ("openai", Refusal(429, "rate_limit_exceeded", "slow down"), errors.THROTTLED, "rate limit"),
+    ("openai", Refusal(400, "context_length_exceeded", "This model's maximum context length is 8192 tokens"),
+     errors.PERMANENT, "longer than the model's context"),
+    ("openai", Refusal(401, "invalid_api_key", "Incorrect API key provided."), errors.CONFIG, "set TROUPE_LLM_API_KEY"),
 ])
-def test_dashscope_compatible_mode_errors_are_classified(refusal, kind, says):
-    found = _compatible(refusal)
+def test_openai_format_errors_are_classified(llm, refusal, kind, says):
+    # DashScope's compatible mode and any OpenAI-compatible endpoint, through the openai SDK
+    found = _compatible(refusal, kind=llm)
     assert found is not None and found.kind == kind and says in found.reason
     if refusal.retry_after is not None:
         assert found.retry_after == refusal.retry_after  # Retry-After, as the endpoint said it
-
-
-@pytest.mark.parametrize("refusal, kind, says", [
-    (Refusal(429, "rate_limit_exceeded", "slow down"), errors.THROTTLED, "rate limit"),
-    (Refusal(400, "context_length_exceeded", "This model's maximum context length is 8192 tokens"),
-     errors.PERMANENT, "longer than the model's context"),
-    (Refusal(401, "invalid_api_key", "Incorrect API key provided."), errors.CONFIG, "set TROUPE_LLM_API_KEY"),
-])
-def test_openai_compatible_errors_are_classified(refusal, kind, says):
-    found = _compatible(refusal, kind="openai")
-    assert found is not None and found.kind == kind and says in found.reason
 
 
 def test_an_unreachable_model_is_transient_and_other_errors_are_not_the_llms():
