@@ -56,6 +56,8 @@ log = logging.getLogger("troupe.runner")
 CITATIONS = 3  # knowledge-base passages a role is given per turn
 
 ROLE_PACKAGES = ("shared.roles.", "user_roles.", "metagpt.roles.")
+THROTTLE_SHARE = 0.25
+"""the share of the function's timeout an invocation may spend waiting on the model's rate limit"""
 
 
 @lru_cache(maxsize=1)
@@ -210,7 +212,8 @@ class RoleRunner:
         budget = Budget(turn.meta["limits"], spent, model, inner.config.max_token)
         llm = JournalingLLM(inner, convs, cid, turn.delivery_id, budget=budget, holder=turn.base["request_id"],
                             stale_after=self.timeout_s, clock=self.clock,
-                            progress=self.strategy.progress(self.function, turn))
+                            progress=self.strategy.progress(self.function, turn),
+                            throttle_budget=THROTTLE_SHARE * self.timeout_s)
         try:
             play = self.strategy.play(self, turn, state, llm)
         except RejectedEvent as e:
@@ -303,7 +306,7 @@ class RoleRunner:
                                  **bill_fields(llm.model if llm else None, usage["prompt_tokens"],
                                                usage["completion_tokens"], self.memory_mb, duration))
         if llm:
-            rec.update(llm_calls=llm.calls, llm_paid=llm.paid, llm_replayed=llm.replayed)
+            rec.update(llm_calls=llm.calls, llm_paid=llm.paid, llm_replayed=llm.replayed, **_waiting(llm))
         self.convs.record_invocation(turn.cid, rec)
         return rec
 
@@ -327,7 +330,7 @@ class RoleRunner:
         duration = round((self.clock() - turn.base["start"]) * 1000, 2)
         return records.invocation(
             **turn.base, outcome="committed", llm_calls=llm.calls, llm_paid=llm.paid, llm_replayed=llm.replayed,
-            llm_ms=round(llm.llm_ms, 2), usage=llm.usage,
+            llm_ms=round(llm.llm_ms, 2), usage=llm.usage, **_waiting(llm),
             **({"llm_mismatched": llm.mismatched} if llm.mismatched else {}), duration_ms=duration,
             **bill_fields(llm.model, llm.usage["prompt_tokens"], llm.usage["completion_tokens"], self.memory_mb,
                           duration))
@@ -380,6 +383,11 @@ class RoleRunner:
     def _state(role, seen: list[str], old: dict | None, turn: int | None = None) -> dict:
         return {"role": role.model_dump_json(), "seen": seen,
                 "turn": turn if turn is not None else (old or {}).get("turn", 0)}
+
+
+def _waiting(llm: JournalingLLM) -> dict:
+    """How often the model's rate limit turned a call away, and the time spent backing off."""
+    return {"throttled": llm.throttled, "waited_ms": round(llm.waited_ms, 1)} if llm.throttled else {}
 
 
 class DialogueStrategy:

@@ -67,7 +67,10 @@ class Scheduler:
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
         self.stopped.clear()
-        self._pools = {fid: Pool(s, self.spawn, self.max_instances, self.scale_out_after)
+        # a function's own instance limit (s.yaml's reservedConcurrency) holds here too: what
+        # exceeds it waits for an instance, as FC queues it
+        self._pools = {fid: Pool(s, self.spawn, min(self.max_instances, s.max_instances or self.max_instances),
+                                 self.scale_out_after)
                        for fid, s in self.functions.items()}
         threads = max(4, min(32, self.max_instances * len(self.functions) + 2))
         self._executor = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="troupe-async")

@@ -59,6 +59,9 @@ class FunctionSpec:
     on_failure_arn: str | None = None
     """The onFailure destination as written (it may name something not run locally)."""
     region: str = "cn-hangzhou"
+    max_instances: int | None = None
+    """concurrencyConfig.reservedConcurrency: at most this many instances at once; FC queues what
+    exceeds it (the local runtime does too)."""
 
     @property
     def handler_module(self) -> str:
@@ -185,7 +188,18 @@ def _function(rid: str, props: dict, base: str, by_name: dict[str, str]) -> Func
         on_failure=_destination(arn, by_name, rid),
         on_failure_arn=arn,
         region=props.get("region", "cn-hangzhou"),
+        max_instances=_instance_limit(props, rid),
     )
+
+
+def _instance_limit(props: dict, rid: str) -> int | None:
+    value = (props.get("concurrencyConfig") or {}).get("reservedConcurrency")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value or value < 1:
+        raise SpecError(f"resource {rid!r}: concurrencyConfig.reservedConcurrency must be a whole number of "
+                        f"at least 1 (0 would stop the function), not {value!r}")
+    return int(value)
 
 
 def _oss_rule(conf: dict) -> list[dict] | None:

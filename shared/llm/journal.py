@@ -12,14 +12,21 @@ and no reply yet is racing the holder: it stops (`InFlight`) and leaves the turn
 retry of the holder itself (same request id: FC retries an async invocation under its id),
 or anyone once the claim is older than the function's timeout, takes the claim over: the
 holder died mid-call and its reply was never received.
+
+A call the model's rate limit turns away (shared.llm.errors: throttled) is made again after a
+backoff with jitter that respects Retry-After, as long as the invocation's waiting stays within
+`throttle_budget` seconds; the claim is kept meanwhile, so it is still paid once. The waiting
+is counted apart (`throttled`, `waited_ms`), not as LLM time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import logging
+import random
 import time
 
 from metagpt.provider.base_llm import BaseLLM
@@ -27,6 +34,7 @@ from metagpt.provider.base_llm import BaseLLM
 from shared.billing import Budget, BudgetExhausted
 from shared.conversation import ConversationStore
 from shared.errors import TroupeError
+from shared.llm import errors as llm_errors
 from shared.llm import streaming
 from shared.llm.structured import expected
 
@@ -34,6 +42,8 @@ log = logging.getLogger("troupe.journal")
 
 PROGRESS_EVERY = 5.0
 """seconds between two writes of a streamed call's tokens so far"""
+BACKOFF_BASE, BACKOFF_CAP = 1.0, 20.0
+"""seconds: a throttled call waits about base × 2^(k-1) (at most cap), or what Retry-After says"""
 
 
 class InFlight(TroupeError):
@@ -50,7 +60,8 @@ def _digest(messages: list[dict]) -> str:
 class JournalingLLM(BaseLLM):
     def __init__(self, inner: BaseLLM, convs: ConversationStore, cid: str, trigger: str,
                  budget: Budget | None = None, holder: str = "", stale_after: float = 900.0,
-                 clock=time.time, progress: dict | None = None):
+                 clock=time.time, progress: dict | None = None, throttle_budget: float = 0.0,
+                 sleep=asyncio.sleep, rng: random.Random | None = None):
         self.inner = inner
         self.config = inner.config
         self.model = getattr(inner, "model", None) or inner.config.model
@@ -67,7 +78,12 @@ class JournalingLLM(BaseLLM):
         self.replayed = 0
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0}
         self.llm_ms = 0.0
-        """Time spent in paid LLM calls during this invocation."""
+        """Time spent in paid LLM calls during this invocation (waiting on a rate limit excluded)."""
+        self.throttle_budget, self._sleep, self._rng = throttle_budget, sleep, rng or random.Random()
+        self.throttled = 0
+        """Answers of the model's rate limit during this invocation."""
+        self.waited_ms = 0.0
+        """Time spent waiting for the rate limit, backing off."""
         self.mismatched = 0
         """Replayed calls whose prompt differs from the journaled one's: the role did not retrace its
         first attempt exactly. Some of that is harmless (QA's prompt carries a test run's timings);
@@ -98,20 +114,22 @@ class JournalingLLM(BaseLLM):
             before = _tokens(self.inner)
             started = self.clock()
             self._show_progress(n, started)
+            waited = self.waited_ms
             try:
-                with self._listening(n, started):
-                    text = await self.inner.acompletion_text(messages, stream=stream, timeout=timeout)
+                text = await self._paid(n, started, messages, stream, timeout)
             except BaseException:
                 self.failed_call = n  # still claimed: see abandon()
                 raise
             after = _tokens(self.inner)
-            self.llm_ms += (self.clock() - started) * 1000
+            waited = self.waited_ms - waited
+            self.llm_ms += (self.clock() - started) * 1000 - waited
             what = expected()
             entry = self.convs.journal_put(self.cid, self.trigger, n, {
                 "n": n, "reply": text, "model": self.model, "prompt_sha256": _digest(messages),
                 **({"expects": f"{what.kind}:{what.name}"} if what is not None else {}),
                 "prompt_tokens": after[0] - before[0], "completion_tokens": after[1] - before[1],
-                "duration_ms": round((self.clock() - started) * 1000, 1), "at": self.clock(),
+                "duration_ms": round((self.clock() - started) * 1000 - waited, 1), "at": self.clock(),
+                **({"waited_ms": round(waited, 1)} if waited else {}),
             })
             self.paid += 1
         else:
@@ -124,6 +142,25 @@ class JournalingLLM(BaseLLM):
         if self.budget is not None:
             self.budget.add(entry.get("model"), entry.get("prompt_tokens", 0), entry.get("completion_tokens", 0))
         return entry["reply"]
+
+    async def _paid(self, n: int, started: float, messages: list[dict], stream: bool, timeout) -> str:
+        """The provider's reply; a throttled answer is tried again after a backoff, while the
+        waiting stays within the budget."""
+        while True:
+            try:
+                with self._listening(n, started):
+                    return await self.inner.acompletion_text(messages, stream=stream, timeout=timeout)
+            except Exception as e:
+                found = llm_errors.classify(e)
+                if found is None or found.kind != llm_errors.THROTTLED:
+                    raise
+                self.throttled += 1
+                delay = backoff(self.throttled, found.retry_after, self._rng)
+                if (self.waited_ms / 1000) + delay > self.throttle_budget:
+                    raise
+                log.info("LLM call %s-%d throttled (%s): waiting %.1f s", self.trigger, n, found.reason, delay)
+                self.waited_ms += delay * 1000
+                await self._sleep(delay)
 
     def _listening(self, n: int, started: float):
         """While a streamed call runs, its tokens so far go into the progress record, at most
@@ -202,3 +239,11 @@ def _tokens(llm: BaseLLM) -> tuple[int, int]:
     if cm is not None:
         return cm.total_prompt_tokens, cm.total_completion_tokens
     return 0, 0
+
+
+def backoff(attempt: int, retry_after: float | None, rng: random.Random) -> float:
+    """Seconds before the `attempt`-th retry of a throttled call: what Retry-After asks plus up to
+    a tenth more, else exponential with full jitter (so that throttled callers spread out)."""
+    if retry_after is not None:
+        return retry_after + rng.uniform(0, max(0.1, retry_after / 10))
+    return rng.uniform(BACKOFF_BASE / 2, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))

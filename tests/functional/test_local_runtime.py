@@ -508,6 +508,25 @@ def test_busy_instances_scale_out_up_to_the_limit(tmp_path):
     assert sum(r.cold_start for r in results) == 2
 
 
+def test_a_functions_own_instance_limit_queues_what_exceeds_it(tmp_path):
+    # GIVEN a function s.yaml limits to one instance, on a runtime that would start three
+    project = write_project(tmp_path)
+    with open(project) as f:
+        text = f.read()
+    text = text.replace("      code: ./fn/slow\n", "      code: ./fn/slow\n      concurrencyConfig: {reservedConcurrency: 1}\n")
+    with open(project, "w") as f:
+        f.write(text)
+    rt = LocalRuntime(str(tmp_path / "data"), project, max_instances=3, scale_out_after=0)
+    with rt:
+        # WHEN three requests arrive together
+        t0 = time.monotonic()
+        results = _concurrently(rt, "slow", [b'{"sleep": 0.3}'] * 3)
+        took = time.monotonic() - t0
+    # THEN one instance served them one after another: none failed, none ran beside another
+    assert all(r.ok for r in results) and len({r.pid for r in results}) == 1
+    assert took >= 0.9 and sum(r.cold_start for r in results) == 1
+
+
 def test_a_briefly_busy_instance_is_awaited_not_doubled(rt):
     rt.invoke("slow", b'{"sleep": 0}')  # warm
     results = _concurrently(rt, "slow", [b'{"sleep": 0.3}'] * 2)

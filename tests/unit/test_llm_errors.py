@@ -123,3 +123,68 @@ def test_a_refused_request_ends_the_debate_naming_role_and_step_and_a_throttled_
         with pytest.raises(Exception):
             h.runner("persona").handle_event(h.pending_inbox()[0])
     assert h.convs.get_end(cid) is None
+
+
+def _journaling(tmp_path, ep, **kw):
+    from infra.testing.harness import Harness
+    from shared.llm.journal import JournalingLLM
+
+    h = Harness(str(tmp_path))
+    cid = h.start()
+    inner = make_llm({"TROUPE_LLM": "dashscope-openai", "TROUPE_LLM_BASE_URL": ep.compatible_base_url,
+                      "DASHSCOPE_API_KEY": KEY})
+    inner.aclient.max_retries = 0
+    return h, cid, JournalingLLM(inner, h.convs, cid, "c" * 16, holder="req-1", **kw)
+
+
+def test_a_throttled_call_waits_as_retry_after_says_and_is_paid_once(tmp_path):
+    slept: list[float] = []
+
+    async def sleep(seconds):
+        slept.append(seconds)
+
+    throttled = Refusal(429, "Throttling.RateQuota", "Requests rate limit exceeded", retry_after=2)
+    with OpenAIEndpoint(key=KEY, script=[throttled, "fine"]) as ep:
+        h, cid, llm = _journaling(tmp_path, ep, throttle_budget=30, sleep=sleep)
+        reply = asyncio.run(llm.acompletion_text([{"role": "user", "content": "hi"}]))
+        assert reply == "fine" and len(ep.requests) == 2
+    # THEN it waited what Retry-After asked (plus a little jitter), and the wait is not LLM time
+    assert len(slept) == 1 and 2.0 <= slept[0] <= 2.2
+    assert (llm.throttled, llm.paid) == (1, 1) and llm.waited_ms == slept[0] * 1000
+    entry = h.convs.journal_get(cid, "c" * 16, 0)
+    assert entry["reply"] == "fine" and entry["waited_ms"] == round(slept[0] * 1000, 1)
+    assert llm.llm_ms < 1000  # the 2 s of backing off were not spent in the model
+
+
+def test_past_its_waiting_budget_a_throttled_call_is_left_to_fcs_retry(tmp_path):
+    slept: list[float] = []
+
+    async def sleep(seconds):
+        slept.append(seconds)
+
+    throttled = Refusal(429, "Throttling.RateQuota", "Requests rate limit exceeded", retry_after=10)
+    with OpenAIEndpoint(key=KEY, script=[throttled]) as ep:
+        _, _, llm = _journaling(tmp_path, ep, throttle_budget=25, sleep=sleep)
+        with pytest.raises(Exception) as err:
+            asyncio.run(llm.acompletion_text([{"role": "user", "content": "hi"}]))
+    assert len(slept) == 2 and sum(slept) <= 25 and len(ep.requests) == 3
+    assert errors.classify(err.value).kind == errors.THROTTLED and llm.failed_call == 0 and llm.paid == 0
+
+
+def test_a_turn_throttled_twice_commits_once_and_its_record_shows_the_wait(tmp_path):
+    from infra.testing.harness import Harness
+
+    throttled = Refusal(429, "Throttling.RateQuota", "Requests rate limit exceeded", retry_after=0)
+    with OpenAIEndpoint(key=KEY, script=[throttled, throttled, "Streets are for people."]) as ep:
+        def factory(model=None):
+            llm = make_llm({"TROUPE_LLM": "dashscope-openai", "TROUPE_LLM_BASE_URL": ep.compatible_base_url,
+                            "DASHSCOPE_API_KEY": KEY}, model)
+            llm.aclient.max_retries = 0
+            return llm
+
+        h = Harness(str(tmp_path), llm_factory=factory)
+        cid = h.start("debate", text="Should cities ban cars?", max_turns=1)
+        out = h.runner("persona").handle_event(h.pending_inbox()[0])
+    assert out[0]["outcome"] == "committed" and out[0]["llm_paid"] == 1
+    assert out[0]["throttled"] == 2 and out[0]["waited_ms"] > 0
+    assert [m["content"] for m in h.convs.messages(cid)[0]][1:] == ["Streets are for people."]

@@ -108,6 +108,27 @@ def test_on_failure_destinations_name_declared_functions():
             assert dest.split(":functions/")[-1] in names
 
 
+def test_every_role_function_declares_its_instance_limit():
+    # each function that calls the LLM is capped, so that together they stay under the model's rate
+    # limit (the comments in s.yaml and the README's deploy section give the arithmetic)
+    from infra.local import spec as specs
+
+    for f in specs.load(os.path.join(ROOT, "s.yaml")):
+        if any(t["prefix"].startswith("inbox/") for t in f.oss_triggers):
+            assert f.max_instances is not None and f.max_instances >= 1, f.id
+
+
+def test_an_instance_limit_of_zero_is_refused(tmp_path):
+    from infra.local import spec as specs
+
+    path = tmp_path / "s.yaml"
+    path.write_text("edition: 3.0.0\nname: x\nresources:\n  f:\n    component: fc3\n    props:\n"
+                    "      functionName: f\n      code: ./f\n      handler: index.handler\n"
+                    "      concurrencyConfig: {reservedConcurrency: 0}\n")
+    with pytest.raises(specs.SpecError, match="reservedConcurrency"):
+        specs.load(str(path))
+
+
 def test_gateway_has_the_http_trigger():
     trig, = RESOURCES["gateway"]["triggers"]
     assert trig["triggerType"] == "http" and {"GET", "POST"} <= set(trig["triggerConfig"]["methods"])

@@ -1192,6 +1192,7 @@
       const w = Math.max(2, (((Number(r.duration_ms) || 0) / 1000) / span) * plot);
       const committed = r.outcome === "committed" || r.outcome === "created" || r.outcome === "human_message";
       const tip = [r.function, r.role, r.turn != null ? "turn " + r.turn : null, r.outcome, fmtMs(r.duration_ms),
+                   r.waited_ms ? "waited " + fmtMs(r.waited_ms) + " on the model's rate limit (" + r.throttled + "×)" : null,
                    r.pid ? "pid " + r.pid : null, r.request_id ? "request " + r.request_id : null,
                    new Date(r.start * 1000).toLocaleTimeString()].filter(Boolean).join(" · ");
       chart.append(svg("rect", { class: "bar", x: x.toFixed(2), y, width: Math.min(w, width - right - x).toFixed(2),
