@@ -130,6 +130,12 @@ class Outcome:
                    end=("failed", reason, {"function": function, "role": role or turn.role_name, **fields,
                                            "turn": turn.turn_in}))
 
+    @classmethod
+    def failed_at(cls, turn: "Turn", function: str, role: Role, step: str, cause: str, **fields) -> "Outcome":
+        """A role's failure at a step: `Proponent (Proponent) failed at Speak: <cause>`."""
+        return cls.failed(turn, function, f"{role.profile} ({role.name}) failed at {step}: {cause}",
+                          role=role.name, step=step, **fields)
+
 
 class Play(Protocol):
     """One turn of one role, as its strategy plays it."""
@@ -258,14 +264,12 @@ class RoleRunner:
         error says for itself (shared.llm.errors): a refused request or key ends the conversation
         naming role and step, wasting no retry; a throttled or failed call is tried again. Any
         other error is the play's to judge."""
-        found = llm_errors.classify(error, key_variable or "the LLM's API key variable")
+        found = llm_errors.classify(error, key_variable)
         if found is None:
             return play.failure(error)
         if found.kind in (llm_errors.TRANSIENT, llm_errors.THROTTLED):
             return None
-        role, step = play.role, play.step()
-        return Outcome.failed(turn, self.function, f"{role.profile} ({role.name}) failed at {step}: {found.reason}",
-                              role=role.name, step=step, llm_error=found.kind)
+        return Outcome.failed_at(turn, self.function, play.role, play.step(), found.reason, llm_error=found.kind)
 
     # -- steps -----------------------------------------------------------------------------
     def _open(self, key: str, request_id: str) -> "Turn":

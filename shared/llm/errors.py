@@ -42,10 +42,11 @@ class LLMError:
     """seconds the provider asked to wait (Retry-After), when it said"""
 
 
-def classify(error: BaseException, key_variable: str = "the LLM's API key variable") -> LLMError | None:
-    """What `error` (or what caused it) means for the turn; None if it is no LLM error."""
+def classify(error: BaseException, key_variable: str | None = None) -> LLMError | None:
+    """What `error` (or what caused it) means for the turn; None if it is no LLM error.
+    `key_variable` is what a refused key names (the provider's: shared.llm.make_llm sets it)."""
     for e in causes(error):
-        found = _one(e, key_variable)
+        found = _one(e, key_variable or "the LLM's API key variable")
         if found is not None:
             return found
     return None

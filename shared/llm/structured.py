@@ -175,6 +175,10 @@ def _base(key: str) -> str:
     return key[len("refined "):] if key.startswith("refined ") else key
 
 
+OPENING_END = "[,:，：]"
+"""what follows a turn's opening words (a character's stance) before the rest of the turn"""
+
+
 def dialogue_schema(side: str, longest: int = 600, opening: str = "") -> dict:
     """One turn of dialogue. With an `opening` (a character's stance, "I oppose the motion"), the
     reply itself must start with those words: the model goes on from its own commitment, which
@@ -184,7 +188,7 @@ def dialogue_schema(side: str, longest: int = 600, opening: str = "") -> dict:
     if opening:
         # no quote or brace inside: a small model that tries to close the JSON early would otherwise
         # write them into the reply and ramble on (a reply is at least a few words)
-        reply = {"type": "string", "pattern": f"^{opening}[,:，：][^\\n\"{{}}]{{8,{longest}}}$"}
+        reply = {"type": "string", "pattern": f"^{opening}{OPENING_END}[^\\n\"{{}}]{{8,{longest}}}$"}
         return {"type": "object", "properties": {"reply": reply}, "required": ["reply"], "additionalProperties": False}
     return {"type": "object", "properties": {"side": {"type": "string", "enum": [side]},
                                              "reply": {"type": "string", "minLength": 1, "maxLength": longest}},

@@ -14,7 +14,7 @@ from metagpt.roles.role import Role
 from metagpt.schema import Message
 from metagpt.utils.common import any_to_str
 
-from shared.llm.structured import Expected, dialogue_schema, expect
+from shared.llm.structured import OPENING_END, Expected, dialogue_schema, expect
 from shared.roles.copying import all_copied, drop_copied
 
 _USER_REQUIREMENT = any_to_str(UserRequirement)
@@ -133,7 +133,7 @@ class Character(Role):
         opening = not turns and not self.instruction
         stance = stance_for(self.stance, self.topic)
         if stance:  # its own earlier openers, left in view, lead a small model to copy what followed them
-            own = re.compile(rf"^{re.escape(stance)}[,:，：]\s*")
+            own = re.compile(rf"^{re.escape(stance)}{OPENING_END}\s*")
             turns = [(who, own.sub("", said, count=1) if who == self.name else said) for who, said in turns]
         transcript = "\n".join(f"{who}: {said}" for who, said in turns[-HISTORY:])
         listener = (last.sent_from if last and last.sent_from and last.sent_from != self.name else "everyone")

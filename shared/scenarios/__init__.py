@@ -239,7 +239,6 @@ def _stance(value: Any, field: str, source: str) -> dict | None:
     return value
 
 
-
 def _kbs(value: Any, field: str) -> list[str]:
     """Knowledge bases a role draws on: a list of names (shared/knowledge)."""
     if value is None:

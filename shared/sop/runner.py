@@ -248,16 +248,15 @@ class SopPlay:
         return _step(self.role)
 
     def failure(self, error: Exception) -> Outcome | None:
-        chain = causes(error)  # an LLM error never gets here: the pipeline judged it (shared.llm.errors)
-        if any(isinstance(e, (TransientStoreError, ConnectionError, TimeoutError)) or
-               (isinstance(e, StoreError) and not isinstance(e, RejectedEvent)) for e in chain):
+        # an LLM error, a timeout or a lost connection never gets here: the pipeline judged it
+        # (shared.llm.errors)
+        chain = causes(error)
+        if any(isinstance(e, TransientStoreError) or (isinstance(e, StoreError) and not isinstance(e, RejectedEvent))
+               for e in chain):
             return None  # FC retries; journaled replies make the retry free
-        role = self.role
-        step = _step(role)
         unsafe = next((e for e in chain if isinstance(e, UnsafePath)), None)
         cause = unsafe.message if unsafe is not None else _describe(chain)
-        return Outcome.failed(self.turn, self.runner.function, f"{role.profile} ({role.name}) failed at {step}: {cause}",
-                              role=role.name, step=step)
+        return Outcome.failed_at(self.turn, self.runner.function, self.role, self.step(), cause)
 
     def idle(self) -> Outcome:
         # the role observed nothing in what it was sent: this branch of the SOP is idle
