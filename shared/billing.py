@@ -115,11 +115,17 @@ def bill_fields(model: str | None, prompt_tokens: int, completion_tokens: int, m
             "compute_cny": round(compute_cny, 10), "cost_cny": round(llm_cny + compute_cny, 8)}
 
 
-_SUMMED = ("prompt_tokens", "completion_tokens", "llm_cny", "gb_s", "compute_cny", "cost_cny")
+_SUMMED = ("prompt_tokens", "completion_tokens", "llm_cny", "gb_s", "compute_cny", "cost_cny",
+           "throttled", "waited_ms", "handed_back")
 
 
 def usage_report(rows: list[dict]) -> dict:
-    """Per-invocation rows, totals per role and for the conversation (sums of the rows)."""
+    """Per-invocation rows, totals per role and for the conversation (sums of the rows).
+
+    Time spent on the model's rate limit shows apart: `throttled` (calls it turned away),
+    `waited_ms` (backing off inside invocations: the instance is held, so it is in the compute
+    part, never in the LLM part, which is priced by tokens) and `handed_back` (the turn given
+    back to FC to run again later, shared/handback.py: nothing is billed while it waits)."""
     out_rows, by_role = [], {}
     total = {k: 0 for k in _SUMMED} | {"invocations": 0, "llm_calls": 0}
     for r in rows:
@@ -127,6 +133,7 @@ def usage_report(rows: list[dict]) -> dict:
                "request_id": r.get("request_id"), "outcome": r.get("outcome"), "start": r.get("start"),
                "duration_ms": r.get("duration_ms"), "llm_calls": r.get("llm_paid", 0)}
         row.update({k: r.get(k) or 0 for k in _SUMMED})
+        row["handed_back"] = 1 if r.get("outcome") == "handed_back" else 0
         row["model"] = r.get("model")
         row["memory_mb"] = r.get("memory_mb")
         out_rows.append(row)
@@ -139,4 +146,5 @@ def usage_report(rows: list[dict]) -> dict:
     for acc in [total, *by_role.values()]:
         for k in ("llm_cny", "compute_cny", "cost_cny", "gb_s"):
             acc[k] = round(acc[k], 10)
+        acc["waited_ms"] = round(acc["waited_ms"], 1)
     return {"currency": "CNY", "rows": out_rows, "by_role": by_role, "total": total}

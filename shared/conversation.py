@@ -215,6 +215,9 @@ class ConversationStore:
         """Which step is running: advisory, overwritten, never part of a commit."""
         self.store.put(self.progress_key(cid), _dump(record))
 
+    def clear_progress(self, cid: str) -> None:
+        self.store.delete(self.progress_key(cid))
+
     def progress(self, cid: str) -> dict | None:
         try:
             return json.loads(self.store.get(self.progress_key(cid)))

@@ -97,3 +97,21 @@ def function_timeout(context, default: float = 120.0) -> float:
         return float(value) if value else default
     except (TypeError, ValueError):
         return default
+
+
+def role_settings(context, env=os.environ) -> dict:
+    """What a role function's turn pipeline (shared.runner.RoleRunner) takes from its context:
+    memory and timeout for the bill and the claims, the hand-back of throttled turns
+    (shared/handback.py) and how long a turn may wait on the model's rate limit before it is
+    handed back (TROUPE_THROTTLE_WAIT_S; default a quarter of the timeout)."""
+    from shared import handback
+
+    wait = env.get("TROUPE_THROTTLE_WAIT_S", "").strip()
+    try:
+        wait_s = float(wait) if wait else None
+    except ValueError:
+        wait_s = -1.0
+    if wait_s is not None and not 0 <= wait_s <= 3600:
+        raise TroupeError(f"TROUPE_THROTTLE_WAIT_S must be a number of seconds from 0 to 3600, not {wait[:40]!r}")
+    return {"memory_mb": memory_mb(context), "timeout_s": function_timeout(context),
+            "handback": handback.from_context(context, env), "throttle_wait_s": wait_s}

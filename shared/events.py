@@ -160,21 +160,27 @@ def for_each_created(event: bytes | str | dict, handle_key, request_id: str, log
     One outcome per record; a malformed event, a record of another kind, or a key its handler
     rejects (RejectedEvent) becomes a logged `rejected` outcome, never an error to retry.
     """
-    import asyncio
-
-    from shared.errors import RejectedEvent
-
     records, outcomes = records_or_rejection(event, log)
     for record in records:
         if not record.is_created:
             outcomes.append({"outcome": "rejected", "reason": f"event {record.event_name} is not ObjectCreated"})
             continue
-        try:
-            outcomes.append(asyncio.run(handle_key(record.key, request_id)))
-        except RejectedEvent as e:
-            log.warning("rejected event for %r: %s", record.key[:200], e.message)
-            outcomes.append({"outcome": "rejected", "reason": e.message, "key": record.key[:200]})
+        outcomes.append(for_key(record.key, handle_key, request_id, log))
     return outcomes
+
+
+def for_key(key: str, handle_key, request_id: str, log, *args) -> dict:
+    """The outcome of the async `handle_key(key, request_id, *args)`; a key its handler rejects
+    (RejectedEvent) becomes a logged `rejected` outcome, never an error to retry."""
+    import asyncio
+
+    from shared.errors import RejectedEvent
+
+    try:
+        return asyncio.run(handle_key(key, request_id, *args))
+    except RejectedEvent as e:
+        log.warning("rejected event for %r: %s", key[:200], e.message)
+        return {"outcome": "rejected", "reason": e.message, "key": key[:200]}
 
 
 class HttpEvent(DictWrapper):

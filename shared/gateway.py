@@ -296,9 +296,16 @@ class Gateway:
 
     def _running(self, cid: str) -> dict | None:
         """The SOP step paying an LLM call now: role, step, since (epoch seconds), and for a
-        streamed call its tokens so far (as of `at`)."""
+        streamed call its tokens so far (as of `at`); or the turn waiting for the model's rate
+        limit (`waiting`: "rate_limit", `until` its next try, `detail` saying so)."""
         p = self.convs.progress(cid)
-        return {k: p.get(k) for k in ("role", "function", "step", "since", "turn", "tokens", "at")} if p else None
+        if not p:
+            return None
+        view = {k: p.get(k) for k in ("role", "function", "step", "since", "turn", "tokens", "at")}
+        if p.get("waiting") == "rate_limit":
+            view.update(waiting="rate_limit", until=p.get("until"), handed_back=p.get("handed_back"),
+                        detail="waiting for the model's rate limit")
+        return view
 
     @staticmethod
     def _message_view(m: dict) -> dict:

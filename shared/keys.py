@@ -11,7 +11,8 @@
   conversations/<cid>/blobs/<sha256>                   workspace file contents (create-only)
   conversations/<cid>/workspace/<turn>-<msgid>.json    the project tree after a turn (create-only)
   conversations/<cid>/artifacts/<path>                 the final project files
-  conversations/<cid>/progress.json                    the step an SOP role pays an LLM call for
+  conversations/<cid>/progress.json                    the step an SOP role pays an LLM call for, or
+                                                       a turn waiting for the model's rate limit
   conversations/<cid>/end.json                         terminal status (create-only, first wins)
   inbox/<function>/<cid>/<turn>-<msgid>.json           deliveries: these fire the OSS triggers
   requests/<name>.json, results/<name>.json            the pipeline's request files and results

@@ -27,6 +27,7 @@ import importlib
 import json
 import logging
 import os
+import random
 import time
 import uuid
 from functools import lru_cache
@@ -37,11 +38,11 @@ from metagpt.actions import UserRequirement
 from metagpt.roles.role import Role
 from metagpt.schema import Message
 
-from shared import records
+from shared import handback, records
 from shared.billing import Budget, bill_fields
 from shared.conversation import ConversationStore
 from shared.errors import BadRequest, NoSuchKey, RejectedEvent
-from shared.events import for_each_created
+from shared.events import for_each_created, for_key
 from shared.ids import check_name, derive_id
 from shared.routing import RECENT, decide, follow, max_hops, role_spec, scene_entries, scene_with
 from shared.llm import errors as llm_errors
@@ -99,6 +100,8 @@ class Turn:
     out_id: str
     """The id of the reply this delivery causes: derived, so every retry writes the same key."""
     closing: bool = False
+    handed_back: dict | None = None
+    """{attempt, first} when this invocation is a hand-back of the turn (shared/handback.py)."""
 
     @property
     def role_name(self) -> str:
@@ -177,7 +180,9 @@ class RoleRunner:
 
     def __init__(self, convs: ConversationStore, function: str, llm_factory: Callable[..., object],
                  clock: Callable[[], float] = time.time, memory_mb: float | None = None,
-                 timeout_s: float = 120.0, strategy: Strategy | None = None):
+                 timeout_s: float = 120.0, strategy: Strategy | None = None,
+                 handback: Callable[[bytes, float], str] | None = None, throttle_wait_s: float | None = None,
+                 rng: random.Random | None = None):
         self.convs = convs
         self.function = check_name(function, "function")
         self.llm_factory = llm_factory
@@ -187,18 +192,36 @@ class RoleRunner:
         self.timeout_s = timeout_s
         """The function's timeout: a claim on an LLM call older than this was abandoned."""
         self.strategy = strategy or DialogueStrategy()
+        self.handback = handback
+        """(event, delay in s) -> request id: the delayed invocation of this function a throttled
+        turn is handed back with (shared/handback.py); None: FC's error retries take it."""
+        self.throttle_wait_s = THROTTLE_SHARE * timeout_s if throttle_wait_s is None else throttle_wait_s
+        """How long an invocation may wait on the model's rate limit before handing the turn back."""
+        self.rng = rng or random.Random()
 
     # -- entry points ----------------------------------------------------------------------
     def handle_event(self, event: bytes | str | dict, request_id: str = "") -> list[dict]:
-        """Handle an OSS trigger event (one or more records). Returns one outcome per record."""
+        """Handle an OSS trigger event (one or more records), or a turn handed back
+        (shared/handback.py). Returns one outcome per record."""
+        try:
+            back = handback.read(event)
+        except BadRequest as e:
+            log.warning("rejected event: %s", e.message)
+            return [{"outcome": "rejected", "reason": e.message}]
+        if back is not None:
+            return [for_key(back["key"], self.handle_key, request_id, log, back)]
         return for_each_created(event, self.handle_key, request_id, log)
 
-    async def handle_key(self, key: str, request_id: str = "") -> dict:
+    async def handle_key(self, key: str, request_id: str = "", back: dict | None = None) -> dict:
         turn = self._open(key, request_id)
+        turn.handed_back = back
         outcome, llm = self._check_limits(turn), None
         if outcome is None:
             outcome, llm = await self._turn(turn)
-        return self._settle(turn, outcome, llm)
+        rec = self._settle(turn, outcome, llm)
+        if outcome.kind != "handed_back" and (turn.handed_back or (llm is not None and llm.throttled)):
+            self._show_waiting(turn, None)  # the wait is over
+        return rec
 
     async def _turn(self, turn: "Turn") -> tuple[Outcome, JournalingLLM | None]:
         """Load the role, run it, commit what it said: the outcome, and the LLM it paid with."""
@@ -219,7 +242,8 @@ class RoleRunner:
         llm = JournalingLLM(inner, convs, cid, turn.delivery_id, budget=budget, holder=turn.base["request_id"],
                             stale_after=self.timeout_s, clock=self.clock,
                             progress=self.strategy.progress(self.function, turn),
-                            throttle_budget=THROTTLE_SHARE * self.timeout_s)
+                            throttle_budget=self.throttle_wait_s, rng=self.rng,
+                            on_wait=lambda seconds: self._show_waiting(turn, seconds))
         try:
             play = self.strategy.play(self, turn, state, llm)
         except RejectedEvent as e:
@@ -234,7 +258,8 @@ class RoleRunner:
             except Exception as e:
                 if llm.stopped is None:
                     llm.abandon()  # this invocation fails: a call it claimed and did not finish is free
-                    failed = self._refused(turn, play, e, getattr(inner, "key_variable", None))
+                    failed = self._refused(turn, play, e, getattr(inner, "key_variable", None)) \
+                        or self._hand_back(turn, e)
                     if failed is None:
                         raise
                     return failed, llm
@@ -270,6 +295,40 @@ class RoleRunner:
         if found.kind in (llm_errors.TRANSIENT, llm_errors.THROTTLED):
             return None
         return Outcome.failed_at(turn, self.function, play.role, play.step(), found.reason, llm_error=found.kind)
+
+    def _hand_back(self, turn: "Turn", error: Exception) -> Outcome | None:
+        """A call the model's rate limit still refuses after this invocation's waiting: the turn
+        goes back to FC as a delayed invocation of this function, and this one ends without an
+        error, so FC's error retries are kept (shared/handback.py). None where it cannot be."""
+        found = llm_errors.classify(error)
+        if self.handback is None or found is None or found.kind != llm_errors.THROTTLED:
+            return None
+        attempt = (turn.handed_back or {}).get("attempt", 0) + 1
+        first = (turn.handed_back or {}).get("first", turn.base["start"])
+        seconds = handback.delay(attempt, found.retry_after, self.rng)
+        try:
+            request_id = self.handback(handback.event(turn.base["trigger"], attempt, first), seconds)
+        except Exception:  # noqa: BLE001 - FC's error retries take the turn instead
+            log.warning("could not hand the throttled turn back; FC retries it", exc_info=True)
+            return None
+        self._show_waiting(turn, seconds, attempt)
+        return Outcome("handed_back", reason="waiting for the model's rate limit",
+                       fields={"handed_back": attempt, "delay_s": round(seconds, 1), "handback_request_id": request_id})
+
+    def _show_waiting(self, turn: "Turn", seconds: float | None, handed_back: int | None = None) -> None:
+        """Tell watchers the turn waits for the model's rate limit, and until when; None: no
+        longer (advisory, written only when the model's rate limit turned a call away)."""
+        now = self.clock()
+        try:
+            if seconds is None:
+                self.convs.clear_progress(turn.cid)
+                return
+            self.convs.set_progress(turn.cid, {
+                "role": turn.role_name, "function": self.function, "step": "", "turn": turn.new_turn,
+                "waiting": "rate_limit", "since": now, "until": round(now + seconds, 3),
+                **({"handed_back": handed_back} if handed_back else {})})
+        except Exception:  # noqa: BLE001 - advisory: the turn goes on without it
+            log.warning("could not record the wait for the rate limit", exc_info=True)
 
     # -- steps -----------------------------------------------------------------------------
     def _open(self, key: str, request_id: str) -> "Turn":

@@ -16,6 +16,11 @@
   `chat.completion` with usage {prompt_tokens, completion_tokens, total_tokens}; on a wrong
   key 401 {error: {message, type, code: "invalid_api_key"}}.
 
+With `rpm` (60 or more), an endpoint enforces a rate limit per minute and per second, as DashScope
+does: at most rpm/60 requests in each second of the clock (a counter per second, so at most rpm
+a minute); a request over it is answered 429 with DashScope's throttling body (`THROTTLING`), and
+counted in `throttled`.
+
 A script entry may be a `Refusal` instead of a reply: the endpoint then answers with that HTTP
 status and the provider's error body ({code, message, request_id} natively; {error: {message,
 type, code}} in OpenAI's format), and a Retry-After header when it has one.
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -68,16 +74,27 @@ class Refusal:
     retry_after: int | None = None
 
 
+THROTTLING = Refusal(429, "Throttling.RateQuota", "Requests rate limit exceeded, please try again later.")
+"""What DashScope answers a request over the account's rate limit."""
+
 Script = Sequence["str | Refusal"] | Callable[[Recorded], "str | Refusal"] | None
 
 
 class _Endpoint:
     """A threaded HTTP server on 127.0.0.1 (port chosen by the OS); a context manager."""
 
-    def __init__(self, key: str = "test-key", script: Script = None, usage: tuple[int, int] | None = None):
+    def __init__(self, key: str = "test-key", script: Script = None, usage: tuple[int, int] | None = None,
+                 rpm: int | None = None):
         self.key = key
         self.script = script
         self.fixed_usage = usage
+        if rpm is not None and rpm < 60:
+            raise ValueError("rpm: at least 60 (the limit is enforced per second)")
+        self.rpm = rpm
+        self.per_second = max(1, (rpm or 0) // 60)
+        self.throttled = 0
+        self._second, self._count = 0, 0
+        """the second of the clock being counted, and the requests let through in it"""
         self.requests: list[Recorded] = []
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -160,7 +177,7 @@ class _Endpoint:
             rec.status = 401
             return 401, self._error(401, ""), {}
         rec.model, rec.messages = self._parse(rec.body)
-        reply = self._reply(rec, n)
+        reply = THROTTLING if self.rpm and not self._admit() else self._reply(rec, n)
         if isinstance(reply, Refusal):
             rec.status = reply.status
             return reply.status, self._refusal(reply), (
@@ -172,6 +189,18 @@ class _Endpoint:
             prompt, completion = self.fixed_usage
         rec.usage = {"prompt_tokens": prompt, "completion_tokens": completion}
         return 200, self._answer(rec, n), {}
+
+    def _admit(self) -> bool:
+        """Whether the rate limit lets one more request through now (and count it if so)."""
+        second = int(time.time())
+        with self._lock:
+            if second != self._second:
+                self._second, self._count = second, 0
+            if self._count >= self.per_second:
+                self.throttled += 1
+                return False
+            self._count += 1
+            return True
 
     def _reply(self, rec: Recorded, n: int) -> str:
         if callable(self.script):

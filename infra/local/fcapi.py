@@ -59,10 +59,12 @@ class Invoker(Protocol):
     def function(self, id_or_name: str) -> FunctionSpec: ...
 
     def invoke(self, function_id: str, event: bytes, *, sync: bool = True,
-               request_id: str | None = None) -> InvocationResult: ...
+               request_id: str | None = None, delay: float = 0.0) -> InvocationResult: ...
 
 _PATH = re.compile(r"^/(?:(?:2016-08-15|2021-04-06)/services/[^/]+|2023-03-30)/functions/([^/]+)/invocations/?$")
 
+MAX_ASYNC_DELAY = 3600
+"""The longest x-fc-async-delay FC accepts, in seconds."""
 MAX_SKEW = 15 * 60
 """Seconds a signed request's date may differ from the local clock."""
 KEY_FILE = "fc-access-key.json"
@@ -311,6 +313,21 @@ def read_key_file(data_dir: str) -> AccessKey | None:
         return None
 
 
+def async_delay(header: str | None, sync: bool) -> float:
+    """x-fc-async-delay: seconds FC waits before running an async invocation, 0 to 3600."""
+    if header is None or header == "":
+        return 0.0
+    if sync:
+        raise ValueError("x-fc-async-delay applies to asynchronous invocations only")
+    try:
+        delay = float(header)
+    except ValueError:
+        raise ValueError(f"x-fc-async-delay must be a number of seconds, not {header[:40]!r}") from None
+    if not 0 <= delay <= MAX_ASYNC_DELAY:
+        raise ValueError(f"x-fc-async-delay must be between 0 and {MAX_ASYNC_DELAY} seconds")
+    return delay
+
+
 # -- the server ---------------------------------------------------------------------------------
 
 class _Handler(FCResponder):
@@ -336,7 +353,11 @@ class _Handler(FCResponder):
             return self._error(404, "FunctionNotFound", str(e), request_id)
         sync = self.headers.get("x-fc-invocation-type", "Sync").lower() != "async"
         try:
-            result = runtime.invoke(spec.id, body, sync=sync, request_id=request_id)
+            delay = async_delay(self.headers.get("x-fc-async-delay"), sync)
+        except ValueError as e:
+            return self._error(400, "InvalidArgument", str(e), request_id)
+        try:
+            result = runtime.invoke(spec.id, body, sync=sync, request_id=request_id, delay=delay)
         except RuntimeError as e:
             return self._error(503, "ServiceUnavailable", str(e), request_id)
         if not sync:

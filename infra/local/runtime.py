@@ -124,12 +124,12 @@ class LocalRuntime:
         try:
             self._start_llm()
             self.scheduler.start()
+            if serve_http:  # before any event: a worker is given the invoke API's address when spawned
+                self.front.start(self.specs, self._http_invoker, self, self.store, self.spool.bucket)
             if dispatch:
                 self._dispatcher = EventDispatcher(self.spool.events_dir, self.spool.sock_path,
                                                    self.scheduler.on_event, poll_interval=self.poll_interval)
                 self._dispatcher.start()
-            if serve_http:
-                self.front.start(self.specs, self._http_invoker, self, self.store, self.spool.bucket)
         except BaseException:
             self._stop_llm()
             self._release_lock()
@@ -246,12 +246,13 @@ class LocalRuntime:
                           f"declared: {', '.join(self.functions)}")
 
     def invoke(self, function_id: str, event: bytes, *, sync: bool = True,
-               request_id: str | None = None) -> InvocationResult:
-        """Invoke like FC: sync returns the result; async queues it (with retries) and returns."""
+               request_id: str | None = None, delay: float = 0.0) -> InvocationResult:
+        """Invoke like FC: sync returns the result; async queues it (with retries), after `delay`
+        seconds (x-fc-async-delay), and returns."""
         if not self._started:
             raise RuntimeError("the local runtime is not started (use start() or a with block)")
         return self.scheduler.invoke(self.function(function_id), bytes(event), request_id or uuid.uuid4().hex,
-                                     "invoke", sync=sync)
+                                     "invoke", sync=sync, delay=delay)
 
     def wait_idle(self, timeout: float = 30.0) -> bool:
         """True once the event spool is empty and nothing is queued or running; False on timeout."""
@@ -299,6 +300,12 @@ class LocalRuntime:
         env.update(self._llm_env)  # TROUPE_LLM=local becomes openai + the shared model server
         if "TROUPE_API_KEY" in spec.env:
             env["TROUPE_API_KEY"] = self.api_key
+        if self.front.api is not None:
+            # as FC gives a function its role's credentials: here the invoke API's own key, with
+            # which a role function hands a throttled turn back (shared/handback.py)
+            key = self.front.api.access_key
+            env.update({"TROUPE_FC_ENDPOINT": self.front.api.url, "ALIBABA_CLOUD_ACCESS_KEY_ID": key.id,
+                        "ALIBABA_CLOUD_ACCESS_KEY_SECRET": key.secret})
         env.update(self.extra_env)
         return env
 

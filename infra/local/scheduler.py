@@ -86,12 +86,19 @@ class Scheduler:
 
     # -- invocation ------------------------------------------------------------------------
     def invoke(self, spec: FunctionSpec, event: bytes, request_id: str, trigger: str,
-               sync: bool = True) -> InvocationResult:
-        """Sync: run it and return the result. Async: queue it (with retries) and return."""
+               sync: bool = True, delay: float = 0.0) -> InvocationResult:
+        """Sync: run it and return the result. Async: queue it (with retries), to run after
+        `delay` seconds (FC's x-fc-async-delay), and return."""
         if sync:
             with self._busy():
                 return self._run_once(spec, event, request_id, trigger=trigger)
-        return self._enqueue(Job(spec, event, request_id, trigger, 0.0))
+        job = Job(spec, event, request_id, trigger, 0.0)
+        if delay > 0:
+            if self._executor is None or self.stopped.is_set():
+                raise RuntimeError("the local runtime is stopping")
+            self._enqueue_later(job, delay)
+            return InvocationResult(request_id=request_id, function_id=spec.id, status="queued", ok=True)
+        return self._enqueue(job)
 
     def pids(self, function_id: str) -> list[int]:
         return self._pools[function_id].pids() if function_id in self._pools else []

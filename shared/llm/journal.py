@@ -42,8 +42,10 @@ log = logging.getLogger("troupe.journal")
 
 PROGRESS_EVERY = 5.0
 """seconds between two writes of a streamed call's tokens so far"""
-BACKOFF_BASE, BACKOFF_CAP = 1.0, 20.0
-"""seconds: a throttled call waits about base × 2^(k-1) (at most cap), or what Retry-After says"""
+BACKOFF_BASE, BACKOFF_CAP = 1.0, 5.0
+"""seconds: a throttled call waits about base × 2^(k-1) (at most cap), or what Retry-After says. The
+cap is short on purpose: the model's limit is per second, so a caller that waits long leaves the
+freed capacity unused (turns that wait longer are handed back, shared/handback.py)."""
 
 
 class InFlight(TroupeError):
@@ -61,7 +63,7 @@ class JournalingLLM(BaseLLM):
     def __init__(self, inner: BaseLLM, convs: ConversationStore, cid: str, trigger: str,
                  budget: Budget | None = None, holder: str = "", stale_after: float = 900.0,
                  clock=time.time, progress: dict | None = None, throttle_budget: float = 0.0,
-                 sleep=asyncio.sleep, rng: random.Random | None = None):
+                 sleep=asyncio.sleep, rng: random.Random | None = None, on_wait=None):
         self.inner = inner
         self.config = inner.config
         self.model = getattr(inner, "model", None) or inner.config.model
@@ -84,6 +86,8 @@ class JournalingLLM(BaseLLM):
         """Answers of the model's rate limit during this invocation."""
         self.waited_ms = 0.0
         """Time spent waiting for the rate limit, backing off."""
+        self.on_wait = on_wait
+        """(seconds) -> None: told before each wait on the rate limit (the status shows it)."""
         self.mismatched = 0
         """Replayed calls whose prompt differs from the journaled one's: the role did not retrace its
         first attempt exactly. Some of that is harmless (QA's prompt carries a test run's timings);
@@ -160,6 +164,8 @@ class JournalingLLM(BaseLLM):
                     raise
                 log.info("LLM call %s-%d throttled (%s): waiting %.1f s", self.trigger, n, found.reason, delay)
                 self.waited_ms += delay * 1000
+                if self.on_wait is not None:
+                    self.on_wait(delay)
                 await self._sleep(delay)
 
     def _listening(self, n: int, started: float):

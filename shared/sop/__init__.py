@@ -10,10 +10,9 @@ import json
 
 
 def handler(event, context):
-    from shared.env import conversations, function_id, function_timeout, memory_mb
+    from shared.env import conversations, function_id, role_settings
     from shared.llm import make_llm
     from shared.sop.runner import sop_runner
 
-    runner = sop_runner(conversations(context), function_id(), make_llm, memory_mb=memory_mb(context),
-                        timeout_s=function_timeout(context))
+    runner = sop_runner(conversations(context), function_id(), make_llm, **role_settings(context))
     return json.dumps(runner.handle_event(event, context.request_id))

@@ -224,7 +224,7 @@ class FakeRuntime:
             raise LookupError(f"no function {name!r}")
         return types.SimpleNamespace(id="gateway")
 
-    def invoke(self, fid, body, *, sync, request_id):
+    def invoke(self, fid, body, *, sync, request_id, delay=0.0):
         self.invoked.append((fid, body, sync))
         return types.SimpleNamespace(ok=True, body=lambda: b'"done"')
 

@@ -188,3 +188,75 @@ def test_a_turn_throttled_twice_commits_once_and_its_record_shows_the_wait(tmp_p
     assert out[0]["outcome"] == "committed" and out[0]["llm_paid"] == 1
     assert out[0]["throttled"] == 2 and out[0]["waited_ms"] > 0
     assert [m["content"] for m in h.convs.messages(cid)[0]][1:] == ["Streets are for people."]
+
+
+def test_past_its_waiting_a_throttled_turn_is_handed_back_and_the_later_invocation_pays_once(tmp_path):
+    from shared import handback
+    from shared.runner import RoleRunner
+
+    throttled = Refusal(429, "Throttling.RateQuota", "Requests rate limit exceeded", retry_after=5)
+    sent: list[tuple[bytes, float]] = []
+    with OpenAIEndpoint(key=KEY, script=[throttled, "Streets are for people."]) as ep:
+        h, cid = _debate(tmp_path, ep)
+        # GIVEN a persona function that may not wait at all on the rate limit, and can hand turns back
+        runner = RoleRunner(h.convs, "persona", h.llm_factory, throttle_wait_s=0.0,
+                            handback=lambda event, delay: sent.append((event, delay)) or "req-later")
+        out = runner.handle_event(h.pending_inbox()[0], "req-1")
+        # THEN the invocation ends without an error, the turn goes back to FC for later, nothing is paid
+        assert out[0]["outcome"] == "handed_back" and out[0]["handed_back"] == 1
+        assert out[0]["throttled"] == 1 and out[0].get("llm_paid") == 0 and len(ep.requests) == 1
+        assert len(sent) == 1 and 5.0 <= sent[0][1] <= 5.6  # Retry-After, with a little jitter
+        back = handback.read(sent[0][0])
+        assert back["attempt"] == 1 and back["key"].startswith("inbox/persona/")
+        assert h.convs.get_end(cid) is None
+        # AND watchers see the turn waiting for the model's rate limit, and until when
+        status = h.http("GET", f"/conversations/{cid}")[1]
+        assert status["status"] == "running" and status["running"]["waiting"] == "rate_limit"
+        assert status["running"]["detail"] == "waiting for the model's rate limit" 
+        waiting_role = status["running"]["role"]
+
+        # WHEN FC runs the handed-back invocation (the model has room again)
+        later = runner.handle_event(sent[0][0], "req-later")
+    # THEN it commits the turn, paying the call once; a replay of the hand-back is a duplicate
+    assert later[0]["outcome"] == "committed" and later[0]["llm_paid"] == 1 and len(ep.requests) == 2
+    assert [(m["role"], m["content"]) for m in h.convs.messages(cid)[0]][1:] == [(waiting_role, "Streets are for people.")]
+    assert runner.handle_event(sent[0][0], "req-again")[0]["outcome"] == "duplicate" and len(ep.requests) == 2
+    assert h.http("GET", f"/conversations/{cid}")[1]["running"] is None  # the wait is over
+    # AND the bill shows the wait apart from the LLM's part
+    bill = h.http("GET", f"/conversations/{cid}/usage")[1]["total"]
+    assert (bill["throttled"], bill["handed_back"], bill["llm_calls"]) == (1, 1, 1)
+
+
+def test_a_hand_back_that_cannot_be_sent_leaves_the_turn_to_fcs_retries_and_bad_ones_are_rejected(tmp_path):
+    from shared.runner import RoleRunner
+
+    def broken(event, delay):
+        raise OSError("FC API unreachable")
+
+    throttled = Refusal(429, "Throttling.RateQuota", "Requests rate limit exceeded", retry_after=0)
+    with OpenAIEndpoint(key=KEY, script=[throttled]) as ep:
+        h, cid = _debate(tmp_path, ep)
+        runner = RoleRunner(h.convs, "persona", h.llm_factory, throttle_wait_s=0.0, handback=broken)
+        with pytest.raises(Exception) as err:
+            runner.handle_event(h.pending_inbox()[0], "req-1")
+    assert errors.classify(err.value).kind == errors.THROTTLED and h.convs.get_end(cid) is None
+    # AND a malformed hand-back event is rejected, naming what is wrong
+    for bad in (b'{"troupe_handback": {"key": "inbox/x", "attempt": 0, "first": 1}}',
+                b'{"troupe_handback": "inbox/x"}'):
+        out = runner.handle_event(bad, "req-2")
+        assert out[0]["outcome"] == "rejected" and "troupe_handback" in out[0]["reason"]
+    out = runner.handle_event(b'{"troupe_handback": {"key": "inbox/../etc", "attempt": 1, "first": 1}}', "r")
+    assert out[0]["outcome"] == "rejected"
+
+
+def _debate(tmp_path, ep):
+    from infra.testing.harness import Harness
+
+    def factory(model=None):
+        llm = make_llm({"TROUPE_LLM": "dashscope-openai", "TROUPE_LLM_BASE_URL": ep.compatible_base_url,
+                        "DASHSCOPE_API_KEY": KEY}, model)
+        llm.aclient.max_retries = 0
+        return llm
+
+    h = Harness(str(tmp_path), llm_factory=factory)
+    return h, h.start("debate", text="Should cities ban cars?", max_turns=2)

@@ -31,6 +31,7 @@
       user_role: "Input", your_turn: "Your turn as {role}", waiting_for: "Waiting for {role} to answer…",
       running_step: "{role} is working on {step} · {s} s",
       running_tokens: " · {n} tokens so far",
+      running_throttled: "{role} is waiting for the model's rate limit · next try in {s} s",
       deliverable: "Result", delivered_by: "by {role}, turn {turn}", no_invocations: "No invocations yet.",
       no_bill: "Nothing billed yet.", lanes_summary: "{n} invocations in {p} processes",
       tokens_n: "{n} tokens", turn_n: "#{n}",
@@ -81,6 +82,7 @@
       user_role: "输入", your_turn: "轮到你以 {role} 的身份发言", waiting_for: "等待 {role} 作答…",
       running_step: "{role} 正在进行 {step} · {s} 秒",
       running_tokens: " · 已生成 {n} 个 token",
+      running_throttled: "{role} 正在等待模型限流解除 · {s} 秒后重试",
       deliverable: "结果", delivered_by: "由 {role} 给出，第 {turn} 轮", no_invocations: "还没有调用。",
       no_bill: "还没有费用。", lanes_summary: "{n} 次调用，分布在 {p} 个进程中",
       tokens_n: "{n} 个 token", turn_n: "第 {n} 轮",
@@ -1048,7 +1050,8 @@
       delete form.dataset.role;
       // a long SOP step: which role, which step, for how long, tokens so far (streamed calls)
       const r = data.status === "running" && data.running ? data.running : null;
-      $("waiting").textContent = r ? t("running_step", {
+      $("waiting").textContent = r && r.waiting === "rate_limit" ? t("running_throttled", {
+        role: r.role, s: Math.max(0, Math.round((Number(r.until) || 0) - Date.now() / 1000)) }) : r ? t("running_step", {
         role: r.role, step: r.step || "…", s: Math.max(0, Math.round(Date.now() / 1000 - (Number(r.since) || 0))) }) +
         (Number(r.tokens) > 0 ? t("running_tokens", { n: Number(r.tokens) }) : "") : "";
     }
@@ -1193,6 +1196,7 @@
       const committed = r.outcome === "committed" || r.outcome === "created" || r.outcome === "human_message";
       const tip = [r.function, r.role, r.turn != null ? "turn " + r.turn : null, r.outcome, fmtMs(r.duration_ms),
                    r.waited_ms ? "waited " + fmtMs(r.waited_ms) + " on the model's rate limit (" + r.throttled + "×)" : null,
+                   r.handed_back ? "handed back to run again in " + r.delay_s + " s (" + r.handed_back + "×)" : null,
                    r.pid ? "pid " + r.pid : null, r.request_id ? "request " + r.request_id : null,
                    new Date(r.start * 1000).toLocaleTimeString()].filter(Boolean).join(" · ");
       chart.append(svg("rect", { class: "bar", x: x.toFixed(2), y, width: Math.min(w, width - right - x).toFixed(2),
