@@ -14,7 +14,7 @@ sides read it:
     right after the write that ends a step, known by its key: a journal entry, a commit, a
     workspace manifest (the software company's turn, before its commit), a delivery;
   - the LLM (a scripted LLM subclass registered as `fake`): kills before its paid call, stalls
-    past the function's timeout, latency;
+    past the function's timeout, latency, the model's rate limit turning calls away;
   - the handler: which turn is served, failing while a flag file is absent, copies of a
     delivery waiting for each other.
   The code of the functions and of shared/ is unchanged and unaware of it.
@@ -45,6 +45,10 @@ SPEC (every key optional):
   "llm_stall":  {"turns": [3], "seconds": 8}           the LLM call sleeps (once per turn;
                                                         min_turn / once as for kill)
   "llm_latency": 0.2                                    every LLM call takes this long
+  "throttle":   {"turns": [2], "times": 3}             the model's rate limit turns the call
+                                                        away `times` times (across attempts; as
+                                                        DashScope's provider raises it), before
+                                                        it is answered; min_turn / once as for kill
   "together":   2.0                                     copies of a delivery wait (at most this
                                                         long) for each other, then run at once
   "fail_until": {"flag": "<path>", "turns": [2] | null} the handler raises while flag is absent
@@ -323,13 +327,19 @@ def faulty_handler(handler, function: str):
     """The function's handler, wrapped: which turn is being served (for the kill points and the
     ledger), failing while a flag file is absent, and copies of a delivery waiting for each other
     so that they race."""
-    from shared import keys
+    from shared import handback, keys
     from shared.events import OssEvent
+
+    def delivery_key(event) -> str:
+        """The delivery an OSS event, or a turn handed back (shared/handback.py), names."""
+        back = handback.read(event)
+        return back["key"] if back is not None else OssEvent.parse(event).records[0].key
 
     @functools.wraps(handler)
     def serve(event, context):
         try:
-            cid, turn_in, _ = keys.parse_delivery(function, OssEvent.parse(event).records[0].key)
+            key = delivery_key(event)
+            cid, turn_in, _ = keys.parse_delivery(function, key)
         except Exception:  # noqa: BLE001 - not a delivery: the handler answers it
             return handler(event, context)
         rid = getattr(context, "request_id", "") or ""
@@ -342,7 +352,6 @@ def faulty_handler(handler, function: str):
                 raise RuntimeError(f"injected failure: the cause is not fixed ({fail['flag']} is missing)")
             together = _F.spec(cid).get("together")
             if together:
-                key = OssEvent.parse(event).records[0].key
                 _F.log(ev="arrive", cid=cid, turn=turn_in + 1, rid=rid, fn=function,
                        others=_F.meet(key, rid, 2, float(together)))
             return handler(event, context)
@@ -350,6 +359,19 @@ def faulty_handler(handler, function: str):
             _CTX.clear()
 
     return serve
+
+
+def _throttle(spec: dict | None, cid, turn) -> None:
+    """Turn the call away as the model's rate limit does (nothing is paid), the first `times`
+    times this turn (or conversation, `once`) reaches it, whichever invocation makes it."""
+    if not spec or not _turn_matches(spec.get("turns"), turn, spec.get("min_turn")):
+        return
+    for k in range(int(spec.get("times", 3))):
+        if _F.once(*_once_key("throttle", spec, cid, turn), k):
+            _F.log(ev="throttled", cid=cid, turn=turn, k=k, rid=_CTX.get("rid"), fn=_CTX.get("fn"))
+            # as MetaGPT's DashScopeLLM raises DashScope's answer (shared/llm/errors.py reads it)
+            raise RuntimeError("code: Throttling.RateQuota, request_id: fault, "
+                               "message: Requests rate limit exceeded, please try again later.")
 
 
 def faulty_llm(env):
@@ -363,6 +385,7 @@ def faulty_llm(env):
         async def _achat_completion(self, messages, timeout=60):
             cid, turn = _CTX.get("cid"), _CTX.get("turn")
             spec = _F.spec(cid)
+            _throttle(spec.get("throttle"), cid, turn)
             _kill("before_llm", cid, turn)
             _F.log(ev="llm_start", cid=cid, turn=turn, n=_CTX.get("n"), rid=_CTX.get("rid"), fn=_CTX.get("fn"))
             stall = spec.get("llm_stall")

@@ -15,6 +15,9 @@ Every conversation gets one fault class (matched by its input text, see infra/lo
                        timeout after it went through), absorbed by the store's retry with backoff
   llm_timeout          one turn's LLM call sleeps past the persona's timeout: the runtime kills
                        the instance, the retry takes the abandoned call over
+  throttled            the model's rate limit turns one turn's call away 3 times: it is waited
+                       on inside the invocation, then the turn is handed back to FC as a delayed
+                       invocation (shared/handback.py), which pays the call once
   chaos                duplicates + transient errors + a kill at a random point (bench only)
 
 Software company (scenario software_company, flow sop: MetaGPT's five roles as five functions,
@@ -59,9 +62,11 @@ import yaml
 from infra.local.faults import POINTS, SOP_POINTS, Faults, read_ledger
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SMALL_CLASSES = ["none", "duplicates", *(f"kill_{p}" for p in POINTS), "race", "transient", "llm_timeout"]
+SMALL_CLASSES = ["none", "duplicates", *(f"kill_{p}" for p in POINTS), "race", "transient", "llm_timeout",
+                 "throttled"]
 ALL_CLASSES = SMALL_CLASSES + ["chaos"]
-SOP_SMALL_CLASSES = ["none", "duplicates", *(f"kill_{p}" for p in SOP_POINTS), "race", "transient", "llm_timeout"]
+SOP_SMALL_CLASSES = ["none", "duplicates", *(f"kill_{p}" for p in SOP_POINTS), "race", "transient", "llm_timeout",
+                     "throttled"]
 SOP_ALL_CLASSES = SOP_SMALL_CLASSES + ["chaos"]
 SOP = "sop:"
 """The label prefix of software-company rows (`sop:race`)."""
@@ -90,9 +95,11 @@ def class_spec(cls: str, rng: random.Random, turns: int, persona_timeout: float)
         return {"transient": {"rate": 0.1, "after": 0.3}}
     if cls == "llm_timeout":
         return {"llm_stall": {"turns": [rng.randint(1, turns)], "seconds": persona_timeout + 4}}
+    if cls == "throttled":
+        return {"throttle": {"turns": [rng.randint(1, turns)], "times": 3}}
     if cls == "chaos":
         return {"copies": {"n": 3, "max_delay": 0.4}, "transient": {"rate": 0.05, "after": 0.3},
-                "kill": kill(rng.choice(POINTS))}
+                "kill": kill(rng.choice(POINTS)), "throttle": {"turns": [rng.randint(1, turns)], "times": 2}}
     raise ValueError(f"unknown fault class {cls!r}")
 
 
@@ -119,6 +126,8 @@ def sop_class_spec(cls: str, rng: random.Random, sop_timeout: float, i: int = 0)
         return {"kill": {"point": point, **aim(point, point in ("before_llm", "after_journal"))}}
     if cls == "llm_timeout":
         return {"llm_stall": {**aim(cls), "seconds": sop_timeout + 4}}
+    if cls == "throttled":
+        return {"throttle": {**aim(cls), "times": 3}}
     if cls == "chaos":
         point = rng.choice(SOP_POINTS)
         return {"copies": {"n": 3, "max_delay": 0.4}, "transient": {"rate": 0.05, "after": 0.3},
@@ -320,7 +329,10 @@ class FaultSuite:
         self.s_yaml = write_s_yaml(self.workdir, persona_timeout, sop_timeout)
         self.rt = LocalRuntime(self.data, self.s_yaml, retry_delay=0.05, max_instances=max_instances,
                                scale_out_after=0.0, event_delays=self.faults.event_delays,
-                               extra_env={"TROUPE_FAULTS": self.plan_path, "TROUPE_LLM": "fake"})
+                               # a throttled call (3 tries, at least 0.5 s apart) outlasts a second of
+                               # waiting: its turn is handed back
+                               extra_env={"TROUPE_FAULTS": self.plan_path, "TROUPE_LLM": "fake",
+                                          "TROUPE_THROTTLE_WAIT_S": "1"})
         self.tokens: dict[str, str] = {}
         self.cls_of: dict[str, str] = {}
         self.input_of: dict[str, str] = {}
@@ -492,7 +504,7 @@ class FaultSuite:
                 agg["llm_overpaid"] += sum(max(0, n - calls_expected.get(t, 0)) for t, n in done.items())
                 agg["llm_abandoned"] += sum(started.values()) - sum(done.values())
                 for e in events:
-                    if e["ev"] in ("kill", "stall", "fail"):
+                    if e["ev"] in ("kill", "stall", "fail", "throttled"):
                         agg[f"injected_{e['ev']}"] += 1
                     elif e["ev"] == "transient":
                         agg[f"injected_transient_{e['when']}"] += 1
@@ -544,7 +556,7 @@ COLUMNS = [("conversations", "convs"), ("completed", "done"), ("turns_expected",
            ("llm_paid_per_call_max", "paid/call max"), ("llm_overpaid", "overpaid"), ("llm_abandoned", "abandoned"),
            ("retries", "retries"), ("overlapping", "overlaps"), ("outcome_in_flight", "in_flight"),
            ("outcome_replayed", "replayed"), ("outcome_duplicate", "dup-noop"),
-           ("wall_s", "wall s")]
+           ("outcome_handed_back", "handed back"), ("wall_s", "wall s")]
 """The table's columns. `differ`: records unlike the fault-free run's (debates: turn, role, text;
 software company: turn, role, cause_by, text modulo `normalize`); `files differ`, `ws bad`: software
 companies whose final project differs, turns whose record disagrees with its workspace (- for

@@ -123,6 +123,9 @@ class JournalingLLM(BaseLLM):
                 text = await self._paid(n, started, messages, stream, timeout)
             except BaseException:
                 self.failed_call = n  # still claimed: see abandon()
+                # the call was not made: the next call (MetaGPT retrying it) takes its index, so
+                # the journal numbers the calls that were answered, whatever failed in between
+                self.calls = n
                 raise
             after = _tokens(self.inner)
             waited = self.waited_ms - waited

@@ -446,6 +446,9 @@ def install(code_cap: int | None = None) -> None:
     from metagpt.actions.write_code import WriteCode
     from metagpt.actions.write_test import WriteTest
 
+    from shared.llm import retries
+
+    retries.install()  # first: what follows wraps MetaGPT's retrying methods as they then are
     aask_v1 = ActionNode._aask_v1
 
     @functools.wraps(aask_v1)  # keeps MetaGPT's tenacity `retry` reachable as before

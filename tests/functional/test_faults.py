@@ -2,7 +2,8 @@
 
 A handful of debates per fault class (infra/testing/faultsuite.py, infra/local/faults.py): duplicated
 and reordered events, SIGKILL at four points of a turn, racing copies of one delivery,
-transient storage errors, an LLM call outliving the function's timeout. Each must end with
+transient storage errors, an LLM call outliving the function's timeout, the model's rate limit
+turning a call away until the turn is handed back. Each must end with
 the fault-free run's transcript: no turn lost, none duplicated, at most one paid LLM call per
 turn. Next to them, one software company per class (MetaGPT's five SOP roles as five functions,
 rows `sop:<class>`, with one more kill point: after the workspace's save, before the commit):
@@ -107,6 +108,11 @@ def test_every_conversation_has_the_fault_free_turns_exactly_once(run, capsys):
     assert timeout.get("injected_stall") == timeout.get("attempts_timeout") == PER_CLASS, timeout
     assert timeout["llm_abandoned"] == PER_CLASS, timeout  # the calls the timeout cut off
     assert results["race"]["event_copies"] == 2 * results["race"]["turns_committed"]
+    # the model's rate limit turned each throttled debate's call away 3 times, and past the
+    # waiting its turn was handed back to FC (a delayed invocation), which paid the call once
+    throttled = results["throttled"]
+    assert throttled.get("injected_throttled") == 3 * PER_CLASS, throttled
+    assert throttled.get("outcome_handed_back", 0) >= PER_CLASS, throttled
     assert results["race"].get("overlapping", 0) >= 1, results["race"]  # two instances inside one turn at once
 
 
@@ -133,6 +139,9 @@ def test_every_software_company_has_the_fault_free_turns_and_project_exactly_onc
     # one delivery per committed turn (the opening input's included, the last turn's end excluded)
     assert results["duplicates"]["event_copies"] == 3 * results["duplicates"]["turns_committed"], results["duplicates"]
     assert results["race"]["event_copies"] == 2 * results["race"]["turns_committed"], results["race"]
+    # and a software company's call turned away 3 times by the rate limit was handed back, paid once
+    assert results["throttled"].get("injected_throttled") == 3 * SOP_PER_CLASS, results["throttled"]
+    assert results["throttled"].get("outcome_handed_back", 0) >= SOP_PER_CLASS, results["throttled"]
     assert results["race"].get("overlapping", 0) >= 1, results["race"]
     transient = results["transient"]
     assert transient.get("injected_transient_before", 0) + transient.get("injected_transient_after", 0) > 0, transient

@@ -260,3 +260,56 @@ def _debate(tmp_path, ep):
 
     h = Harness(str(tmp_path), llm_factory=factory)
     return h, h.start("debate", text="Should cities ban cars?", max_turns=2)
+
+
+def test_a_software_company_role_refused_for_good_asks_the_model_once_not_metagpts_six_times(tmp_path):
+    from infra.testing.harness import Harness
+
+    refused = Refusal(400, "data_inspection_failed", "Input data may contain inappropriate content.")
+    with OpenAIEndpoint(key=KEY, script=[refused]) as ep:
+        def factory(model=None):
+            llm = make_llm({"TROUPE_LLM": "dashscope-openai", "TROUPE_LLM_BASE_URL": ep.compatible_base_url,
+                            "DASHSCOPE_API_KEY": KEY}, model)
+            llm.aclient.max_retries = 0
+            return llm
+
+        h = Harness(str(tmp_path), llm_factory=factory)
+        cid = h.start("software_company", text="A command-line todo list")
+        # WHEN the product manager's PRD call is refused on content grounds
+        out = h.runner("product_manager").handle_event(h.pending_inbox()[0])
+    # THEN MetaGPT's retries (6 tries, minutes of waiting) stop at once: one request, the conversation failed
+    assert len(ep.requests) == 1
+    assert out[0]["outcome"] == "failed" and out[0]["llm_error"] == "permanent"
+    end = h.convs.get_end(cid)
+    assert end["status"] == "failed" and "content policy" in end["reason"] and end.get("step")
+
+
+def test_a_call_tried_again_after_an_error_keeps_its_index_in_the_journal(tmp_path):
+    from shared.llm.retries import worth_retrying
+
+    # GIVEN a call that fails once (the model service), then is answered
+    with OpenAIEndpoint(key=KEY, script=[Refusal(500, "InternalError", "An internal error has occured"),
+                                         "fine"]) as ep:
+        h, cid, llm = _journaling(tmp_path, ep)
+        messages = [{"role": "user", "content": "hi"}]
+
+        async def twice():
+            try:
+                await llm.acompletion_text(messages)
+            except Exception as e:  # noqa: BLE001
+                assert worth_retrying(e)  # a transient error: MetaGPT may try again
+            else:
+                raise AssertionError("the first try was answered")
+            # WHEN it is tried again in the same invocation (as MetaGPT's tenacity retry does)
+            return await llm.acompletion_text(messages)
+
+        assert asyncio.run(twice()) == "fine"
+    # THEN the answer is journaled as the invocation's first call, so a replay finds it there
+    assert h.convs.journal_get(cid, "c" * 16, 0)["reply"] == "fine" and llm.calls == 1 and llm.paid == 1
+    # AND what no retry fixes is not retried
+    for refusal in (Refusal(400, "data_inspection_failed", "inappropriate"), Refusal(429, "Throttling.RateQuota")):
+        with OpenAIEndpoint(key=KEY, script=[refusal]) as ep:
+            _, _, other = _journaling(tmp_path / refusal.code, ep)
+            with pytest.raises(Exception) as err:
+                asyncio.run(other.acompletion_text(messages))
+        assert not worth_retrying(err.value)

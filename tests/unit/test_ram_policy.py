@@ -161,3 +161,18 @@ def test_the_software_company_and_a_pipeline_stay_within_their_policies(tmp_path
     assert h.http("GET", f"/conversations/{cid}/artifacts")[0] == 403
     # THEN no function needed anything its policy does not grant
     assert {fn: s.denied for fn, s in stores.items()} == {fn: [] for fn in functions}
+
+
+def test_a_role_function_may_invoke_itself_to_hand_a_throttled_turn_back_and_nothing_else():
+    import yaml
+
+    with open(os.path.join(ROOT, "s.yaml"), encoding="utf-8") as f:
+        resources = yaml.safe_load(f)["resources"]
+    names = {fid: res["props"]["functionName"] for fid, res in resources.items()}
+    role_functions = ("persona", "product_manager", "architect", "project_manager", "engineer", "qa_engineer")
+    for fid in names:
+        policy = load_policy(fid)
+        for other, name in names.items():
+            may = allowed(policy, "fc:InvokeFunction", f"acs:fc:cn-hangzhou:1234567890:functions/{name}")
+            # the role functions their own function only (shared/handback.py); the others none
+            assert may == (other == fid and fid in role_functions), (fid, other)
