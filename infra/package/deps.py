@@ -83,6 +83,10 @@ for kind in ("openai", "dashscope", "dashscope-openai"):
     make_llm({"TROUPE_LLM": kind, "DASHSCOPE_API_KEY": "k", "TROUPE_LLM_BASE_URL": "http://127.0.0.1:9/v1"})
 import shared.store.oss, oss2  # noqa
 oss2.Bucket(oss2.StsAuth("a", "b", "c"), "http://127.0.0.1:9", "troupe-probe")
+# the FC client a role function hands a throttled turn back with (shared/handback.py)
+from shared.handback import FCHandback
+FCHandback("troupe-persona", "http://127.0.0.1:9", "a", "b", "c").client()
+import alibabacloud_fc20230330.models, darabonba.runtime  # noqa
 print("MODULES " + json.dumps(sorted({m.split(".")[0] for m in list(sys.modules)})))
 """
 

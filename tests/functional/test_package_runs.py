@@ -164,3 +164,30 @@ def test_cpython310_names_conflicting_versions_in_a_layer(tmp_path):
         target.check_layer_consistent(target.python310()[0], str(site))
     (site / "beta-1.5.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: beta\nVersion: 2.1\n")
     assert target.check_layer_consistent(target.python310()[0], str(site))["conflicts"] == []
+
+
+def test_a_throttled_turn_is_handed_back_through_the_layers_fc_sdk(packaged, tmp_path):
+    from tests.llm_endpoints import THROTTLING, DashScopeEndpoint
+
+    _, unpacked = packaged
+    # GIVEN the packaged functions on MetaGPT's DashScope provider, whose model turns the first call away
+    script = lambda rec: THROTTLING if len(ep.requests) == 1 else "Streets are for people."  # noqa: E731
+    with DashScopeEndpoint(key="sk-package", script=script) as ep, \
+            LocalRuntime(str(tmp_path / "data"), os.path.join(ROOT, "s.yaml"), package=unpacked, python=PY310,
+                         llm="dashscope", retry_delay=0.05,
+                         extra_env={"DASHSCOPE_API_KEY": ep.key, "DASHSCOPE_HTTP_BASE_URL": ep.base_url,
+                                    "TROUPE_THROTTLE_WAIT_S": "0"}) as rt:
+        created = _http(rt, "POST", "/conversations", rt.api_key,
+                        {"scenario": "debate", "input": "Should cities ban cars?", "limits": {"max_turns": 1}})
+        deadline = time.time() + 120
+        while (conv := _http(rt, "GET", f"/conversations/{created['id']}", created["token"]))["status"] == "running":
+            assert time.time() < deadline, conv
+            time.sleep(0.2)
+        rows = _http(rt, "GET", f"/conversations/{created['id']}/invocations", created["token"])["invocations"]
+    # THEN the turn went back to FC through the layer's FC SDK (a delayed invocation) and then completed,
+    # its call paid once
+    assert conv["status"] == "completed", conv["end"]
+    outcomes = [r["outcome"] for r in sorted(rows, key=lambda r: r["start"]) if r["function"] == "persona"]
+    assert outcomes[:2] == ["handed_back", "committed"] and outcomes.count("handed_back") == 1, rows
+    assert ep.requests[0].status == 429 and all(r.status == 200 for r in ep.requests[1:]), ep.requests
+    assert sum(r.get("llm_paid", 0) for r in rows) == len(ep.requests) - 1
