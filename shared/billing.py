@@ -116,7 +116,7 @@ def bill_fields(model: str | None, prompt_tokens: int, completion_tokens: int, m
 
 
 _SUMMED = ("prompt_tokens", "completion_tokens", "llm_cny", "gb_s", "compute_cny", "cost_cny",
-           "throttled", "waited_ms", "handed_back")
+           "throttled", "waited_ms", "handed_back", "queued_ms")
 
 
 def usage_report(rows: list[dict]) -> dict:
@@ -125,7 +125,9 @@ def usage_report(rows: list[dict]) -> dict:
     Time spent on the model's rate limit shows apart: `throttled` (calls it turned away),
     `waited_ms` (backing off inside invocations: the instance is held, so it is in the compute
     part, never in the LLM part, which is priced by tokens) and `handed_back` (the turn given
-    back to FC to run again later, shared/handback.py: nothing is billed while it waits)."""
+    back to FC to run again later, shared/handback.py: nothing is billed while it waits), and
+    `queued_ms`, the time an event waited before its invocation started (FC's queue, behind a
+    function's instance limit: not billed either)."""
     out_rows, by_role = [], {}
     total = {k: 0 for k in _SUMMED} | {"invocations": 0, "llm_calls": 0}
     for r in rows:
@@ -146,5 +148,5 @@ def usage_report(rows: list[dict]) -> dict:
     for acc in [total, *by_role.values()]:
         for k in ("llm_cny", "compute_cny", "cost_cny", "gb_s"):
             acc[k] = round(acc[k], 10)
-        acc["waited_ms"] = round(acc["waited_ms"], 1)
+        acc["waited_ms"], acc["queued_ms"] = round(acc["waited_ms"], 1), round(acc["queued_ms"], 1)
     return {"currency": "CNY", "rows": out_rows, "by_role": by_role, "total": total}

@@ -102,6 +102,11 @@ class OssEventRecord(DictWrapper):
         return self._data.get("eventTime", "")
 
     @property
+    def event_epoch(self) -> float | None:
+        """eventTime in epoch seconds (OSS writes `2026-12-03T09:00:00.123Z`); None if it has none."""
+        return iso_epoch(self.event_time)
+
+    @property
     def request_id(self) -> str:
         return self._data.get("responseElements", {}).get("requestId", "")
 
@@ -154,8 +159,25 @@ def records_or_rejection(event: bytes | str | dict, log) -> tuple[list["OssEvent
         return [], [{"outcome": "rejected", "reason": e.message}]
 
 
-def for_each_created(event: bytes | str | dict, handle_key, request_id: str, log) -> list[dict]:
-    """Run the async `handle_key(key, request_id)` for every ObjectCreated record of an OSS event.
+def iso_epoch(text: str) -> float | None:
+    """An ISO 8601 UTC time (`2026-12-03T09:00:00.123Z`, fraction optional) in epoch seconds."""
+    import calendar
+    import re
+    import time
+
+    m = re.fullmatch(r"(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d{1,9})?Z", text or "")
+    if not m:
+        return None
+    try:
+        whole = calendar.timegm(time.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S"))
+    except ValueError:
+        return None
+    return whole + (float(m.group(2)) if m.group(2) else 0.0)
+
+
+def for_each_created(event: bytes | str | dict, handle_key, request_id: str, log, timed: bool = False) -> list[dict]:
+    """Run the async `handle_key(key, request_id)` for every ObjectCreated record of an OSS event
+    (`timed`: `handle_key(key, request_id, None, <the event's time in epoch seconds>)`).
 
     One outcome per record; a malformed event, a record of another kind, or a key its handler
     rejects (RejectedEvent) becomes a logged `rejected` outcome, never an error to retry.
@@ -165,7 +187,8 @@ def for_each_created(event: bytes | str | dict, handle_key, request_id: str, log
         if not record.is_created:
             outcomes.append({"outcome": "rejected", "reason": f"event {record.event_name} is not ObjectCreated"})
             continue
-        outcomes.append(for_key(record.key, handle_key, request_id, log))
+        extra = (None, record.event_epoch) if timed else ()
+        outcomes.append(for_key(record.key, handle_key, request_id, log, *extra))
     return outcomes
 
 

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from shared.errors import BadRequest
 
 EVENT = "troupe_handback"
-"""The one field of a hand-back event: {"troupe_handback": {"key", "attempt", "first"}}."""
+"""The one field of a hand-back event: {"troupe_handback": {"key", "attempt", "first", "due"}}."""
 MAX_DELAY = 3600
 """The longest x-fc-async-delay FC accepts, in seconds."""
 BASE, CAP = 10.0, 300.0
@@ -36,13 +36,15 @@ BASE, CAP = 10.0, 300.0
 TIMEOUT_MS = 10_000
 
 
-def event(key: str, attempt: int, first: float) -> bytes:
-    """The event of the `attempt`-th hand-back of the delivery at `key`, first handed back at `first`."""
-    return json.dumps({EVENT: {"key": key, "attempt": attempt, "first": round(first, 3)}}).encode("utf-8")
+def event(key: str, attempt: int, first: float, due: float) -> bytes:
+    """The event of the `attempt`-th hand-back of the delivery at `key`, first handed back at
+    `first`, to run at `due` (epoch seconds)."""
+    return json.dumps({EVENT: {"key": key, "attempt": attempt, "first": round(first, 3),
+                               "due": round(due, 3)}}).encode("utf-8")
 
 
 def read(data) -> dict | None:
-    """The hand-back an event carries ({key, attempt, first}), None if it is not one; BadRequest if
+    """The hand-back an event carries ({key, attempt, first, due}), None if it is not one; BadRequest if
     it is one and malformed (the key itself is checked as any delivery key is)."""
     if isinstance(data, (bytes, str)):
         try:
@@ -52,16 +54,17 @@ def read(data) -> dict | None:
     if not isinstance(data, dict) or EVENT not in data:
         return None
     body = data[EVENT]
-    if not isinstance(body, dict) or set(body) != {"key", "attempt", "first"}:
-        raise BadRequest(f"{EVENT} must be an object with key, attempt and first")
-    key, attempt, first = body["key"], body["attempt"], body["first"]
+    if not isinstance(body, dict) or set(body) != {"key", "attempt", "first", "due"}:
+        raise BadRequest(f"{EVENT} must be an object with key, attempt, first and due")
+    key, attempt, first, due = body["key"], body["attempt"], body["first"], body["due"]
     if not isinstance(key, str) or not 0 < len(key) <= 1024:
         raise BadRequest(f"{EVENT}.key must be a delivery key")
     if isinstance(attempt, bool) or not isinstance(attempt, int) or not 1 <= attempt <= 10_000:
         raise BadRequest(f"{EVENT}.attempt must be a positive integer")
-    if isinstance(first, bool) or not isinstance(first, (int, float)) or first < 0:
-        raise BadRequest(f"{EVENT}.first must be a time in epoch seconds")
-    return {"key": key, "attempt": attempt, "first": float(first)}
+    for name, value in (("first", first), ("due", due)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise BadRequest(f"{EVENT}.{name} must be a time in epoch seconds")
+    return {"key": key, "attempt": attempt, "first": float(first), "due": float(due)}
 
 
 def delay(attempt: int, retry_after: float | None, rng: random.Random) -> float:

@@ -209,12 +209,17 @@ class RoleRunner:
             log.warning("rejected event: %s", e.message)
             return [{"outcome": "rejected", "reason": e.message}]
         if back is not None:
-            return [for_key(back["key"], self.handle_key, request_id, log, back)]
-        return for_each_created(event, self.handle_key, request_id, log)
+            return [for_key(back["key"], self.handle_key, request_id, log, back, back["due"])]
+        return for_each_created(event, self.handle_key, request_id, log, timed=True)
 
-    async def handle_key(self, key: str, request_id: str = "", back: dict | None = None) -> dict:
+    async def handle_key(self, key: str, request_id: str = "", back: dict | None = None,
+                         since: float | None = None) -> dict:
+        """One delivery's turn. `since`: when the event could first have run (the OSS event's time,
+        or when a hand-back was due), so that the invocation record shows the time it queued."""
         turn = self._open(key, request_id)
         turn.handed_back = back
+        if since is not None and 0 <= turn.base["start"] - since < 86400:
+            turn.base["queued_ms"] = round((turn.base["start"] - since) * 1000, 1)
         outcome, llm = self._check_limits(turn), None
         if outcome is None:
             outcome, llm = await self._turn(turn)
@@ -307,7 +312,8 @@ class RoleRunner:
         first = (turn.handed_back or {}).get("first", turn.base["start"])
         seconds = handback.delay(attempt, found.retry_after, self.rng)
         try:
-            request_id = self.handback(handback.event(turn.base["trigger"], attempt, first), seconds)
+            request_id = self.handback(handback.event(turn.base["trigger"], attempt, first, self.clock() + seconds),
+                                       seconds)
         except Exception:  # noqa: BLE001 - FC's error retries take the turn instead
             log.warning("could not hand the throttled turn back; FC retries it", exc_info=True)
             return None

@@ -29,7 +29,7 @@ def make_oss_event(bucket: str, region: str, key: str, size: int, etag: str,
             {
                 "eventName": event_name,
                 "eventSource": "acs:oss",
-                "eventTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+                "eventTime": _now_iso(),
                 "eventVersion": "1.0",
                 "oss": {
                     "bucket": {
@@ -81,3 +81,9 @@ def make_http_event(method: str, path: str, *, body: bytes = b"", headers: dict 
                      "sourceIp": source_ip, "userAgent": (headers or {}).get("User-Agent", "")},
         },
     }
+
+
+def _now_iso() -> str:
+    """This moment as OSS writes an event's time: UTC, to the millisecond."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"

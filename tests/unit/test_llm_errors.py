@@ -205,9 +205,11 @@ def test_past_its_waiting_a_throttled_turn_is_handed_back_and_the_later_invocati
         # THEN the invocation ends without an error, the turn goes back to FC for later, nothing is paid
         assert out[0]["outcome"] == "handed_back" and out[0]["handed_back"] == 1
         assert out[0]["throttled"] == 1 and out[0].get("llm_paid") == 0 and len(ep.requests) == 1
+        assert 0 <= out[0]["queued_ms"] < 60_000  # since the OSS event's time
         assert len(sent) == 1 and 5.0 <= sent[0][1] <= 5.6  # Retry-After, with a little jitter
         back = handback.read(sent[0][0])
         assert back["attempt"] == 1 and back["key"].startswith("inbox/persona/")
+        assert back["due"] - back["first"] == pytest.approx(sent[0][1], abs=1.0)  # when FC is to run it
         assert h.convs.get_end(cid) is None
         # AND watchers see the turn waiting for the model's rate limit, and until when
         status = h.http("GET", f"/conversations/{cid}")[1]
@@ -241,11 +243,12 @@ def test_a_hand_back_that_cannot_be_sent_leaves_the_turn_to_fcs_retries_and_bad_
             runner.handle_event(h.pending_inbox()[0], "req-1")
     assert errors.classify(err.value).kind == errors.THROTTLED and h.convs.get_end(cid) is None
     # AND a malformed hand-back event is rejected, naming what is wrong
-    for bad in (b'{"troupe_handback": {"key": "inbox/x", "attempt": 0, "first": 1}}',
+    for bad in (b'{"troupe_handback": {"key": "inbox/x", "attempt": 0, "first": 1, "due": 2}}',
+                b'{"troupe_handback": {"key": "inbox/x", "attempt": 1, "first": 1, "due": "soon"}}',
                 b'{"troupe_handback": "inbox/x"}'):
         out = runner.handle_event(bad, "req-2")
         assert out[0]["outcome"] == "rejected" and "troupe_handback" in out[0]["reason"]
-    out = runner.handle_event(b'{"troupe_handback": {"key": "inbox/../etc", "attempt": 1, "first": 1}}', "r")
+    out = runner.handle_event(b'{"troupe_handback": {"key": "inbox/../etc", "attempt": 1, "first": 1, "due": 2}}', "r")
     assert out[0]["outcome"] == "rejected"
 
 
@@ -313,3 +316,10 @@ def test_a_call_tried_again_after_an_error_keeps_its_index_in_the_journal(tmp_pa
             with pytest.raises(Exception) as err:
                 asyncio.run(other.acompletion_text(messages))
         assert not worth_retrying(err.value)
+
+
+def test_an_events_time_reads_as_oss_writes_it():
+    from shared.events import iso_epoch
+
+    assert iso_epoch("1970-01-01T00:00:01.250Z") == 1.25 and iso_epoch("2026-12-03T09:00:00Z") == 1796288400
+    assert iso_epoch("") is None and iso_epoch("yesterday") is None and iso_epoch("2026-13-03T09:00:00Z") is None

@@ -1197,6 +1197,7 @@
       const tip = [r.function, r.role, r.turn != null ? "turn " + r.turn : null, r.outcome, fmtMs(r.duration_ms),
                    r.waited_ms ? "waited " + fmtMs(r.waited_ms) + " on the model's rate limit (" + r.throttled + "×)" : null,
                    r.handed_back ? "handed back to run again in " + r.delay_s + " s (" + r.handed_back + "×)" : null,
+                   r.queued_ms >= 1000 ? "queued " + fmtMs(r.queued_ms) + " before it ran" : null,
                    r.pid ? "pid " + r.pid : null, r.request_id ? "request " + r.request_id : null,
                    new Date(r.start * 1000).toLocaleTimeString()].filter(Boolean).join(" · ");
       chart.append(svg("rect", { class: "bar", x: x.toFixed(2), y, width: Math.min(w, width - right - x).toFixed(2),
