@@ -21,8 +21,11 @@ THROTTLED, TRANSIENT, PERMANENT, CONFIG = "throttled", "transient", "permanent",
 
 #: DashScope's error codes (its native API's `code`, and the compatible mode's `error.code`)
 _DASHSCOPE_CODES = [
-    (re.compile(r"^Throttling|^RequestLimitExceeded|^Arrearage"), THROTTLED, "the model's rate limit or quota"),
-    (re.compile(r"^(InvalidApiKey|AccessDenied|Unauthorized|invalid_api_key)"), CONFIG, "the API key was refused"),
+    (re.compile(r"^Throttling|^RequestLimitExceeded"), THROTTLED, "the model's rate limit or quota"),
+    # an overdue payment: no waiting clears it, the account's owner must top it up
+    (re.compile(r"^Arrearage"), CONFIG, "the model provider refused the account: it has an overdue payment "
+                                        "(Arrearage); top up the Alibaba Cloud account"),
+    (re.compile(r"^(InvalidApiKey|AccessDenied|Unauthorized|invalid_api_key)"), CONFIG, ""),  # "": _config names the variable
     (re.compile(r"^(DataInspectionFailed|data_inspection_failed)"), PERMANENT,
      "the model's content policy refused the request"),
     (re.compile(r"^(InternalError|ServiceUnavailable|RequestTimeOut|SystemError)"), TRANSIENT, "the model service failed"),
@@ -94,7 +97,7 @@ def _coded(code: str, message: str, retry_after: float | None, key_variable: str
     for pattern, kind, what in _DASHSCOPE_CODES:
         if pattern.search(code):
             if kind == CONFIG:
-                return _config(key_variable)
+                return LLMError(CONFIG, what) if what else _config(key_variable)
             if kind == PERMANENT:
                 return _permanent(message, what)
             return LLMError(kind, what, retry_after)

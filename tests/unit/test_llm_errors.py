@@ -44,6 +44,8 @@ def _compatible(refusal: Refusal, kind: str = "dashscope-openai"):
      "content policy"),
     (Refusal(400, "InvalidParameter", LONG), errors.PERMANENT, "longer than the model's context"),
     (Refusal(401, "InvalidApiKey", "Invalid API-key provided."), errors.CONFIG, "set DASHSCOPE_API_KEY"),
+    (Refusal(400, "Arrearage", "Access denied, please make sure your account is in good standing."), errors.CONFIG,
+     "overdue payment"),
 ])
 def test_dashscope_native_errors_are_classified(refusal, kind, says):
     found = _native(refusal)
