@@ -7,8 +7,8 @@ same function again, asynchronously and after a delay (InvokeFunction with `x-fc
 0 to 3600 s), with a small event naming the delivery, and then ends without an error.
 
 The later invocation is a new one, with all of FC's retries: it replays the turn's journaled
-LLM calls and claims the throttled one again (this invocation gave its claim back), so the call
-is still paid once and the turn committed once. A turn goes on being handed back while its
+LLM calls and claims the throttled one again (a turn is handed back only once this invocation
+has given its claim on the call back), so the call is still paid once and the turn committed once. A turn goes on being handed back while its
 conversation is within its `max_seconds`; past that the conversation stops on its time limit,
 as it would have without the throttling.
 
@@ -59,7 +59,7 @@ def read(data) -> dict | None:
     key, attempt, first, due = body["key"], body["attempt"], body["first"], body["due"]
     if not isinstance(key, str) or not 0 < len(key) <= 1024:
         raise BadRequest(f"{EVENT}.key must be a delivery key")
-    if isinstance(attempt, bool) or not isinstance(attempt, int) or not 1 <= attempt <= 10_000:
+    if isinstance(attempt, bool) or not isinstance(attempt, int) or not 1 <= attempt <= 1_000_000:
         raise BadRequest(f"{EVENT}.attempt must be a positive integer")
     for name, value in (("first", first), ("due", due)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
@@ -68,21 +68,20 @@ def read(data) -> dict | None:
 
 
 def delay(attempt: int, retry_after: float | None, rng: random.Random) -> float:
-    """Seconds before the `attempt`-th hand-back runs: what Retry-After asks (plus up to a tenth),
-    else exponential with full jitter, so that the turns handed back spread out."""
-    if retry_after is not None:
-        seconds = retry_after + rng.uniform(0, max(0.1, retry_after / 10))
-    else:
-        seconds = rng.uniform(BASE / 2, min(CAP, BASE * 2 ** (attempt - 1)))
-    return min(float(MAX_DELAY), max(1.0, seconds))
+    """Seconds before the `attempt`-th hand-back runs (shared.llm.errors.backoff), within what FC takes."""
+    from shared.llm.errors import backoff
+
+    return min(float(MAX_DELAY), max(1.0, backoff(attempt, retry_after, rng, BASE, CAP)))
 
 
 class FCHandback:
     """Invokes one function asynchronously after a delay, through FC 3.0's InvokeFunction."""
 
     def __init__(self, function: str, endpoint: str, access_key_id: str, access_key_secret: str,
-                 security_token: str = "", region: str | None = None):
+                 security_token: str = "", region: str | None = None, qualifier: str | None = None):
         self.function, self.endpoint = function, endpoint
+        self.qualifier = qualifier if qualifier and qualifier != "LATEST" else None
+        """the version or alias this invocation runs, so the hand-back runs the same code"""
         self._auth = (access_key_id, access_key_secret, security_token or None, region)
         self._client = None
 
@@ -92,7 +91,7 @@ class FCHandback:
         from darabonba.runtime import RuntimeOptions
 
         res = self.client().invoke_function_with_options(
-            self.function, models.InvokeFunctionRequest(body=payload),
+            self.function, models.InvokeFunctionRequest(body=payload, qualifier=self.qualifier),
             models.InvokeFunctionHeaders(x_fc_invocation_type="Async",
                                          common_headers={"x-fc-async-delay": str(int(round(delay_s)))}),
             RuntimeOptions(autoretry=False, read_timeout=TIMEOUT_MS, connect_timeout=TIMEOUT_MS))
@@ -125,6 +124,9 @@ def from_context(context, env=os.environ) -> FCHandback | None:
     account = getattr(context, "account_id", None) or env.get("FC_ACCOUNT_ID")
     endpoint = env.get("TROUPE_FC_ENDPOINT") or (
         f"https://{account}.{region}-internal.fc.aliyuncs.com" if account and region else "")
+    qualifier = getattr(getattr(context, "function", None), "qualifier", None) or \
+        getattr(getattr(context, "service", None), "qualifier", None)
     if not (key_id and secret and function and endpoint):
         return None
-    return FCHandback(function, endpoint, key_id, secret, token, region)
+    return FCHandback(function, endpoint, key_id, secret, token, region,
+                      qualifier if isinstance(qualifier, str) else None)

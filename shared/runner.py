@@ -115,7 +115,7 @@ class Turn:
 @dataclasses.dataclass(frozen=True)
 class Outcome:
     """How an invocation ended. `kind` is the invocation record's outcome: committed, replayed,
-    duplicate, ignored, failed, in_flight, budget_exhausted or ended."""
+    duplicate, ignored, failed, in_flight, budget_exhausted, ended or handed_back."""
 
     kind: str
     record: dict | None = None
@@ -224,7 +224,8 @@ class RoleRunner:
         if outcome is None:
             outcome, llm = await self._turn(turn)
         rec = self._settle(turn, outcome, llm)
-        if outcome.kind != "handed_back" and (turn.handed_back or (llm is not None and llm.throttled)):
+        if outcome.kind not in ("handed_back", "in_flight", "duplicate") and \
+                (turn.handed_back or (llm is not None and llm.throttled)):
             self._show_waiting(turn, None)  # the wait is over
         return rec
 
@@ -262,9 +263,11 @@ class RoleRunner:
                 rsp = await role.run()
             except Exception as e:
                 if llm.stopped is None:
-                    llm.abandon()  # this invocation fails: a call it claimed and did not finish is free
+                    # this invocation fails: a call it claimed and did not finish is free (and only
+                    # a turn whose claim was given back can be handed back: another request id takes it)
+                    released = llm.abandon()
                     failed = self._refused(turn, play, e, getattr(inner, "key_variable", None)) \
-                        or self._hand_back(turn, e)
+                        or (self._hand_back(turn, e) if released else None)
                     if failed is None:
                         raise
                     return failed, llm
@@ -290,10 +293,10 @@ class RoleRunner:
             play.close()
 
     def _refused(self, turn: "Turn", play: Play, error: Exception, key_variable: str | None) -> Outcome | None:
-        """The outcome of a role's error that no retry would fix, else None (FC retries). An LLM
-        error says for itself (shared.llm.errors): a refused request or key ends the conversation
-        naming role and step, wasting no retry; a throttled or failed call is tried again. Any
-        other error is the play's to judge."""
+        """The outcome of a role's error that no retry would fix, else None. An LLM error says for
+        itself (shared.llm.errors): a refused request or key ends the conversation naming role and
+        step, wasting no retry; a throttled call is handed back (`_hand_back`), a failed one left
+        to FC's retries. Any other error is the play's to judge."""
         found = llm_errors.classify(error, key_variable)
         if found is None:
             return play.failure(error)
@@ -317,21 +320,26 @@ class RoleRunner:
         except Exception:  # noqa: BLE001 - FC's error retries take the turn instead
             log.warning("could not hand the throttled turn back; FC retries it", exc_info=True)
             return None
-        self._show_waiting(turn, seconds, attempt)
+        self._show_waiting(turn, seconds, attempt, since=first)
         return Outcome("handed_back", reason="waiting for the model's rate limit",
                        fields={"handed_back": attempt, "delay_s": round(seconds, 1), "handback_request_id": request_id})
 
-    def _show_waiting(self, turn: "Turn", seconds: float | None, handed_back: int | None = None) -> None:
-        """Tell watchers the turn waits for the model's rate limit, and until when; None: no
-        longer (advisory, written only when the model's rate limit turned a call away)."""
+    def _show_waiting(self, turn: "Turn", seconds: float | None, handed_back: int | None = None,
+                      since: float | None = None) -> None:
+        """Tell watchers the turn waits for the model's rate limit (since when, until when); None:
+        no longer, if the record still says this turn waits (advisory, written only when the
+        model's rate limit turned a call away)."""
         now = self.clock()
         try:
             if seconds is None:
-                self.convs.clear_progress(turn.cid)
+                p = self.convs.progress(turn.cid) or {}
+                if p.get("waiting") == "rate_limit" and (p.get("function"), p.get("turn")) == \
+                        (self.function, turn.new_turn):
+                    self.convs.clear_progress(turn.cid)
                 return
             self.convs.set_progress(turn.cid, {
                 "role": turn.role_name, "function": self.function, "step": "", "turn": turn.new_turn,
-                "waiting": "rate_limit", "since": now, "until": round(now + seconds, 3),
+                "waiting": "rate_limit", "since": since or now, "until": round(now + seconds, 3),
                 **({"handed_back": handed_back} if handed_back else {})})
         except Exception:  # noqa: BLE001 - advisory: the turn goes on without it
             log.warning("could not record the wait for the rate limit", exc_info=True)

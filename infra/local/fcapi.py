@@ -49,6 +49,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 from infra.local.httpd import FCResponder, LoopbackServer
 from infra.local.results import InvocationResult
 from infra.local.spec import FunctionSpec
+from shared.handback import MAX_DELAY
 
 
 class Invoker(Protocol):
@@ -63,8 +64,6 @@ class Invoker(Protocol):
 
 _PATH = re.compile(r"^/(?:(?:2016-08-15|2021-04-06)/services/[^/]+|2023-03-30)/functions/([^/]+)/invocations/?$")
 
-MAX_ASYNC_DELAY = 3600
-"""The longest x-fc-async-delay FC accepts, in seconds."""
 MAX_SKEW = 15 * 60
 """Seconds a signed request's date may differ from the local clock."""
 KEY_FILE = "fc-access-key.json"
@@ -323,8 +322,8 @@ def async_delay(header: str | None, sync: bool) -> float:
         delay = float(header)
     except ValueError:
         raise ValueError(f"x-fc-async-delay must be a number of seconds, not {header[:40]!r}") from None
-    if not 0 <= delay <= MAX_ASYNC_DELAY:
-        raise ValueError(f"x-fc-async-delay must be between 0 and {MAX_ASYNC_DELAY} seconds")
+    if not 0 <= delay <= MAX_DELAY:
+        raise ValueError(f"x-fc-async-delay must be between 0 and {MAX_DELAY} seconds")
     return delay
 
 

@@ -63,6 +63,8 @@ class Scheduler:
         self.pending = 0
         self._pools: dict[str, Pool] = {}
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._later: dict[int, tuple[threading.Timer, Callable[[], None]]] = {}
+        """the delayed jobs not yet due: (timer, what it fires)"""
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -83,6 +85,9 @@ class Scheduler:
         for pool in self._pools.values():
             pool.close(kill_busy=True)
         self._executor.shutdown(wait=True)
+        for timer, fire in list(self._later.values()):  # not yet due: dead letters now, not lost
+            timer.cancel()
+            fire()
 
     # -- invocation ------------------------------------------------------------------------
     def invoke(self, spec: FunctionSpec, event: bytes, request_id: str, trigger: str,
@@ -258,12 +263,18 @@ class Scheduler:
         """Enqueue after `delay` seconds; counted as pending meanwhile (wait_idle, stop wait)."""
         with self.cv:
             self.pending += 1
+        once = threading.Lock()
 
         def fire() -> None:
+            if not once.acquire(blocking=False):
+                return  # fired by its timer and by stop(): once
+            self._later.pop(id(once), None)
             try:
                 self._enqueue(job)
-            except RuntimeError:
-                log.warning("dropped a delayed copy of an event for %s: the runtime is stopping", job.spec.id)
+            except RuntimeError:  # as an event queued when the runtime stops: a dead letter
+                self._fail(job, InvocationResult.failure(job.spec.id, job.request_id, "RuntimeStopped",
+                                                         "the local runtime stopped before the event ran"),
+                           0, "RuntimeStopped")
             finally:
                 with self.cv:
                     self.pending -= 1
@@ -271,6 +282,7 @@ class Scheduler:
 
         timer = threading.Timer(delay, fire)
         timer.daemon = True
+        self._later[id(once)] = (timer, fire)
         timer.start()
 
     # -- waiting and figures ---------------------------------------------------------------

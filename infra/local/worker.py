@@ -137,8 +137,8 @@ def _context(request_id: str, function_id: str, handler: str, logger: logging.Lo
     return Context(
         request_id=request_id,
         # FC gives the function role's STS credentials; the local runtime its invoke API's key
-        credentials=Credentials(env.get("ALIBABA_CLOUD_ACCESS_KEY_ID", "LOCAL_ACCESS_KEY_ID"),
-                                env.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "LOCAL_ACCESS_KEY_SECRET"),
+        credentials=Credentials(env.get("ALIBABA_CLOUD_ACCESS_KEY_ID", ""),
+                                env.get("ALIBABA_CLOUD_ACCESS_KEY_SECRET", ""),
                                 env.get("ALIBABA_CLOUD_SECURITY_TOKEN", "")),
         function=FunctionMeta(env.get("FC_FUNCTION_NAME", function_id), handler,
                               int(env.get("FC_FUNCTION_MEMORY_SIZE", "512")), timeout),

@@ -15,6 +15,7 @@ returns None when none of them is an LLM error.
 from __future__ import annotations
 
 import dataclasses
+import random
 import re
 
 THROTTLED, TRANSIENT, PERMANENT, CONFIG = "throttled", "transient", "permanent", "config"
@@ -25,6 +26,9 @@ _DASHSCOPE_CODES = [
     # an overdue payment: no waiting clears it, the account's owner must top it up
     (re.compile(r"^Arrearage"), CONFIG, "the model provider refused the account: it has an overdue payment "
                                         "(Arrearage); top up the Alibaba Cloud account"),
+    # an OpenAI-compatible key whose quota or billing limit is used up: no waiting clears it either
+    (re.compile(r"^(insufficient_quota|billing_hard_limit_reached)"), CONFIG,
+     "the model provider's quota or billing limit for this key is used up; raise it or use another key"),
     (re.compile(r"^(InvalidApiKey|AccessDenied|Unauthorized|invalid_api_key)"), CONFIG, ""),  # "": _config names the variable
     (re.compile(r"^(DataInspectionFailed|data_inspection_failed)"), PERMANENT,
      "the model's content policy refused the request"),
@@ -127,6 +131,15 @@ def _retry_after(response) -> float | None:
         return max(0.0, float(value)) if value is not None else None
     except (TypeError, ValueError):
         return None
+
+
+def backoff(attempt: int, retry_after: float | None, rng: random.Random, base: float, cap: float) -> float:
+    """Seconds to wait before the `attempt`-th try after the rate limit turned one away: what
+    Retry-After asks plus up to a tenth more, else about base × 2^(attempt-1) (at most cap) with
+    full jitter, so that throttled callers spread out."""
+    if retry_after is not None:
+        return retry_after + rng.uniform(0, max(0.1, retry_after / 10))
+    return rng.uniform(base / 2, min(cap, base * 2 ** (attempt - 1)))
 
 
 def causes(error: BaseException) -> list[BaseException]:

@@ -131,6 +131,7 @@ class JournalingLLM(BaseLLM):
             waited = self.waited_ms - waited
             self.llm_ms += (self.clock() - started) * 1000 - waited
             what = expected()
+            self.failed_call = None  # answered: a retry of a call that had failed
             entry = self.convs.journal_put(self.cid, self.trigger, n, {
                 "n": n, "reply": text, "model": self.model, "prompt_sha256": _digest(messages),
                 **({"expects": f"{what.kind}:{what.name}"} if what is not None else {}),
@@ -162,7 +163,7 @@ class JournalingLLM(BaseLLM):
                 if found is None or found.kind != llm_errors.THROTTLED:
                     raise
                 self.throttled += 1
-                delay = backoff(self.throttled, found.retry_after, self._rng)
+                delay = llm_errors.backoff(self.throttled, found.retry_after, self._rng, BACKOFF_BASE, BACKOFF_CAP)
                 if (self.waited_ms / 1000) + delay > self.throttle_budget:
                     raise
                 log.info("LLM call %s-%d throttled (%s): waiting %.1f s", self.trigger, n, found.reason, delay)
@@ -201,8 +202,9 @@ class JournalingLLM(BaseLLM):
         self._owns = self.convs.claim(self.cid, self.trigger, n, self.holder, self.clock())
         return self._owns
 
-    def abandon(self) -> None:
-        """Give back the claim on a call that failed (the invocation is failing with it).
+    def abandon(self) -> bool:
+        """Give back the claim on a call that failed (the invocation is failing with it); False
+        if it is still held (the release failed).
 
         Nobody is paying for that call any more. Kept, the claim would make every invocation
         under another request id, such as a dead letter re-driven once the cause is fixed, stand
@@ -211,12 +213,14 @@ class JournalingLLM(BaseLLM):
         """
         n, self.failed_call = self.failed_call, None
         if n is None:
-            return
+            return True
         self._owns = False
         try:
             self.convs.release_claim(self.cid, self.trigger, n)
+            return True
         except Exception:  # noqa: BLE001 - the claim then goes stale after the function's timeout
             log.warning("could not release the claim on LLM call %s-%d", self.trigger, n, exc_info=True)
+            return False
 
     def _take_over(self, n: int) -> None:
         """Claimed by someone else and not journaled: take it over if that was us, or is stale."""
@@ -249,10 +253,3 @@ def _tokens(llm: BaseLLM) -> tuple[int, int]:
         return cm.total_prompt_tokens, cm.total_completion_tokens
     return 0, 0
 
-
-def backoff(attempt: int, retry_after: float | None, rng: random.Random) -> float:
-    """Seconds before the `attempt`-th retry of a throttled call: what Retry-After asks plus up to
-    a tenth more, else exponential with full jitter (so that throttled callers spread out)."""
-    if retry_after is not None:
-        return retry_after + rng.uniform(0, max(0.1, retry_after / 10))
-    return rng.uniform(BACKOFF_BASE / 2, min(BACKOFF_CAP, BACKOFF_BASE * 2 ** (attempt - 1)))

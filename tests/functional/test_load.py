@@ -4,6 +4,7 @@ scale). The hand-back of throttled turns goes through FC 3.0's SDK as a delayed 
 
 from __future__ import annotations
 
+import os
 import time
 
 from infra.fc.client import make_invoker
@@ -60,3 +61,10 @@ def test_the_invoke_api_delays_an_async_invocation_as_x_fc_async_delay_says(tmp_
                 assert "x-fc-async-delay" in str(e.message) and e.code == "InvalidArgument"
             else:
                 raise AssertionError(f"x-fc-async-delay {bad!r} was accepted")
+        # AND one still waiting when the runtime stops is a dead letter, not lost
+        assert invoke("600").status_code == 202
+        rt.stop(timeout=0.5)
+        letters = os.listdir(os.path.join(rt.runtime_dir, "deadletters", "persona"))
+        assert len(letters) == 1
+        with open(os.path.join(rt.runtime_dir, "deadletters", "persona", letters[0])) as f:
+            assert "RuntimeStopped" in f.read()

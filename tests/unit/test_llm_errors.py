@@ -66,6 +66,8 @@ def test_dashscope_native_errors_are_classified(refusal, kind, says):
     ("openai", Refusal(400, "context_length_exceeded", "This model's maximum context length is 8192 tokens"),
      errors.PERMANENT, "longer than the model's context"),
     ("openai", Refusal(401, "invalid_api_key", "Incorrect API key provided."), errors.CONFIG, "set TROUPE_LLM_API_KEY"),
+    # a 429 that no waiting clears: the key's quota is used up
+    ("openai", Refusal(429, "insufficient_quota", "You exceeded your current quota"), errors.CONFIG, "quota"),
 ])
 def test_openai_format_errors_are_classified(llm, refusal, kind, says):
     # DashScope's compatible mode and any OpenAI-compatible endpoint, through the openai SDK
@@ -254,6 +256,27 @@ def test_a_hand_back_that_cannot_be_sent_leaves_the_turn_to_fcs_retries_and_bad_
     assert out[0]["outcome"] == "rejected"
 
 
+def test_a_turn_whose_claim_could_not_be_given_back_is_not_handed_back(tmp_path):
+    from shared.runner import RoleRunner
+
+    sent = []
+    throttled = Refusal(429, "Throttling.RateQuota", "Requests rate limit exceeded", retry_after=0)
+    with OpenAIEndpoint(key=KEY, script=[throttled]) as ep:
+        h, cid = _debate(tmp_path, ep)
+
+        def release_fails(*args):
+            raise OSError("storage unreachable")
+
+        h.convs.release_claim = release_fails
+        runner = RoleRunner(h.convs, "persona", h.llm_factory, throttle_wait_s=0.0,
+                            handback=lambda event, delay: sent.append(event) or "req-later")
+        # THEN the invocation raises: FC's retry, under the same request id, takes the claim over as
+        # its own, where a hand-back (another request id) would stand down behind it for good
+        with pytest.raises(Exception) as err:
+            runner.handle_event(h.pending_inbox()[0], "req-1")
+    assert errors.classify(err.value).kind == errors.THROTTLED and sent == [] and h.convs.get_end(cid) is None
+
+
 def _debate(tmp_path, ep):
     from infra.testing.harness import Harness
 
@@ -311,6 +334,8 @@ def test_a_call_tried_again_after_an_error_keeps_its_index_in_the_journal(tmp_pa
         assert asyncio.run(twice()) == "fine"
     # THEN the answer is journaled as the invocation's first call, so a replay finds it there
     assert h.convs.journal_get(cid, "c" * 16, 0)["reply"] == "fine" and llm.calls == 1 and llm.paid == 1
+    # AND if the turn fails later, the answered call's claim is kept (a retry replays it, never pays again)
+    assert llm.abandon() and h.convs.get_claim(cid, "c" * 16, 0) is not None
     # AND what no retry fixes is not retried
     for refusal in (Refusal(400, "data_inspection_failed", "inappropriate"), Refusal(429, "Throttling.RateQuota")):
         with OpenAIEndpoint(key=KEY, script=[refusal]) as ep:
