@@ -101,6 +101,14 @@ class ConversationStore:
         cursor = page.objects[-1].key[len(prefix):-5] if page.objects else after
         return out, cursor
 
+    def read_turn_at(self, key: str) -> dict | None:
+        found = self._get_json(key)
+        return None if found is None else records.read_turn(found)
+
+    def turn_keys(self, cid: str, turn: int) -> list[str]:
+        """The keys of the messages committed at `turn` (one LIST request)."""
+        return [o.key for o in self.store.list(keys.turn_messages(cid, turn), max_keys=100).objects]
+
     def iter_messages(self, cid: str) -> Iterator[dict]:
         cursor = ""
         while True:

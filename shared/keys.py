@@ -83,6 +83,11 @@ def messages(cid: str) -> str:
     return conversation(cid) + "messages/"
 
 
+def turn_messages(cid: str, turn: int) -> str:
+    """The prefix of every message committed at `turn` (a panel's answers share one turn)."""
+    return messages(cid) + f"{int(turn):0{TURN_WIDTH}d}-"
+
+
 def message(cid: str, turn: int, msgid: str) -> str:
     return messages(cid) + turn_name(turn, check_message_id(msgid)) + ".json"
 

@@ -30,7 +30,9 @@ from shared.errors import RejectedEvent, TroupeError
 VERSION = 1
 """the version this code writes, and the newest it reads"""
 
-NEXT_KINDS = ("speak", "director", "sop", "end")
+NEXT_KINDS = ("speak", "director", "sop", "end", "panel", "join")
+"""panel: the roles answer the turn at once, each in its own invocation; join: a panel member's
+answer, whose conversation goes on once every member has answered (shared/routing.py)"""
 END_STATUSES = ("completed", "stopped", "failed", "cancelled", "budget_exhausted")
 
 

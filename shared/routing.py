@@ -1,9 +1,18 @@
-"""What follows a committed turn: deliveries to the next role, the director, a human, or the end.
+"""What follows a committed turn: deliveries to the next role, the director, a human, a panel,
+or the end.
 
 Used by every writer of turns (role functions, the director, the gateway for the opening
 input and for human messages). Everything is derived from the committed record and the
 scenario, and every write is create-only or idempotent, so running it twice for the same
 turn (a retry, a duplicate event) changes nothing.
+
+A panel (a slot of a round_robin `order` that is a list of roles) fans out: one delivery per
+member, each answered in its own invocation and committed create-only at the same turn number.
+Every member's answer then tries the join (`join_panel`): it lists the turn's messages (one
+request) and, once all the members' answers are there, reads them and hands them on together,
+as one delivery whose key derives from the panel, so that however many members see the panel
+complete, and however often (retries, duplicates, races), the delivery is written once and
+fires once. Each member lists after its own commit, so the last one to commit sees them all.
 """
 
 from __future__ import annotations
@@ -11,7 +20,7 @@ from __future__ import annotations
 from shared import records
 from shared.conversation import ConversationStore
 from shared.errors import BadRequest
-from shared.flows import DIRECTOR, Next, after_turn, closing_role
+from shared.flows import DIRECTOR, MAX_PANEL, Next, after_turn, closing_role
 from shared.ids import derive_id
 
 RECENT = 10  # speakers carried along with each delivery, for the director's rules
@@ -51,19 +60,21 @@ def max_hops(limits: dict) -> int:
 HARD_MAX_HOPS = 5000
 
 
-def decide(meta: dict, turn: int, speaker: str, content: str, was_closing: bool) -> dict:
-    """The next step after `turn`, as stored in the turn's record (`record["next"]`)."""
+def decide(meta: dict, turn: int, speaker: str, content: str, was_closing: bool,
+           panel: dict[str, str] | None = None) -> dict:
+    """The next step after `turn`, as stored in the turn's record (`record["next"]`); `panel`: the
+    answers of a panel's turn, by role."""
     scenario, limits = meta["scenario"], meta["limits"]
     if was_closing:
         return records.next_step("end", reason="deliverable")
     if turn >= limits["max_turns"]:
         return records.next_step("end", reason="turn_limit")
-    nxt: Next = after_turn(scenario, turn, speaker, content, was_closing)
+    nxt: Next = after_turn(scenario, turn, speaker, content, was_closing, panel)
     closing = closing_role(scenario)
     if nxt.kind != "end" and closing and not nxt.closing and turn == limits["max_turns"] - 1:
         # the last turn the limit allows is the closing one, so the deliverable is never lost
         nxt = Next("speak", closing, closing=True, reason="turn_limit")
-    return records.next_step(nxt.kind, nxt.role, closing=nxt.closing, reason=nxt.reason)
+    return records.next_step(nxt.kind, nxt.role, roles=nxt.roles, closing=nxt.closing, reason=nxt.reason)
 
 
 def role_spec(meta: dict, name: str) -> dict | None:
@@ -83,8 +94,55 @@ def follow(convs: ConversationStore, cid: str, meta: dict, record: dict) -> None
         did = derive_id(record["id"], DIRECTOR)
         convs.deliver(DIRECTOR, cid, turn, did, records.delivery(to=DIRECTOR, **payload))
         return
+    if nxt["kind"] == "panel":
+        panel = {"parent": record["id"], "roles": list(nxt["roles"]), "spent": payload["spent"]}
+        for role in nxt["roles"]:
+            hand_to(convs, cid, meta, role, {**payload, "panel": panel}, parent=record["id"], after=record["id"],
+                    closing=False, now=convs.clock())
+        return
+    if nxt["kind"] == "join":
+        join_panel(convs, cid, meta, record)
+        return
     hand_to(convs, cid, meta, nxt["role"], payload, parent=record["id"], after=record["id"],
             closing=nxt["closing"], now=convs.clock())
+
+
+def join_panel(convs: ConversationStore, cid: str, meta: dict, record: dict) -> None:
+    """Once every member of `record`'s panel has answered: what follows the panel, carried out
+    once (see the module's docstring). Before that, nothing."""
+    panel, turn = record["panel"], record["turn"]
+    members = panel.get("roles") if isinstance(panel, dict) else None
+    if not isinstance(members, list) or not 2 <= len(members) <= MAX_PANEL or len(set(members)) != len(members):
+        return  # not a panel this code declared
+    if len(convs.turn_keys(cid, turn)) < len(members):
+        return  # a member still to answer joins when it does
+    answers = {}
+    for key in convs.turn_keys(cid, turn):
+        found = convs.read_turn_at(key)
+        if found and (found.get("panel") or {}).get("parent") == panel["parent"] and found["role"] in members:
+            answers[found["role"]] = found
+    if set(answers) != set(members):
+        return
+    ordered = [answers[r] for r in members]
+    nxt = records.read_next(decide(meta, turn, "", "", False, {r: a["content"] for r, a in answers.items()}))
+    joined = derive_id(panel["parent"], "join")
+    if nxt["kind"] == "end":
+        end_turn(convs, cid, meta, {"turn": turn, "id": joined}, nxt.get("reason") or "completed")
+        return
+    text = "\n\n".join(f"{a['role']}: {a['content']}" for a in ordered)
+    message = {**ordered[0]["message"], "id": joined, "content": text, "sent_from": ", ".join(members),
+               "send_to": [nxt["role"]]}
+    before = panel.get("spent") or {}
+    spent = {k: round(before.get(k, 0) + sum((a.get("spent") or {}).get(k, 0) - before.get(k, 0) for a in ordered), 8)
+             for k in ("tokens", "cost_cny")}
+    scene = scene_entries(ordered[0].get("scene"))[:-1]
+    for a in ordered:
+        scene = scene_with(scene, a["role"], a["content"])
+    payload = {"turn": turn, "message": message, "spent": spent,
+               "recent": ((ordered[0].get("recent") or [])[:-1] + members)[-RECENT:], "scene": scene,
+               "hops": max(int(a.get("hops", 0)) for a in ordered) + 1}
+    hand_to(convs, cid, meta, nxt["role"], payload, parent=joined, after=joined, closing=nxt["closing"],
+            now=convs.clock())
 
 
 def hand_to(convs: ConversationStore, cid: str, meta: dict, role: str, payload: dict, *, parent: str,

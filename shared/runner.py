@@ -549,9 +549,13 @@ class DialoguePlay:
         if hasattr(role, "scene"):
             role.scene = None
         rsp.id = turn.out_id  # the message in the role's memory is this same object
-        nxt = decide(meta, turn.new_turn, role_name, rsp.content, turn.closing)
+        panel = delivery.get("panel")
+        # a panel's member answers for the panel: what follows is decided once all have (the join)
+        nxt = records.next_step("join") if panel else decide(meta, turn.new_turn, role_name, rsp.content,
+                                                             turn.closing)
         # the flow names the recipient; MetaGPT's send_to carries it (the director, a role, or nobody)
-        rsp.send_to = {nxt["role"] or nxt["kind"]} if nxt["kind"] != "end" else {role_name}
+        rsp.send_to = ({nxt["role"] or nxt["kind"]} if nxt["kind"] != "panel" else set(nxt["roles"])) \
+            if nxt["kind"] != "end" else {role_name}
         return records.turn_record(
             turn=turn.new_turn, id=turn.out_id, role=role_name, profile=turn.spec["profile"],
             function=self.runner.function, content=rsp.content, message=json.loads(rsp.model_dump_json()), next=nxt,
@@ -559,7 +563,7 @@ class DialoguePlay:
             reply_to=delivery["message"].get("id"), closing=turn.closing, invocation=invocation, spent=spent,
             recent=(delivery["recent"] + [role_name])[-RECENT:],
             scene=scene_with(delivery["scene"], role_name, rsp.content), hops=delivery["hops"],
-            citations=self.citations)
+            citations=self.citations, **({"panel": panel} if panel else {}))
 
     def close(self) -> None:
         pass

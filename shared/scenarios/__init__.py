@@ -171,7 +171,8 @@ def validate_scenario(data: Any, source: str = "scenario", functions: set[str] |
         order = [n for n in names if not closing or n != closing["role"]]
     elif not isinstance(order, list) or not order:
         raise BadRequest(f"{source}: order must be a non-empty list of role names", field="order")
-    order = [role_ref(n, f"order[{i}]") for i, n in enumerate(order)]
+    order = [_panel(n, f"order[{i}]", role_ref, out_roles, flow, source) if isinstance(n, list)
+             else role_ref(n, f"order[{i}]") for i, n in enumerate(order)]
     rounds = data.get("rounds")
     if rounds is not None and (isinstance(rounds, bool) or not isinstance(rounds, int) or not 1 <= rounds <= 100):
         raise BadRequest(f"{source}: rounds must be an integer between 1 and 100", field="rounds")
@@ -219,6 +220,25 @@ def validate_scenario(data: Any, source: str = "scenario", functions: set[str] |
         "experience": experience,
         "roles": out_roles,
     }
+
+
+def _panel(value: list, field: str, role_ref, roles: list[dict], flow: str, source: str) -> list[str]:
+    """A slot of `order` that is a panel: 2 to MAX_PANEL distinct roles answering at once."""
+    from shared.flows import MAX_PANEL
+
+    if flow != "round_robin":
+        raise BadRequest(f"{source}: {field}: a panel (a list of roles answering at once) is for round_robin "
+                         f"flows, not {flow}", field=field)
+    if not 2 <= len(value) <= MAX_PANEL:
+        raise BadRequest(f"{source}: {field}: a panel has 2 to {MAX_PANEL} roles, not {len(value)}", field=field)
+    members = [role_ref(n, f"{field}[{j}]") for j, n in enumerate(value)]
+    if len(set(members)) != len(members):
+        raise BadRequest(f"{source}: {field}: a panel names each role once", field=field)
+    human = [r["name"] for r in roles if r["name"] in members and r["human"]]
+    if human:
+        raise BadRequest(f"{source}: {field}: {human[0]} is played by a person, who cannot answer in a panel",
+                         field=field)
+    return members
 
 
 MAX_ROLE_KBS = 5

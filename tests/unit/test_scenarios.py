@@ -29,7 +29,7 @@ def test_every_catalog_scenario_runs_to_its_deliverable(harness, sid):
     d = body["deliverable"]
     assert d["role"] == sc["closing"]["role"] and d["content"] and d["title"]["zh"]
     assert body["messages"][-1]["role"] == d["role"]
-    assert len(body["messages"]) - 1 <= sc["limits"]["max_turns"]
+    assert max(m["turn"] for m in body["messages"]) <= sc["limits"]["max_turns"]  # a panel's answers share a turn
 
 
 def test_catalog_is_bilingual_and_lists_six_scenarios(harness):
@@ -45,12 +45,14 @@ def test_newsroom_ends_early_when_the_fact_checker_approves(tmp_path):
     from infra.testing.scripted_llm import ScriptedLLM
     from infra.testing.harness import Harness
 
-    script = {"FactChecker": ["All three claims verified. APPROVED"]}
+    # (the checkers are a panel: both must approve, tests/unit/test_panels.py)
+    script = {"FactChecker": ["All three claims verified. APPROVED"], "SourceChecker": ["All sourced. APPROVED"]}
     h = Harness(str(tmp_path), llm_factory=lambda model=None: ScriptedLLM(script=script))
     cid = h.start("newsroom", "A new bridge opens")
     h.pump()
-    roles = [m["role"] for m in h.transcript(cid)]
-    assert roles == ["user", "Reporter", "Editor", "FactChecker", "Editor"]
+    turns = [(m["turn"], m["role"]) for m in h.transcript(cid)]
+    assert sorted(turns) == [(0, "user"), (1, "Reporter"), (2, "Editor"), (3, "FactChecker"), (3, "SourceChecker"),
+                             (4, "Editor")]
     assert h.convs.get_end(cid)["deliverable"]["role"] == "Editor"
 
 

@@ -34,7 +34,7 @@
       running_throttled: "{role} is waiting for the model's rate limit · next try in {s} s",
       deliverable: "Result", delivered_by: "by {role}, turn {turn}", no_invocations: "No invocations yet.",
       no_bill: "Nothing billed yet.", lanes_summary: "{n} invocations in {p} processes",
-      tokens_n: "{n} tokens", turn_n: "#{n}",
+      tokens_n: "{n} tokens", turn_n: "#{n}", panel_badge: "panel · answered at once",
       status_running: "running", status_waiting_for_human: "waiting for a person",
       status_completed: "completed", status_budget_exhausted: "budget exhausted", status_stopped: "stopped",
       status_cancelled: "cancelled", status_failed: "failed", status_loading: "loading…",
@@ -85,7 +85,7 @@
       running_throttled: "{role} 正在等待模型限流解除 · {s} 秒后重试",
       deliverable: "结果", delivered_by: "由 {role} 给出，第 {turn} 轮", no_invocations: "还没有调用。",
       no_bill: "还没有费用。", lanes_summary: "{n} 次调用，分布在 {p} 个进程中",
-      tokens_n: "{n} 个 token", turn_n: "第 {n} 轮",
+      tokens_n: "{n} 个 token", turn_n: "第 {n} 轮", panel_badge: "小组 · 同时作答",
       status_running: "进行中", status_waiting_for_human: "等待真人发言",
       status_completed: "已完成", status_budget_exhausted: "预算已用尽", status_stopped: "已停止",
       status_cancelled: "已取消", status_failed: "失败", status_loading: "加载中…",
@@ -1145,12 +1145,24 @@
     if (d.open) W.sources.add(d.dataset.key); else W.sources.delete(d.dataset.key);
   }, true);
 
-  function appendTurn(m, isNew) { $("transcript").append(turnNode(m, isNew)); }
+  // a panel's answers share a turn number: they are grouped, each marked as answered at once
+  function appendTurn(m, isNew) {
+    const list = $("transcript");
+    const node = turnNode(m, isNew);
+    const prev = list.lastElementChild;
+    if (prev && m.turn > 0 && prev.dataset.turn === String(m.turn)) { markPanel(prev); markPanel(node); }
+    list.append(node);
+  }
+
+  function markPanel(li) {
+    if (li.classList.contains("panel")) return;
+    li.classList.add("panel");
+    li.querySelector(".turn-head").append(el("span", { class: "badge panel-badge", text: t("panel_badge") }));
+  }
 
   function renderTranscript() {
-    const list = $("transcript");
-    list.textContent = "";
-    for (const m of W.messages) list.append(turnNode(m, false));
+    $("transcript").textContent = "";
+    for (const m of W.messages) appendTurn(m, false);
   }
 
   // -- the timeline: one lane per function, one bar per invocation (SVG, no library) ---------

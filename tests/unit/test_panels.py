@@ -1,0 +1,120 @@
+"""Panels: a slot of a round_robin `order` that is a list of roles answers the same message at
+once, each member in its own invocation, and the next role sees all the answers, handed on once
+(shared/routing.py, `join_panel`) whatever the retries, duplicates and races."""
+
+from __future__ import annotations
+
+import copy
+import threading
+
+import pytest
+
+from infra.testing.harness import Harness
+from infra.testing.scripted_llm import ScriptedLLM
+from shared import scenarios
+from shared.errors import BadRequest
+
+APPROVE = {"FactChecker": ["All three claims verified. APPROVED"],
+           "SourceChecker": ["Every claim is attributed to a named source. APPROVED"]}
+
+
+def _harness(tmp_path, script) -> Harness:
+    return Harness(str(tmp_path), llm_factory=lambda model=None: ScriptedLLM(script=script))
+
+
+def _inbox(h, function=None):
+    """The spooled deliveries (key, event), taken from the spool."""
+    import json
+
+    out = []
+    for _, event in h.pending():
+        key = json.loads(event)["events"][0]["oss"]["object"]["key"]
+        if key.startswith("inbox/") and (function is None or key.startswith(f"inbox/{function}/")):
+            out.append((key, event))
+    return out
+
+
+def test_a_panel_answers_at_once_and_the_next_role_sees_every_answer(tmp_path):
+    h = _harness(tmp_path, APPROVE)
+    cid = h.start("newsroom", "A new bridge opens")
+    # WHEN the reporter and the editor have spoken
+    for _ in range(2):
+        h.deliver(_inbox(h)[0][1])
+    # THEN the editor's turn fans out: one delivery per checker, both pending at once
+    pending = _inbox(h)  # (taken from the spool)
+    assert len(pending) == 2
+    assert all("/000002-" in key for key, _ in pending)
+    for _, event in pending:
+        h.deliver(event)
+    h.pump()
+    transcript = h.transcript(cid)
+    # AND both checkers answered at turn 3, then the editor (closing: both approved) saw both answers
+    assert [m["role"] for m in transcript[:3]] == ["user", "Reporter", "Editor"]
+    assert sorted((m["turn"], m["role"]) for m in transcript[3:5]) == [(3, "FactChecker"), (3, "SourceChecker")]
+    assert transcript[5]["role"] == "Editor" and transcript[5]["turn"] == 4 and transcript[5]["closing"]
+    end = h.convs.get_end(cid)
+    assert end["status"] == "completed" and end["deliverable"]["role"] == "Editor"
+
+
+def test_a_panel_ends_the_loop_only_when_every_member_approves(tmp_path):
+    h = _harness(tmp_path, {"FactChecker": APPROVE["FactChecker"], "SourceChecker": ["Two quotes lack a source."]})
+    cid = h.start("newsroom", "A new bridge opens", max_turns=5)
+    h.pump()
+    roles = [(m["turn"], m["role"]) for m in h.transcript(cid)]
+    # the source checker did not approve: the reporter revises (turn 4), not the closing editor
+    assert (4, "Reporter") in roles
+
+
+def test_the_join_hands_on_once_whatever_the_duplicates_and_races(tmp_path):
+    h = _harness(tmp_path, APPROVE)
+    cid = h.start("newsroom", "A new bridge opens")
+    for _ in range(2):
+        h.deliver(_inbox(h)[0][1])
+    branches = _inbox(h)
+    assert len(branches) == 2
+    # WHEN both checkers' events arrive three times each, the copies racing in threads
+    errors = []
+
+    def run(event):
+        try:
+            h.deliver(event)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(event,)) for _, event in branches for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not [e for e in errors if "InFlight" not in type(e).__name__]
+    # THEN each checker answered once and the panel was handed on to the editor once
+    answers = [m for m in h.transcript(cid) if m["turn"] == 3]
+    assert sorted(m["role"] for m in answers) == ["FactChecker", "SourceChecker"]
+    joins = [(key, event) for key, event in _inbox(h) if "/000003-" in key]
+    assert len(joins) == 1 and joins[0][0].startswith("inbox/persona/")
+    h.deliver(joins[0][1])
+    h.pump()
+    assert [m["role"] for m in h.transcript(cid) if m["turn"] == 4] == ["Editor"]
+    assert h.convs.get_end(cid)["status"] == "completed"
+
+
+def test_panel_declarations_are_checked_naming_the_field():
+    base = copy.deepcopy(scenarios.get("newsroom"))
+    raw = {k: base[k] for k in ("id", "flow", "closing", "end_when", "limits")}
+    raw["roles"] = [{k: r[k] for k in ("name", "profile", "goal", "constraints")} for r in base["roles"]]
+    raw["closing"] = {"role": "Editor", "instruction": "Publish.", "title": {"en": "Article", "zh": "定稿"}}
+
+    def refused(order, **more):
+        with pytest.raises(BadRequest) as e:
+            scenarios.validate_scenario({**raw, "order": order, **more})
+        return e.value
+
+    assert refused(["Reporter", []]).details.get("field") == "order[1]"  # empty
+    assert "2 to 16" in refused(["Reporter", ["Editor"]]).message
+    assert refused(["Reporter", ["Editor", "Nobody"]]).details.get("field") == "order[1][1]"  # unknown role
+    assert "each role once" in refused(["Reporter", ["Editor", "Editor"]]).message
+    assert "round_robin" in refused(["Reporter", ["Editor", "FactChecker"]], flow="selector").message
+    human = [{**r, "human": True} if r["name"] == "SourceChecker" else r for r in raw["roles"]]
+    assert "played by a person" in refused(["Reporter", ["FactChecker", "SourceChecker"]], roles=human).message
+    ok = scenarios.validate_scenario({**raw, "order": ["Reporter", ["FactChecker", "SourceChecker"]]})
+    assert ok["order"] == ["Reporter", ["FactChecker", "SourceChecker"]]
