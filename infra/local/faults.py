@@ -57,7 +57,7 @@ A conversation is matched by its input text (read from its meta.json on disk), s
 be written before the gateway assigns the conversation's id. `turns` are the turn numbers an
 invocation would commit (the delivery's turn + 1). The ledger (state_dir/ledger.jsonl) gets
 one JSON line per injected fault and per paid LLM call (`llm_start`, `llm_done`, with the
-call's index `n` within its delivery, as in its journal key), written
+call's delivery `d` and index `n` within it, as in its journal key), written
 with O_APPEND from every process: the ground truth a killed invocation cannot leave in its
 own records.
 """
@@ -339,12 +339,12 @@ def faulty_handler(handler, function: str):
     def serve(event, context):
         try:
             key = delivery_key(event)
-            cid, turn_in, _ = keys.parse_delivery(function, key)
+            cid, turn_in, delivery = keys.parse_delivery(function, key)
         except Exception:  # noqa: BLE001 - not a delivery: the handler answers it
             return handler(event, context)
         rid = getattr(context, "request_id", "") or ""
         _CTX.clear()
-        _CTX.update(cid=cid, turn=turn_in + 1, rid=rid, fn=function)
+        _CTX.update(cid=cid, turn=turn_in + 1, rid=rid, fn=function, d=delivery)
         try:
             fail = _F.spec(cid).get("fail_until")
             if fail and _turn_matches(fail.get("turns"), turn_in + 1) and not os.path.exists(fail["flag"]):
@@ -387,7 +387,8 @@ def faulty_llm(env):
             spec = _F.spec(cid)
             _throttle(spec.get("throttle"), cid, turn)
             _kill("before_llm", cid, turn)
-            _F.log(ev="llm_start", cid=cid, turn=turn, n=_CTX.get("n"), rid=_CTX.get("rid"), fn=_CTX.get("fn"))
+            _F.log(ev="llm_start", cid=cid, turn=turn, n=_CTX.get("n"), d=_CTX.get("d"), rid=_CTX.get("rid"),
+                   fn=_CTX.get("fn"))
             stall = spec.get("llm_stall")
             if stall and _turn_matches(stall.get("turns"), turn, stall.get("min_turn")) \
                     and _F.once(*_once_key("stall", stall, cid, turn)):
@@ -396,7 +397,8 @@ def faulty_llm(env):
             if spec.get("llm_latency"):
                 await asyncio.sleep(float(spec["llm_latency"]))
             out = await super()._achat_completion(messages, timeout)
-            _F.log(ev="llm_done", cid=cid, turn=turn, n=_CTX.get("n"), rid=_CTX.get("rid"), fn=_CTX.get("fn"))
+            _F.log(ev="llm_done", cid=cid, turn=turn, n=_CTX.get("n"), d=_CTX.get("d"), rid=_CTX.get("rid"),
+                   fn=_CTX.get("fn"))
             return out
 
     return scripted(FaultyLLM)

@@ -70,6 +70,12 @@ SOP_SMALL_CLASSES = ["none", "duplicates", *(f"kill_{p}" for p in SOP_POINTS), "
 SOP_ALL_CLASSES = SOP_SMALL_CLASSES + ["chaos"]
 SOP = "sop:"
 """The label prefix of software-company rows (`sop:race`)."""
+PANEL = "panel:"
+"""The label prefix of panel rows (`panel:race`): newsrooms, whose turn 3 is a panel of two checkers
+answering at once, joined for the reporter (shared/routing.py); the faults aim at that turn."""
+PANEL_TURN = 3
+PANEL_CLASSES = ["none", "duplicates", "kill_before_llm", "kill_after_commit", "kill_after_delivery", "race",
+                 "transient"]
 SOP_FUNCTIONS = ("product_manager", "architect", "project_manager", "engineer", "qa_engineer")
 SOP_LAST_AIM = 5
 """Software-company faults aim at the first turn from a random one in 1..SOP_LAST_AIM on where they
@@ -101,6 +107,16 @@ def class_spec(cls: str, rng: random.Random, turns: int, persona_timeout: float)
         return {"copies": {"n": 3, "max_delay": 0.4}, "transient": {"rate": 0.05, "after": 0.3},
                 "kill": kill(rng.choice(POINTS)), "throttle": {"turns": [rng.randint(1, turns)], "times": 2}}
     raise ValueError(f"unknown fault class {cls!r}")
+
+
+def panel_class_spec(cls: str, rng: random.Random, turns: int, persona_timeout: float) -> dict:
+    """A debate's fault SPEC (`class_spec`), aimed at the panel's turn: a kill after a member's
+    commit is between that commit and the join."""
+    spec = class_spec(cls, rng, turns, persona_timeout)
+    for fault in ("kill", "llm_stall", "throttle"):
+        if fault in spec:
+            spec[fault]["turns"] = [PANEL_TURN]
+    return spec
 
 
 SOP_FIRST_AIMS = {"before_llm": (6, 2), "after_journal": (6, 1), "after_workspace": (1, None),
@@ -151,17 +167,20 @@ def write_s_yaml(workdir: str, persona_timeout: int, sop_timeout: int = 600) -> 
     return path
 
 
-def baseline(inputs: list[str], rounds: int, max_turns: int, workdir: str) -> dict[str, list[tuple]]:
-    """The fault-free transcripts [(turn, role, content)], run in-process."""
+def baseline(inputs: list[str], rounds: int, max_turns: int, workdir: str,
+             newsrooms: tuple[str, ...] = ()) -> dict[str, list[tuple]]:
+    """The fault-free transcripts [(turn, role, content)], run in-process: debates, and the
+    `newsrooms` among the inputs (panel rows)."""
     from infra.testing.harness import Harness
 
     h = Harness(os.path.join(workdir, "baseline"))
     out = {}
     for text in inputs:
-        cid = h.start(text=text, rounds=rounds, max_turns=max_turns)
+        cid = h.start("newsroom", text=text, max_turns=max_turns) if text in newsrooms else \
+            h.start(text=text, rounds=rounds, max_turns=max_turns)
         h.pump()
         assert h.convs.get_end(cid)["status"] == "completed"
-        out[text] = [(m["turn"], m["role"], m["content"]) for m in h.transcript(cid)]
+        out[text] = sorted((m["turn"], m["role"], m["content"]) for m in h.transcript(cid))
     return out
 
 
@@ -374,6 +393,8 @@ class FaultSuite:
         body = {"scenario": scenario, "input": text}
         if scenario == "debate":
             body.update(rounds=self.rounds, limits={"max_turns": self.max_turns})
+        if scenario == "newsroom":
+            body.update(limits={"max_turns": self.max_turns})
         status, created = self.http("POST", "/conversations", body)
         assert status == 201, created
         cid = created["id"]
@@ -392,19 +413,27 @@ class FaultSuite:
 
     # -- running classes ------------------------------------------------------------------
     @staticmethod
+    def panel_input(label: str, i: int, tag: str = "") -> str:
+        return f"Fault suite{tag}: a new bridge opens ({label} #{i})"
+
+    @staticmethod
     def sop_input(cls: str, i: int, tag: str = "") -> str:
         # no '#' in it: with one, the scripted LLM's PRD reply does not parse (WritePRD fails)
         return f"Fault suite{tag}: a bookkeeping app ({cls} {i})"
 
     def run(self, classes: list[str], per_class: int, *, sequential: bool = False, timeout: float = 300.0,
-            tag: str = "", sop_classes: list[str] | None = None, sop_per_class: int = 0) -> dict[str, list[str]]:
-        """Start `per_class` debates of each class and `sop_per_class` software companies of each of
-        `sop_classes` (rows `sop:<class>`), all at once, or one class after another."""
+            tag: str = "", sop_classes: list[str] | None = None, sop_per_class: int = 0,
+            panel_classes: list[str] | None = None, panel_per_class: int = 0) -> dict[str, list[str]]:
+        """Start `per_class` debates of each class, `sop_per_class` software companies of each of
+        `sop_classes` (rows `sop:<class>`) and `panel_per_class` newsrooms of each of `panel_classes`
+        (rows `panel:<class>`), all at once, or one class after another."""
         groups: dict[str, list[str]] = {}
         sop_classes = list(sop_classes if sop_classes is not None else (classes if sop_per_class else []))
+        panel_classes = list(panel_classes or []) if panel_per_class > 0 else []
         labels = [(c, c in classes and per_class > 0, c in sop_classes and sop_per_class > 0)
                   for c in dict.fromkeys(classes + sop_classes)]
         labels = [[c] * debate + [SOP + c] * sop for c, debate, sop in labels if debate or sop]
+        labels += [[PANEL + c] for c in panel_classes]
         order = labels if sequential else [[label for batch in labels for label in batch]]
         for batch in order:
             t0 = time.time()
@@ -415,6 +444,10 @@ class FaultSuite:
                     groups[label] = [self.start(self.sop_input(cls, i, tag),
                                                 sop_class_spec(cls, self.rng, self.sop_timeout, i), label,
                                                 "software_company") for i in range(sop_per_class)]
+                elif label.startswith(PANEL):
+                    groups[label] = [self.start(self.panel_input(label, i, tag), panel_class_spec(
+                        label[len(PANEL):], self.rng, self.max_turns, self.persona_timeout), label, "newsroom")
+                        for i in range(panel_per_class)]
                 else:
                     groups[label] = [self.start(f"Fault suite{tag}: should cities ban cars? ({label} #{i})",
                                                 class_spec(label, self.rng, self.max_turns, self.persona_timeout), label)
@@ -464,14 +497,17 @@ class FaultSuite:
                     calls_expected = want_view["calls"]
                 else:
                     want = expected[self.input_of[cid]]
-                    got = [(m["turn"], m["role"], m["content"]) for m in msgs]
-                    calls_expected = {t: 1 for t, *_ in want if t > 0}
+                    # (a panel's answers share a turn: a transcript is compared in (turn, role) order)
+                    got = sorted((m["turn"], m["role"], m["content"]) for m in msgs)
+                    calls_expected = dict(Counter(t for t, *_ in want if t > 0))
                 agg["conversations"] += 1
                 agg["completed"] += end.get("status") == "completed"
                 agg["turns_expected"] += len(want) - 1
                 agg["turns_committed"] += len([t for t in turns if t > 0])
-                agg["lost"] += len({w[0] for w in want} - set(turns))
-                agg["duplicated"] += (len(turns) - len(set(turns))) + (len(msgs) - len({m["id"] for m in msgs}))
+                spoke = [(m["turn"], m.get("role")) for m in msgs]
+                agg["lost"] += len({tuple(w[:2]) for w in want} - set(spoke)) if not sop else \
+                    len({w[0] for w in want} - set(turns))
+                agg["duplicated"] += (len(spoke) - len(set(spoke))) + (len(msgs) - len({m["id"] for m in msgs}))
                 agg["mismatched"] += sum(1 for a, b in zip(got, want) if a != b)
                 agg["calls_expected"] += sum(calls_expected.values())
                 journal = list(self.rt.store.iter(f"conversations/{cid}/journal/"))
@@ -496,7 +532,7 @@ class FaultSuite:
                 agg["records_overpaid"] += sum(max(0, n - calls_expected.get(t, 0)) for t, n in per_turn.items())
                 events = by_cid.get(cid, [])
                 done = Counter(e["turn"] for e in events if e["ev"] == "llm_done")
-                done_call = Counter((e["turn"], e.get("n")) for e in events if e["ev"] == "llm_done")
+                done_call = Counter((e["turn"], e.get("d"), e.get("n")) for e in events if e["ev"] == "llm_done")
                 started = Counter(e["turn"] for e in events if e["ev"] == "llm_start")
                 paid_max = max([paid_max, *done.values()])
                 paid_call_max = max([paid_call_max, *done_call.values()])

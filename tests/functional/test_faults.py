@@ -25,8 +25,8 @@ import pytest
 from infra.local.redrive import redrive
 from shared.conversation import ConversationStore
 from shared.store.disk import DiskStore
-from infra.testing.faultsuite import (ROOT, SMALL_CLASSES, SOP, SOP_SMALL_CLASSES, FaultSuite, SopBaseline, baseline,
-                              format_table)
+from infra.testing.faultsuite import (PANEL, PANEL_CLASSES, PANEL_TURN, ROOT, SMALL_CLASSES, SOP, SOP_SMALL_CLASSES,
+                                      FaultSuite, SopBaseline, baseline, format_table)
 
 PER_CLASS = 2
 SOP_PER_CLASS = 1
@@ -60,7 +60,7 @@ def run(tmp_path_factory):
             out["failing"][name] = {"cid": cid, "flag": flag}
         started = time.time()
         out["groups"] = suite.run(SMALL_CLASSES, PER_CLASS, sop_classes=SOP_SMALL_CLASSES, sop_per_class=SOP_PER_CLASS,
-                                  timeout=150)
+                                  panel_classes=PANEL_CLASSES, panel_per_class=1, timeout=150)
         out["run_s"] = round(time.time() - started, 1)
         for name, f in out["failing"].items():
             f["failed_view"] = _wait_status(suite, f["cid"], "failed")
@@ -74,7 +74,9 @@ def run(tmp_path_factory):
         inputs = [suite.input_of[c] for label, cids in out["groups"].items() if not label.startswith(SOP) for c in cids]
         inputs += [suite.input_of[f["cid"]] for f in out["failing"].values()]
         started = time.time()
-        out["expected"] = baseline(inputs, suite.rounds, suite.max_turns, workdir)
+        newsrooms = tuple(suite.input_of[c] for label, cids in out["groups"].items() if label.startswith(PANEL)
+                          for c in cids)
+        out["expected"] = baseline(inputs, suite.rounds, suite.max_turns, workdir, newsrooms)
         out["expected_sop"] = sop_baseline.result()
         out["baseline_s"] = round(time.time() - started, 1)
         out["results"] = suite.analyze(out["groups"], out["expected"], out["expected_sop"])
@@ -83,7 +85,7 @@ def run(tmp_path_factory):
 
 
 def test_every_conversation_has_the_fault_free_turns_exactly_once(run, capsys):
-    results = {label: r for label, r in run["results"].items() if not label.startswith(SOP)}
+    results = {label: r for label, r in run["results"].items() if not label.startswith((SOP, PANEL))}
     with capsys.disabled():
         print(f"\nfault suite: {PER_CLASS} debates per class (2 rounds, 5 turns) and {SOP_PER_CLASS} software company "
               f"per class (sop:), {run['run_s']} s; fault-free runs {run['baseline_s']} s\n"
@@ -148,6 +150,23 @@ def test_every_software_company_has_the_fault_free_turns_and_project_exactly_onc
     timeout = results["llm_timeout"]
     assert timeout.get("injected_stall") == timeout.get("attempts_timeout") == SOP_PER_CLASS, timeout
     assert timeout["llm_abandoned"] == SOP_PER_CLASS, timeout
+
+
+def test_a_panel_answers_once_per_member_and_joins_once_under_every_fault(run):
+    results = {label[len(PANEL):]: r for label, r in run["results"].items() if label.startswith(PANEL)}
+    assert set(results) == set(PANEL_CLASSES)
+    for cls, r in results.items():
+        # THEN every newsroom completed with the fault-free run's answers: each checker once at the
+        # panel's turn, the reporter after them once (the join fired once), each call paid once
+        assert not r["problems"], (cls, r["problems"])
+        assert r["completed"] == r["conversations"] == 1, (cls, r)
+        assert r["lost"] == 0 and r["duplicated"] == 0 and r["mismatched"] == 0, (cls, r)
+        assert r["turns_committed"] == r["turns_expected"] == r["journal_entries"] == r["llm_paid"], (cls, r)
+        assert r["llm_paid_per_call_max"] == 1 and r["llm_overpaid"] == 0, (cls, r)
+    # AND the faults hit the panel's turn: a kill after a member's commit is before the join
+    for point in ("before_llm", "after_commit", "after_delivery"):
+        assert results[f"kill_{point}"].get("injected_kill") == 1, results[f"kill_{point}"]
+    assert results["duplicates"]["event_copies"] >= 3 * PANEL_TURN
 
 
 def test_dead_letters_fail_the_conversation_and_redrive_completes_it(run):
