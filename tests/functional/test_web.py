@@ -338,3 +338,24 @@ def test_customer_service_turns_show_the_passages_they_were_given(rt):
     assert "Files written:\n" not in c["m1"]["text"] and "Files written:\n" not in c["m2"]["text"]
     assert c["m1"]["sources"] == c["m2"]["sources"] == [] and c["m3"]["sources"] == ["only-doc.md", "kb · 7"]
     assert not seen["crafted"]["errors"], seen["crafted"]["errors"]
+
+
+def test_a_panels_answers_are_grouped_on_the_page(rt):
+    # GIVEN a newsroom, whose two checkers answer the editor at once (a panel), watched on the page
+    seen = drive(rt, "panel")
+    truth = api(rt, f"/conversations/{seen['cid']}", seen["token"])
+    assert seen["final"] == truth["status"] == "completed"
+    assert sorted((t["turn"], t["role"]) for t in seen["turns"]) == sorted((m["turn"], m["role"]) for m in truth["messages"])
+    # THEN the panel's answers (one turn) are grouped and marked as answered at once; no other turn is
+    panel = [t for t in seen["turns"] if t["turn"] == 3]
+    assert sorted(t["role"] for t in panel) == ["FactChecker", "SourceChecker"]
+    assert all(t["panel"] and "answered at once" in t["head"] for t in panel)
+    assert not any(t["panel"] for t in seen["turns"] if t["turn"] != 3)
+    # AND every invocation has its bar, none drawn over another of its function running at the same
+    # time (concurrent ones get rows of their own; bars are at least 2 px wide, hence the slack)
+    invocations = api(rt, f"/conversations/{seen['cid']}/invocations", seen["token"])["invocations"]
+    assert len(seen["bars"]) == len(invocations)
+    for i, a in enumerate(seen["bars"]):
+        for b in seen["bars"][i + 1:]:
+            if a["function"] == b["function"] and a["y"] == b["y"]:
+                assert min(a["x"] + a["width"], b["x"] + b["width"]) - max(a["x"], b["x"]) <= 2.5, (a, b)

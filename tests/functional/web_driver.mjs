@@ -3,7 +3,7 @@
 //
 //   node tests/functional/web_driver.mjs <mode> <base url> <api key> <out dir>
 //
-// mode: debate | human | errors | company | knowledge. Prints one JSON line of what it saw; the Python test asserts on
+// mode: debate | human | errors | company | knowledge | panel. Prints one JSON line of what it saw; the Python test asserts on
 // it and cross-checks the API. A step that cannot happen (a timeout) exits 1 with the reason,
 // after a screenshot of the page at that moment.
 import { chromium } from "playwright-core";
@@ -82,10 +82,11 @@ async function seen() {
     turns: await page.$$eval("#transcript li.turn", (ls) => ls.map((l) => ({
       turn: Number(l.dataset.turn), role: l.dataset.role, color: getComputedStyle(l).borderLeftColor,
       head: l.querySelector(".turn-head").textContent, text: l.querySelector(".text").textContent,
+      panel: l.classList.contains("panel"),
       html: l.querySelector(".text").innerHTML }))),
     bars: await page.$$eval("#timeline rect.bar", (rs) => rs.map((r) => ({
       function: r.dataset.function, role: r.dataset.role, turn: r.dataset.turn, outcome: r.dataset.outcome,
-      x: Number(r.getAttribute("x")), width: Number(r.getAttribute("width")) }))),
+      x: Number(r.getAttribute("x")), y: Number(r.getAttribute("y")), width: Number(r.getAttribute("width")) }))),
     lanes: await page.$$eval("#timeline text.lane-label", (ts) => ts.map((t) => t.textContent)),
     timelineSummary: await page.$eval("#timeline", (t) => t.textContent),
     bill: await page.$$eval("#bill tbody tr", (rs) => rs.map((r) => [...r.cells].map((c) => c.textContent))),
@@ -98,6 +99,16 @@ async function seen() {
     arrivals: await page.evaluate(() => window.__arrivals),
     xss: await page.evaluate(() => window.__xss === 1),
   };
+}
+
+async function panel() {
+  await open();
+  const started = await startAndWatch({ scenario: "newsroom", input: "A new bridge opens", maxTurns: 5 });
+  const final = await waitStatus(["completed", "budget_exhausted", "stopped", "failed", "cancelled"]);
+  await page.waitForTimeout(2500);
+  const result = { ...started, final, ...(await seen()) };
+  await shot("web-panel.png");
+  return result;
 }
 
 async function debate() {
@@ -463,7 +474,7 @@ async function crafted() {
 
 let code = 0;
 try {
-  const modes = { debate, human, errors, company, knowledge };
+  const modes = { debate, human, errors, company, knowledge, panel };
   if (!modes[mode]) throw new Error(`unknown mode ${mode}`);
   const result = await modes[mode]();
   result.requests = requests;

@@ -1186,7 +1186,21 @@
     const span = Math.max(t1 - t0, 0.001);
     const width = 800, label = 96, right = 12, top = 20, laneH = 28, barH = 18;
     const plot = width - label - right;
-    const height = top + lanes.length * laneH + 4;
+    // invocations of one function that overlap in time (a panel's members, racing copies) get
+    // rows of their own within its lane, so that concurrent bars show side by side
+    const sorted = rows.slice().sort((a, b) => a.start - b.start);
+    const ends = {}, row = new Map();
+    for (const r of sorted) {
+      const taken = ends[r.function] || (ends[r.function] = []);
+      let i = taken.findIndex((end) => end <= r.start);
+      if (i < 0) { i = taken.length; taken.push(0); }
+      taken[i] = r.start + (Number(r.duration_ms) || 0) / 1000;
+      row.set(r, i);
+    }
+    const laneTop = {};
+    let y0 = top;
+    for (const fn of lanes) { laneTop[fn] = y0; y0 += laneH * Math.max(1, ends[fn].length); }
+    const height = y0 + 4;
     const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": t("timeline"),
                                preserveAspectRatio: "xMinYMin meet" });
     for (let i = 0; i <= 4; i++) {
@@ -1195,14 +1209,13 @@
                    svg("text", { class: "tick", x, y: 12, "text-anchor": i === 0 ? "start" : i === 4 ? "end" : "middle" },
                        document.createTextNode("+" + ((span * i) / 4).toFixed(span < 10 ? 2 : 1) + " s")));
     }
-    lanes.forEach((fn, i) => {
-      const y = top + i * laneH;
+    lanes.forEach((fn) => {
+      const y = laneTop[fn], h = laneH * Math.max(1, ends[fn].length);
       chart.append(svg("text", { class: "lane-label", x: 0, y: y + laneH / 2 + 4 }, document.createTextNode(fn)));
-      chart.append(svg("line", { class: "grid", x1: label, x2: width - right, y1: y + laneH, y2: y + laneH }));
+      chart.append(svg("line", { class: "grid", x1: label, x2: width - right, y1: y + h, y2: y + h }));
     });
-    const sorted = rows.slice().sort((a, b) => a.start - b.start);
     for (const r of sorted) {
-      const y = top + lanes.indexOf(r.function) * laneH + (laneH - barH) / 2;
+      const y = laneTop[r.function] + row.get(r) * laneH + (laneH - barH) / 2;
       const x = label + ((r.start - t0) / span) * plot;
       const w = Math.max(2, (((Number(r.duration_ms) || 0) / 1000) / span) * plot);
       const committed = r.outcome === "committed" || r.outcome === "created" || r.outcome === "human_message";
