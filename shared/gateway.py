@@ -278,6 +278,11 @@ class Gateway:
         waiting = None if end else self.convs.waiting(cid)
         messages, cursor = self.convs.messages(cid, after=after, limit=limit)
         meta = self.convs.meta(cid)
+        if messages and len(messages) < limit and not end and messages[-1]["turn"] > 0 and \
+                any(isinstance(slot, list) for slot in meta["scenario"]["order"]):
+            # a panel's answers share a turn and commit in any order, so one may still land before
+            # the last one seen: the cursor re-reads the newest turn (clients keep messages by id)
+            cursor = f"{messages[-1]['turn'] - 1:06d}-{'f' * 16}"
         status = end["status"] if end else ("waiting_for_human" if waiting else "running")
         deliverable = None
         if end and end.get("deliverable"):

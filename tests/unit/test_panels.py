@@ -118,3 +118,27 @@ def test_panel_declarations_are_checked_naming_the_field():
     assert "played by a person" in refused(["Reporter", ["FactChecker", "SourceChecker"]], roles=human).message
     ok = scenarios.validate_scenario({**raw, "order": ["Reporter", ["FactChecker", "SourceChecker"]]})
     assert ok["order"] == ["Reporter", ["FactChecker", "SourceChecker"]]
+
+
+def test_polling_with_the_cursor_misses_no_answer_of_a_panel(tmp_path):
+    h = _harness(tmp_path, APPROVE)
+    cid = h.start("newsroom", "A new bridge opens")
+    for _ in range(2):
+        h.deliver(_inbox(h)[0][1])
+    members = _inbox(h)
+    # WHEN a watcher polls after one checker's answer, and the other's then commits (its key may sort first)
+    from shared.ids import derive_id
+
+    def answer_id(key):  # the id (and key order) of the answer a delivery causes (shared.runner)
+        return derive_id(cid, "reply", key.rsplit("-", 1)[1][:-5])
+
+    seen, cursor = {}, ""
+    # the answer whose key sorts last commits first, so the other lands before the cursor
+    for _, event in sorted(members, key=lambda m: answer_id(m[0]), reverse=True):
+        h.deliver(event)
+        status, body = h.http("GET", f"/conversations/{cid}", query={"after": cursor} if cursor else None)
+        assert status == 200, body
+        seen.update({m["id"]: (m["turn"], m["role"]) for m in body["messages"]})
+        cursor = body["cursor"]
+    # THEN it has both answers
+    assert sorted(r for t, r in seen.values() if t == 3) == ["FactChecker", "SourceChecker"]
