@@ -278,11 +278,12 @@ class Gateway:
         waiting = None if end else self.convs.waiting(cid)
         messages, cursor = self.convs.messages(cid, after=after, limit=limit)
         meta = self.convs.meta(cid)
-        if messages and len(messages) < limit and not end and messages[-1]["turn"] > 0 and \
+        last = messages[-1]["turn"] if messages else 0
+        if last > 0 and not end and (len(messages) < limit or messages[0]["turn"] < last) and \
                 any(isinstance(slot, list) for slot in meta["scenario"]["order"]):
             # a panel's answers share a turn and commit in any order, so one may still land before
             # the last one seen: the cursor re-reads the newest turn (clients keep messages by id)
-            cursor = f"{messages[-1]['turn'] - 1:06d}-{'f' * 16}"
+            cursor = keys.before_turn(last)
         status = end["status"] if end else ("waiting_for_human" if waiting else "running")
         deliverable = None
         if end and end.get("deliverable"):

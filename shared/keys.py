@@ -83,6 +83,11 @@ def messages(cid: str) -> str:
     return conversation(cid) + "messages/"
 
 
+def before_turn(turn: int) -> str:
+    """The messages cursor (`<turn>-<msgid>`) just before the first message of `turn`."""
+    return f"{int(turn) - 1:0{TURN_WIDTH}d}-{'f' * 16}"
+
+
 def turn_messages(cid: str, turn: int) -> str:
     """The prefix of every message committed at `turn` (a panel's answers share one turn)."""
     return messages(cid) + f"{int(turn):0{TURN_WIDTH}d}-"

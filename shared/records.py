@@ -19,6 +19,9 @@ RecordError: a rejected event, never retried.
   kind "director"  the director picks who speaks
   kind "sop"       the SOP roles in `roles` each get the turn's messages addressed to them
   kind "end"       the conversation ends, for `reason`
+  kind "panel"     the roles in `roles` answer the turn at once, each in its own invocation
+  kind "join"      a panel member's answer: what follows is decided once every member has
+                   answered (shared/routing.py, join_panel)
 """
 
 from __future__ import annotations
@@ -90,6 +93,8 @@ def read_next(obj: Any) -> dict:
         raise RecordError("a turn's next step names its roles as strings")
     if obj["kind"] == "speak" and not role:
         raise RecordError("a turn's next step of kind speak names the role")
+    if obj["kind"] == "panel" and len(set(roles)) < 2:
+        raise RecordError("a turn's next step of kind panel names its roles")
     return {"kind": obj["kind"], "role": role, "roles": sorted(roles), "closing": bool(obj.get("closing")),
             "reason": obj.get("reason")}
 
@@ -115,8 +120,25 @@ def read_delivery(obj: Any, turn: int | None = None) -> dict:
     hops = obj.get("hops", 0)
     if isinstance(hops, bool) or not isinstance(hops, int) or hops < 0:
         raise RecordError("a delivery's hops must be a whole number")
+    if obj.get("panel") is not None:
+        _check_panel(obj["panel"], obj["to"])
     return {**obj, "v": obj.get("v", 1), "hops": hops, "recent": obj.get("recent") or [],
             "scene": obj.get("scene") or [], "closing": bool(obj.get("closing"))}
+
+
+def _check_panel(panel: Any, to: str) -> None:
+    """A delivery to a panel's member: {parent, roles (2 to 16, distinct, `to` among them), spent}."""
+    roles = panel.get("roles") if isinstance(panel, dict) else None
+    spent = panel.get("spent") if isinstance(panel, dict) else None
+    if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles) or \
+            not 2 <= len(set(roles)) == len(roles) <= 16 or to not in roles:
+        raise RecordError("a panel delivery names 2 to 16 distinct roles, its recipient among them")
+    if not isinstance(panel.get("parent"), str) or not panel["parent"]:
+        raise RecordError("a panel delivery names the message its members answer")
+    if spent is not None and not (isinstance(spent, dict) and all(
+            isinstance(spent.get(k, 0), (int, float)) and not isinstance(spent.get(k, 0), bool)
+            for k in ("tokens", "cost_cny"))):
+        raise RecordError("a panel delivery's spending must be numbers")
 
 
 # -- turn ------------------------------------------------------------------------------------

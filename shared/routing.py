@@ -95,16 +95,21 @@ def follow(convs: ConversationStore, cid: str, meta: dict, record: dict) -> None
         convs.deliver(DIRECTOR, cid, turn, did, records.delivery(to=DIRECTOR, **payload))
         return
     if nxt["kind"] == "panel":
-        panel = {"parent": record["id"], "roles": list(nxt["roles"]), "spent": payload["spent"]}
-        for role in nxt["roles"]:
-            hand_to(convs, cid, meta, role, {**payload, "panel": panel}, parent=record["id"], after=record["id"],
-                    closing=False, now=convs.clock())
+        fan_out(convs, cid, meta, record["id"], nxt["roles"], payload)
         return
     if nxt["kind"] == "join":
         join_panel(convs, cid, meta, record)
         return
     hand_to(convs, cid, meta, nxt["role"], payload, parent=record["id"], after=record["id"],
             closing=nxt["closing"], now=convs.clock())
+
+
+def fan_out(convs: ConversationStore, cid: str, meta: dict, parent: str, roles: list[str], payload: dict) -> None:
+    """A delivery to each member of a panel answering the message `parent` (create-only)."""
+    panel = {"parent": parent, "roles": list(roles), "spent": payload["spent"]}
+    for role in roles:
+        hand_to(convs, cid, meta, role, {**payload, "panel": panel}, parent=parent, after=parent, closing=False,
+                now=convs.clock())
 
 
 def join_panel(convs: ConversationStore, cid: str, meta: dict, record: dict) -> None:
@@ -114,10 +119,11 @@ def join_panel(convs: ConversationStore, cid: str, meta: dict, record: dict) -> 
     members = panel.get("roles") if isinstance(panel, dict) else None
     if not isinstance(members, list) or not 2 <= len(members) <= MAX_PANEL or len(set(members)) != len(members):
         return  # not a panel this code declared
-    if len(convs.turn_keys(cid, turn)) < len(members):
+    found_keys = convs.turn_keys(cid, turn)
+    if len(found_keys) < len(members):
         return  # a member still to answer joins when it does
     answers = {}
-    for key in convs.turn_keys(cid, turn):
+    for key in found_keys:
         found = convs.read_turn_at(key)
         if found and (found.get("panel") or {}).get("parent") == panel["parent"] and found["role"] in members:
             answers[found["role"]] = found
@@ -131,7 +137,7 @@ def join_panel(convs: ConversationStore, cid: str, meta: dict, record: dict) -> 
         return
     text = "\n\n".join(f"{a['role']}: {a['content']}" for a in ordered)
     message = {**ordered[0]["message"], "id": joined, "content": text, "sent_from": ", ".join(members),
-               "send_to": [nxt["role"]]}
+               "send_to": list(nxt["roles"]) if nxt["kind"] == "panel" else [nxt["role"]]}
     before = panel.get("spent") or {}
     spent = {k: round(before.get(k, 0) + sum((a.get("spent") or {}).get(k, 0) - before.get(k, 0) for a in ordered), 8)
              for k in ("tokens", "cost_cny")}
@@ -141,6 +147,9 @@ def join_panel(convs: ConversationStore, cid: str, meta: dict, record: dict) -> 
     payload = {"turn": turn, "message": message, "spent": spent,
                "recent": ((ordered[0].get("recent") or [])[:-1] + members)[-RECENT:], "scene": scene,
                "hops": max(int(a.get("hops", 0)) for a in ordered) + 1}
+    if nxt["kind"] == "panel":  # a panel after a panel
+        fan_out(convs, cid, meta, joined, nxt["roles"], payload)
+        return
     hand_to(convs, cid, meta, nxt["role"], payload, parent=joined, after=joined, closing=nxt["closing"],
             now=convs.clock())
 

@@ -142,3 +142,35 @@ def test_polling_with_the_cursor_misses_no_answer_of_a_panel(tmp_path):
         cursor = body["cursor"]
     # THEN it has both answers
     assert sorted(r for t, r in seen.values() if t == 3) == ["FactChecker", "SourceChecker"]
+
+
+def test_a_panel_may_follow_a_panel_and_the_order_may_wrap_around_to_one(tmp_path):
+    h = _harness(tmp_path, {})
+    scenario = {"id": "two_panels", "flow": "round_robin", "rounds": 1,
+                "order": ["Reporter", ["FactChecker", "SourceChecker"], ["Editor", "Reporter"]],
+                "closing": {"role": "Editor", "instruction": "Publish.", "title": "Article"},
+                "roles": [{"name": n, "profile": n.lower()} for n in ("Reporter", "Editor", "FactChecker",
+                                                                      "SourceChecker")]}
+    status, body = h.http("POST", "/scenarios", scenario)
+    assert status == 201, body
+    cid = h.start("two_panels", "A new bridge opens")
+    h.pump()
+    turns = sorted((m["turn"], m["role"]) for m in h.transcript(cid))
+    # the second panel answers the first one's joined answers; the closing editor answers the second's
+    assert turns == [(0, "user"), (1, "Reporter"), (2, "FactChecker"), (2, "SourceChecker"), (3, "Editor"),
+                     (3, "Reporter"), (4, "Editor")]
+    assert h.convs.get_end(cid)["status"] == "completed"
+
+
+@pytest.mark.parametrize("panel", [
+    "yes", {"parent": "a1", "roles": ["FactChecker"]}, {"parent": "a1", "roles": ["Editor", "Reporter"]},
+    {"roles": ["FactChecker", "SourceChecker"]}, {"parent": "a1", "roles": ["FactChecker", 3]},
+    {"parent": "a1", "roles": ["FactChecker", "SourceChecker"], "spent": {"tokens": "many"}},
+])
+def test_a_delivery_naming_a_malformed_panel_is_refused(panel):
+    from shared import records
+
+    good = records.delivery(to="FactChecker", turn=2, message={"content": "x"}, hops=1)
+    records.read_delivery({**good, "panel": {"parent": "a1", "roles": ["FactChecker", "SourceChecker"]}})
+    with pytest.raises(records.RecordError):
+        records.read_delivery({**good, "panel": panel})
