@@ -38,6 +38,11 @@ document names (`\d{14}`, in paths and inside files that name them), unittest's 
 on the process's string hash seed. Each committed turn's record must also agree with the
 workspace it names (the manifest exists and holds every path the record says it wrote).
 
+Panel rows (`panel:<class>`): newsrooms, whose turn 3 is a panel of two checkers answering at
+once (shared/routing.py), under the debates' faults aimed at that turn: checked as debates are,
+a transcript in (turn, role) order, each checker's call paid once, and the join fired once (the
+reporter's turn 4 once).
+
 The fault-free run is the same conversations (same inputs) run in-process by infra/testing/harness.py
 (the software companies in a process of their own, alongside the faulted run: SopBaseline).
 """
