@@ -58,13 +58,12 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections import Counter, defaultdict
 
 import yaml
 
 from infra.local.faults import POINTS, SOP_POINTS, Faults, read_ledger
+from infra.testing.load import ApiClient
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMALL_CLASSES = ["none", "duplicates", *(f"kill_{p}" for p in POINTS), "race", "transient", "llm_timeout",
@@ -357,7 +356,7 @@ class FaultSuite:
                                # waiting: its turn is handed back
                                extra_env={"TROUPE_FAULTS": self.plan_path, "TROUPE_LLM": "fake",
                                           "TROUPE_THROTTLE_WAIT_S": "1"})
-        self.tokens: dict[str, str] = {}
+        self.api = ApiClient(self.rt)
         self.cls_of: dict[str, str] = {}
         self.input_of: dict[str, str] = {}
         self.wall: dict[str, float] = {}
@@ -377,19 +376,7 @@ class FaultSuite:
 
     # -- HTTP -------------------------------------------------------------------------------
     def http(self, method: str, path: str, body=None) -> tuple[int, dict]:
-        data = json.dumps(body).encode() if body is not None else None
-        parts = path.split("?")[0].strip("/").split("/")
-        secret = self.rt.api_key if len(parts) == 1 else self.tokens.get(parts[1], "")
-        req = urllib.request.Request(self.rt.http_url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json", "Authorization": f"Bearer {secret}"})
-        try:
-            with urllib.request.urlopen(req, timeout=60) as resp:
-                out = json.loads(resp.read())
-                if resp.status == 201 and "token" in out:
-                    self.tokens[out["id"]] = out["token"]
-                return resp.status, out
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
+        return self.api.http(method, path, body)
 
     def start(self, text: str, spec: dict, cls: str, scenario: str = "debate") -> str:
         """Start a conversation under fault SPEC; `cls` is its row in the results."""

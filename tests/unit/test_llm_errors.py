@@ -16,6 +16,18 @@ KEY = "sk-test"
 LONG = "Range of input length should be [1, 30720]"
 
 
+def _compatible_llm(ep):
+    """An LLM factory for DashScope's compatible mode at the endpoint `ep`, the openai SDK's own
+    retries off (they would only repeat the endpoint's scripted answer)."""
+    def factory(model=None):
+        llm = make_llm({"TROUPE_LLM": "dashscope-openai", "TROUPE_LLM_BASE_URL": ep.compatible_base_url,
+                        "DASHSCOPE_API_KEY": KEY}, model)
+        llm.aclient.max_retries = 0
+        return llm
+
+    return factory
+
+
 def _raised(llm) -> BaseException:
     with pytest.raises(Exception) as err:
         asyncio.run(llm.aask("hi"))
@@ -102,14 +114,7 @@ def test_a_refused_request_ends_the_debate_naming_role_and_step_and_a_throttled_
 
     # GIVEN a debate whose model refuses the first turn's request on content grounds
     with Endpoint(key=KEY, script=[Refusal(400, "data_inspection_failed", "Input data may contain inappropriate content.")]) as ep:
-        env = {"TROUPE_LLM": "dashscope-openai", "TROUPE_LLM_BASE_URL": ep.compatible_base_url, "DASHSCOPE_API_KEY": KEY}
-
-        def factory(model=None):
-            llm = make_llm(env, model)
-            llm.aclient.max_retries = 0
-            return llm
-
-        h = Harness(str(tmp_path / "a"), llm_factory=factory)
+        h = Harness(str(tmp_path / "a"), llm_factory=_compatible_llm(ep))
         cid = h.start("debate", text="Should cities ban cars?", max_turns=3)
         out = h.runner("persona").handle_event(h.pending_inbox()[0])
     # THEN the invocation ends it at once, as failed, naming who failed where and why; no retry is left to FC
@@ -121,8 +126,7 @@ def test_a_refused_request_ends_the_debate_naming_role_and_step_and_a_throttled_
 
     # AND a throttled call is not the conversation's end: the invocation raises, so FC tries it again
     with Endpoint(key=KEY, script=[Refusal(429, "Throttling.RateQuota", "Requests rate limit exceeded")]) as ep:
-        env = {"TROUPE_LLM": "dashscope-openai", "TROUPE_LLM_BASE_URL": ep.compatible_base_url, "DASHSCOPE_API_KEY": KEY}
-        h = Harness(str(tmp_path / "b"), llm_factory=factory)
+        h = Harness(str(tmp_path / "b"), llm_factory=_compatible_llm(ep))
         cid = h.start("debate", text="Should cities ban cars?", max_turns=3)
         with pytest.raises(Exception):
             h.runner("persona").handle_event(h.pending_inbox()[0])
@@ -135,9 +139,7 @@ def _journaling(tmp_path, ep, **kw):
 
     h = Harness(str(tmp_path))
     cid = h.start()
-    inner = make_llm({"TROUPE_LLM": "dashscope-openai", "TROUPE_LLM_BASE_URL": ep.compatible_base_url,
-                      "DASHSCOPE_API_KEY": KEY})
-    inner.aclient.max_retries = 0
+    inner = _compatible_llm(ep)()
     return h, cid, JournalingLLM(inner, h.convs, cid, "c" * 16, holder="req-1", **kw)
 
 
@@ -180,13 +182,7 @@ def test_a_turn_throttled_twice_commits_once_and_its_record_shows_the_wait(tmp_p
 
     throttled = Refusal(429, "Throttling.RateQuota", "Requests rate limit exceeded", retry_after=0)
     with OpenAIEndpoint(key=KEY, script=[throttled, throttled, "Streets are for people."]) as ep:
-        def factory(model=None):
-            llm = make_llm({"TROUPE_LLM": "dashscope-openai", "TROUPE_LLM_BASE_URL": ep.compatible_base_url,
-                            "DASHSCOPE_API_KEY": KEY}, model)
-            llm.aclient.max_retries = 0
-            return llm
-
-        h = Harness(str(tmp_path), llm_factory=factory)
+        h = Harness(str(tmp_path), llm_factory=_compatible_llm(ep))
         cid = h.start("debate", text="Should cities ban cars?", max_turns=1)
         out = h.runner("persona").handle_event(h.pending_inbox()[0])
     assert out[0]["outcome"] == "committed" and out[0]["llm_paid"] == 1
@@ -280,13 +276,7 @@ def test_a_turn_whose_claim_could_not_be_given_back_is_not_handed_back(tmp_path)
 def _debate(tmp_path, ep):
     from infra.testing.harness import Harness
 
-    def factory(model=None):
-        llm = make_llm({"TROUPE_LLM": "dashscope-openai", "TROUPE_LLM_BASE_URL": ep.compatible_base_url,
-                        "DASHSCOPE_API_KEY": KEY}, model)
-        llm.aclient.max_retries = 0
-        return llm
-
-    h = Harness(str(tmp_path), llm_factory=factory)
+    h = Harness(str(tmp_path), llm_factory=_compatible_llm(ep))
     return h, h.start("debate", text="Should cities ban cars?", max_turns=2)
 
 
@@ -295,13 +285,7 @@ def test_a_software_company_role_refused_for_good_asks_the_model_once_not_metagp
 
     refused = Refusal(400, "data_inspection_failed", "Input data may contain inappropriate content.")
     with OpenAIEndpoint(key=KEY, script=[refused]) as ep:
-        def factory(model=None):
-            llm = make_llm({"TROUPE_LLM": "dashscope-openai", "TROUPE_LLM_BASE_URL": ep.compatible_base_url,
-                            "DASHSCOPE_API_KEY": KEY}, model)
-            llm.aclient.max_retries = 0
-            return llm
-
-        h = Harness(str(tmp_path), llm_factory=factory)
+        h = Harness(str(tmp_path), llm_factory=_compatible_llm(ep))
         cid = h.start("software_company", text="A command-line todo list")
         # WHEN the product manager's PRD call is refused on content grounds
         out = h.runner("product_manager").handle_event(h.pending_inbox()[0])

@@ -34,14 +34,20 @@ def _inbox(h, function=None):
     return out
 
 
-def test_a_panel_answers_at_once_and_the_next_role_sees_every_answer(tmp_path):
-    h = _harness(tmp_path, APPROVE)
+def _at_the_panel(h):
+    """A newsroom whose reporter and editor have spoken: its id, and the checkers' deliveries
+    (the panel's fan-out, taken from the spool)."""
     cid = h.start("newsroom", "A new bridge opens")
-    # WHEN the reporter and the editor have spoken
     for _ in range(2):
         h.deliver(_inbox(h)[0][1])
+    return cid, _inbox(h)
+
+
+def test_a_panel_answers_at_once_and_the_next_role_sees_every_answer(tmp_path):
+    h = _harness(tmp_path, APPROVE)
+    # WHEN the reporter and the editor have spoken
+    cid, pending = _at_the_panel(h)
     # THEN the editor's turn fans out: one delivery per checker, both pending at once
-    pending = _inbox(h)  # (taken from the spool)
     assert len(pending) == 2
     assert all("/000002-" in key for key, _ in pending)
     for _, event in pending:
@@ -67,10 +73,7 @@ def test_a_panel_ends_the_loop_only_when_every_member_approves(tmp_path):
 
 def test_the_join_hands_on_once_whatever_the_duplicates_and_races(tmp_path):
     h = _harness(tmp_path, APPROVE)
-    cid = h.start("newsroom", "A new bridge opens")
-    for _ in range(2):
-        h.deliver(_inbox(h)[0][1])
-    branches = _inbox(h)
+    cid, branches = _at_the_panel(h)
     assert len(branches) == 2
     # WHEN both checkers' events arrive three times each, the copies racing in threads
     errors = []
@@ -122,10 +125,7 @@ def test_panel_declarations_are_checked_naming_the_field():
 
 def test_polling_with_the_cursor_misses_no_answer_of_a_panel(tmp_path):
     h = _harness(tmp_path, APPROVE)
-    cid = h.start("newsroom", "A new bridge opens")
-    for _ in range(2):
-        h.deliver(_inbox(h)[0][1])
-    members = _inbox(h)
+    cid, members = _at_the_panel(h)
     # WHEN a watcher polls after one checker's answer, and the other's then commits (its key may sort first)
     from shared.ids import derive_id
 
