@@ -29,6 +29,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from shared.errors import RejectedEvent, TroupeError
+from shared.flows import MAX_PANEL
 
 VERSION = 1
 """the version this code writes, and the newest it reads"""
@@ -121,18 +122,18 @@ def read_delivery(obj: Any, turn: int | None = None) -> dict:
     if isinstance(hops, bool) or not isinstance(hops, int) or hops < 0:
         raise RecordError("a delivery's hops must be a whole number")
     if obj.get("panel") is not None:
-        _check_panel(obj["panel"], obj["to"])
+        check_panel(obj["panel"], obj["to"])
     return {**obj, "v": obj.get("v", 1), "hops": hops, "recent": obj.get("recent") or [],
             "scene": obj.get("scene") or [], "closing": bool(obj.get("closing"))}
 
 
-def _check_panel(panel: Any, to: str) -> None:
-    """A delivery to a panel's member: {parent, roles (2 to 16, distinct, `to` among them), spent}."""
+def check_panel(panel: Any, to: str) -> None:
+    """A delivery to a panel's member: {parent, roles (2 to MAX_PANEL, distinct, `to` among them), spent}."""
     roles = panel.get("roles") if isinstance(panel, dict) else None
     spent = panel.get("spent") if isinstance(panel, dict) else None
     if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles) or \
-            not 2 <= len(set(roles)) == len(roles) <= 16 or to not in roles:
-        raise RecordError("a panel delivery names 2 to 16 distinct roles, its recipient among them")
+            not 2 <= len(set(roles)) == len(roles) <= MAX_PANEL or to not in roles:
+        raise RecordError(f"a panel delivery names 2 to {MAX_PANEL} distinct roles, its recipient among them")
     if not isinstance(panel.get("parent"), str) or not panel["parent"]:
         raise RecordError("a panel delivery names the message its members answer")
     if spent is not None and not (isinstance(spent, dict) and all(

@@ -20,7 +20,7 @@ from __future__ import annotations
 from shared import records
 from shared.conversation import ConversationStore
 from shared.errors import BadRequest
-from shared.flows import DIRECTOR, MAX_PANEL, Next, after_turn, closing_role
+from shared.flows import DIRECTOR, Next, after_turn, closing_role
 from shared.ids import derive_id
 
 RECENT = 10  # speakers carried along with each delivery, for the director's rules
@@ -116,9 +116,11 @@ def join_panel(convs: ConversationStore, cid: str, meta: dict, record: dict) -> 
     """Once every member of `record`'s panel has answered: what follows the panel, carried out
     once (see the module's docstring). Before that, nothing."""
     panel, turn = record["panel"], record["turn"]
-    members = panel.get("roles") if isinstance(panel, dict) else None
-    if not isinstance(members, list) or not 2 <= len(members) <= MAX_PANEL or len(set(members)) != len(members):
+    try:
+        records.check_panel(panel, record["role"])  # as its delivery was checked
+    except records.RecordError:
         return  # not a panel this code declared
+    members = panel["roles"]
     found_keys = convs.turn_keys(cid, turn)
     if len(found_keys) < len(members):
         return  # a member still to answer joins when it does
