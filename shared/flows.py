@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from shared.branches import MAX_WIDTH
+
 DIRECTOR = "director"
-MAX_PANEL = 16
+MAX_PANEL = MAX_WIDTH
 """the most roles one panel may have (a fan-out of that many invocations)"""
 
 

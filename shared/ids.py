@@ -48,6 +48,11 @@ def derive_id(*parts: str) -> str:
     return h[:16]
 
 
+def reply_id(cid: str, delivery_id: str) -> str:
+    """The id of the turn a delivery causes: every attempt at the delivery commits this same key."""
+    return derive_id(cid, "reply", delivery_id)
+
+
 def new_token() -> str:
     """A conversation's access token: 192 random bits, shown once, stored only as a hash."""
     return "tok_" + secrets.token_urlsafe(24)

@@ -144,6 +144,12 @@ def workspace(cid: str, turn: int, msgid: str) -> str:
     return workspaces(cid) + f"{turn_name(turn, check_message_id(msgid))}.json"
 
 
+def joined_workspace(cid: str, turn: int, msgid: str) -> str:
+    """The tree a join merged from the branches of `turn`: after their own trees in key order
+    ("~" sorts after "-"), so the newest key is the newest tree (shared/artifacts.latest_manifest)."""
+    return workspaces(cid) + f"{int(turn):0{TURN_WIDTH}d}~{check_message_id(msgid)}.json"
+
+
 def artifacts(cid: str) -> str:
     return conversation(cid) + "artifacts/"
 

@@ -20,8 +20,10 @@ RecordError: a rejected event, never retried.
   kind "sop"       the SOP roles in `roles` each get the turn's messages addressed to them
   kind "end"       the conversation ends, for `reason`
   kind "panel"     the roles in `roles` answer the turn at once, each in its own invocation
-  kind "join"      a panel member's answer: what follows is decided once every member has
-                   answered (shared/routing.py, join_panel)
+  kind "join"      a branch's answer (a panel member's, a file's): what follows is decided
+                   once every branch has answered (shared/branches.py)
+  kind "branches"  an SOP role's work items (files) are done at once, each in its own
+                   invocation of the role, wave after wave (shared/sop/parallel.py)
 """
 
 from __future__ import annotations
@@ -29,14 +31,16 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from shared.errors import RejectedEvent, TroupeError
+from shared.branches import MAX_WIDTH
 from shared.flows import MAX_PANEL
 
 VERSION = 1
 """the version this code writes, and the newest it reads"""
 
-NEXT_KINDS = ("speak", "director", "sop", "end", "panel", "join")
-"""panel: the roles answer the turn at once, each in its own invocation; join: a panel member's
-answer, whose conversation goes on once every member has answered (shared/routing.py)"""
+NEXT_KINDS = ("speak", "director", "sop", "end", "panel", "join", "branches")
+"""panel: the roles answer the turn at once, each in its own invocation; join: a branch's
+answer, whose conversation goes on once every branch has answered (shared/branches.py);
+branches: an SOP role's work items, done at once"""
 END_STATUSES = ("completed", "stopped", "failed", "cancelled", "budget_exhausted")
 
 
@@ -123,6 +127,8 @@ def read_delivery(obj: Any, turn: int | None = None) -> dict:
         raise RecordError("a delivery's hops must be a whole number")
     if obj.get("panel") is not None:
         check_panel(obj["panel"], obj["to"])
+    if obj.get("branch") is not None:
+        check_branch(obj["branch"])
     return {**obj, "v": obj.get("v", 1), "hops": hops, "recent": obj.get("recent") or [],
             "scene": obj.get("scene") or [], "closing": bool(obj.get("closing"))}
 
@@ -136,10 +142,52 @@ def check_panel(panel: Any, to: str) -> None:
         raise RecordError(f"a panel delivery names 2 to {MAX_PANEL} distinct roles, its recipient among them")
     if not isinstance(panel.get("parent"), str) or not panel["parent"]:
         raise RecordError("a panel delivery names the message its members answer")
+    _check_spent(spent, "panel")
+
+
+WORK = ("code", "tests")
+"""what an SOP branch does: the engineer writes one file, QA writes and runs one file's tests"""
+
+
+def check_branch(branch: Any) -> None:
+    """A delivery to an SOP branch: {parent, work, item, items (its wave: 1 to MAX_WIDTH distinct
+    names, `item` among them), waves (the waves after it), messages (what the role works from),
+    then (the messages that follow the last wave, as an outbox), base (the workspace the wave
+    starts from), spent}."""
+    if not isinstance(branch, dict):
+        raise RecordError("a branch delivery's branch must be an object")
+    items, waves = branch.get("items"), branch.get("waves")
+    if not _wave(items) or branch.get("item") not in items:
+        raise RecordError(f"a branch delivery names its wave, 1 to {MAX_WIDTH} distinct names, its item among them")
+    if not isinstance(waves, list) or not all(_wave(w) for w in waves):
+        raise RecordError(f"a branch delivery's later waves are lists of 1 to {MAX_WIDTH} distinct names")
+    messages = branch.get("messages")
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise RecordError("a branch delivery carries the messages its role works from")
+    if branch.get("work") not in WORK:
+        raise RecordError(f"a branch delivery's work is one of {', '.join(WORK)}")
+    if not isinstance(branch.get("parent"), str) or not branch["parent"]:
+        raise RecordError("a branch delivery names the turn it branches from")
+    if branch.get("base") is not None and not isinstance(branch["base"], str):
+        raise RecordError("a branch delivery's base workspace is a key")
+    then = branch.get("then")
+    if not isinstance(then, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("message"), dict) and isinstance(t.get("to"), list)
+            and all(isinstance(r, str) for r in t["to"]) for t in then):
+        raise RecordError("a branch delivery's then is a list of {message, to}")
+    _check_spent(branch.get("spent"), "branch")
+
+
+def _wave(names: Any) -> bool:
+    return isinstance(names, list) and 1 <= len(names) <= MAX_WIDTH and len(set(names)) == len(names) and \
+        all(isinstance(n, str) and 0 < len(n) <= 300 for n in names)
+
+
+def _check_spent(spent: Any, kind: str) -> None:
     if spent is not None and not (isinstance(spent, dict) and all(
             isinstance(spent.get(k, 0), (int, float)) and not isinstance(spent.get(k, 0), bool)
             for k in ("tokens", "cost_cny"))):
-        raise RecordError("a panel delivery's spending must be numbers")
+        raise RecordError(f"a {kind} delivery's spending must be numbers")
 
 
 # -- turn ------------------------------------------------------------------------------------

@@ -8,16 +8,15 @@ turn (a retry, a duplicate event) changes nothing.
 
 A panel (a slot of a round_robin `order` that is a list of roles) fans out: one delivery per
 member, each answered in its own invocation and committed create-only at the same turn number.
-Every member's answer then tries the join (`join_panel`): it lists the turn's messages (one
-request) and, once all the members' answers are there, reads them and hands them on together,
-as one delivery whose key derives from the panel, so that however many members see the panel
-complete, and however often (retries, duplicates, races), the delivery is written once and
-fires once. Each member lists after its own commit, so the last one to commit sees them all.
+Every member's answer then tries the join (`join_panel`, on shared/branches.py): once all the
+members' answers are there, they are handed on together as one delivery whose key derives from
+the panel, so that however many members see the panel complete, and however often (retries,
+duplicates, races), the delivery is written once and fires once.
 """
 
 from __future__ import annotations
 
-from shared import records
+from shared import branches, records
 from shared.conversation import ConversationStore
 from shared.errors import BadRequest
 from shared.flows import DIRECTOR, Next, after_turn, closing_role
@@ -114,39 +113,28 @@ def fan_out(convs: ConversationStore, cid: str, meta: dict, parent: str, roles: 
 
 def join_panel(convs: ConversationStore, cid: str, meta: dict, record: dict) -> None:
     """Once every member of `record`'s panel has answered: what follows the panel, carried out
-    once (see the module's docstring). Before that, nothing."""
+    once (shared/branches.py). Before that, nothing."""
     panel, turn = record["panel"], record["turn"]
     try:
         records.check_panel(panel, record["role"])  # as its delivery was checked
     except records.RecordError:
         return  # not a panel this code declared
     members = panel["roles"]
-    found_keys = convs.turn_keys(cid, turn)
-    if len(found_keys) < len(members):
+    ordered = branches.arrived(convs, cid, turn, panel["parent"], members)
+    if ordered is None:
         return  # a member still to answer joins when it does
-    answers = {}
-    for key in found_keys:
-        found = convs.read_turn_at(key)
-        if found and (found.get("panel") or {}).get("parent") == panel["parent"] and found["role"] in members:
-            answers[found["role"]] = found
-    if set(answers) != set(members):
-        return
-    ordered = [answers[r] for r in members]
-    nxt = records.read_next(decide(meta, turn, "", "", False, {r: a["content"] for r, a in answers.items()}))
-    joined = derive_id(panel["parent"], "join")
+    nxt = records.read_next(decide(meta, turn, "", "", False, {a["role"]: a["content"] for a in ordered}))
+    joined = branches.joined_id(panel["parent"])
     if nxt["kind"] == "end":
         end_turn(convs, cid, meta, {"turn": turn, "id": joined}, nxt.get("reason") or "completed")
         return
     text = "\n\n".join(f"{a['role']}: {a['content']}" for a in ordered)
     message = {**ordered[0]["message"], "id": joined, "content": text, "sent_from": ", ".join(members),
                "send_to": list(nxt["roles"]) if nxt["kind"] == "panel" else [nxt["role"]]}
-    before = panel.get("spent") or {}
-    spent = {k: round(before.get(k, 0) + sum((a.get("spent") or {}).get(k, 0) - before.get(k, 0) for a in ordered), 8)
-             for k in ("tokens", "cost_cny")}
     scene = scene_entries(ordered[0].get("scene"))[:-1]
     for a in ordered:
         scene = scene_with(scene, a["role"], a["content"])
-    payload = {"turn": turn, "message": message, "spent": spent,
+    payload = {"turn": turn, "message": message, "spent": branches.spent_together(panel.get("spent"), ordered),
                "recent": ((ordered[0].get("recent") or [])[:-1] + members)[-RECENT:], "scene": scene,
                "hops": max(int(a.get("hops", 0)) for a in ordered) + 1}
     if nxt["kind"] == "panel":  # a panel after a panel

@@ -43,7 +43,7 @@ from shared.billing import Budget, bill_fields
 from shared.conversation import ConversationStore
 from shared.errors import BadRequest, NoSuchKey, RejectedEvent
 from shared.events import for_each_created, for_key
-from shared.ids import check_name, derive_id
+from shared.ids import check_name, derive_id, reply_id
 from shared.routing import RECENT, decide, follow, max_hops, role_spec, scene_entries, scene_with
 from shared.llm import errors as llm_errors
 from shared.llm.journal import InFlight, JournalingLLM
@@ -111,6 +111,12 @@ class Turn:
     def new_turn(self) -> int:
         return self.turn_in + 1
 
+    @property
+    def branch(self) -> dict | None:
+        """An SOP branch's work item (shared/sop/parallel.py): the role works on it alone, from
+        no state of its own, and leaves its state as it was."""
+        return self.delivery.get("branch")
+
 
 @dataclasses.dataclass(frozen=True)
 class Outcome:
@@ -147,6 +153,9 @@ class Play(Protocol):
 
     def feed(self) -> None:
         """Put what was delivered into the role's buffer."""
+
+    async def run(self) -> Message | None:
+        """The role's turn: MetaGPT's Role.run, or the strategy's way through it."""
 
     def failure(self, error: Exception) -> Outcome | None:
         """The outcome of a role's error that no retry would fix; None to let FC retry."""
@@ -232,11 +241,18 @@ class RoleRunner:
     async def _turn(self, turn: "Turn") -> tuple[Outcome, JournalingLLM | None]:
         """Load the role, run it, commit what it said: the outcome, and the LLM it paid with."""
         convs, cid = self.convs, turn.cid
-        state = convs.load_state(cid, turn.role_name)
-        seen = state["seen"] if state else []
-        if turn.delivery_id in seen:
-            # processed before: only re-assert what follows the commit
+        if turn.branch:
+            # a branch has no state of its own: its committed record says it was processed
+            state, seen = None, []
             record = convs.message(cid, turn.new_turn, turn.out_id)
+            processed = record is not None
+        else:
+            state = convs.load_state(cid, turn.role_name)
+            seen = state["seen"] if state else []
+            processed = turn.delivery_id in seen
+            record = convs.message(cid, turn.new_turn, turn.out_id) if processed else None
+        if processed:
+            # processed before: only re-assert what follows the commit
             if record is not None:
                 self.strategy.follow(convs, turn, record)
             return Outcome("duplicate"), None
@@ -260,7 +276,7 @@ class RoleRunner:
             self._bind(role, llm)
             play.feed()
             try:
-                rsp = await role.run()
+                rsp = await play.run()
             except Exception as e:
                 if llm.stopped is None:
                     # this invocation fails: a call it claimed and did not finish is free (and only
@@ -280,7 +296,8 @@ class RoleRunner:
                     "budget_exhausted", message, {"budget": llm.stopped.details.get("budget"),
                                                   "turns": turn.turn_in})), llm
             if rsp is None:
-                convs.save_state(cid, turn.role_name, self._state(role, seen + [turn.delivery_id], state))
+                if not turn.branch:
+                    convs.save_state(cid, turn.role_name, self._state(role, seen + [turn.delivery_id], state))
                 return play.idle(), llm
             try:
                 record = play.record(rsp, self._invocation(turn, llm),
@@ -361,7 +378,7 @@ class RoleRunner:
         base = {"function": self.function, "request_id": request_id or uuid.uuid4().hex, "start": start,
                 "pid": os.getpid(), "role": role_name, "trigger": key, "turn": turn_in + 1}
         return Turn(cid=cid, turn_in=turn_in, delivery_id=delivery_id, delivery=delivery, meta=meta, spec=spec,
-                    base=base, out_id=derive_id(cid, "reply", delivery_id))
+                    base=base, out_id=reply_id(cid, delivery_id))
 
     def _settle(self, turn: "Turn", outcome: Outcome, llm: JournalingLLM | None) -> dict:
         """The invocation's record: a committed turn carries its own; any other outcome gets one of
@@ -428,7 +445,7 @@ class RoleRunner:
                 # and if it saved the state too, the role may have moved on since (this invocation
                 # read the state before that save): writing ours would roll the role back
                 saved = convs.load_state(cid, role_name)
-        if not (saved and turn.delivery_id in saved.get("seen", [])):
+        if not turn.branch and not (saved and turn.delivery_id in saved.get("seen", [])):
             convs.save_state(cid, role_name, self._state(role, seen + [turn.delivery_id], state, turn.new_turn))
         self.strategy.follow(convs, turn, record)
         # one that committed nothing gets (like a duplicate) its own invocation record
@@ -527,6 +544,9 @@ class DialoguePlay:
         self.citations = [{"kb": p["kb"], "id": p["id"], "doc": p["doc"], "chunk": p["chunk"],
                            "heading": p.get("heading", ""), "score": round(p["score"], 4),
                            "text": p["text"][:400]} for p in found]
+
+    async def run(self) -> Message | None:
+        return await self.role.run()
 
     def failure(self, error: Exception) -> Outcome | None:
         return None  # FC retries; journaled replies make the retry free

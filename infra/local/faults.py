@@ -245,7 +245,7 @@ _KEY_POINTS = (
     # (kill point, what a key written at that point looks like: cid, and the turn where it names one)
     ("after_journal", re.compile(r"^conversations/([^/]+)/journal/")),
     ("after_commit", re.compile(r"^conversations/([^/]+)/messages/(\d+)-")),
-    ("after_workspace", re.compile(r"^conversations/([^/]+)/workspace/(\d+)-")),
+    ("after_workspace", re.compile(r"^conversations/([^/]+)/workspace/(\d+)[-~]")),  # a turn's tree, a join's
     ("after_delivery", re.compile(r"^inbox/[^/]+/([^/]+)/(\d+)-")),
 )
 _CLAIM = re.compile(r"^conversations/[^/]+/claims/[^/]+-(\d+)\.json$")

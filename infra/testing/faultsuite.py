@@ -81,10 +81,13 @@ PANEL_TURN = 3
 PANEL_CLASSES = ["none", "duplicates", "kill_before_llm", "kill_after_commit", "kill_after_delivery", "race",
                  "transient"]
 SOP_FUNCTIONS = ("product_manager", "architect", "project_manager", "engineer", "qa_engineer")
-SOP_LAST_AIM = 5
+SOP_LAST_AIM = 8
 """Software-company faults aim at the first turn from a random one in 1..SOP_LAST_AIM on where they
-apply. With the scripted LLM a run has 7 turns making 1, 1, 1, 2, 0, 2, 2 LLM calls, and every
-turn but the last delivers; so every point is reached by some turn at or after 5."""
+apply. With the scripted LLM a run has 9 turns: the product manager, architect and project manager
+(1 call each); the engineer's plan (4, no call), its two waves of one file each (5 and 6, one call
+each, the branches of shared/sop/parallel.py), its code summary (7, two calls); QA's plan (8, no
+call) and its two branches at once (9, two calls each: the test, then the run's summary). Every turn
+but the last delivers, so every point is reached by some turn at or after 8."""
 
 
 def class_spec(cls: str, rng: random.Random, turns: int, persona_timeout: float) -> dict:
@@ -123,13 +126,14 @@ def panel_class_spec(cls: str, rng: random.Random, turns: int, persona_timeout: 
     return spec
 
 
-SOP_FIRST_AIMS = {"before_llm": (6, 2), "after_journal": (6, 1), "after_workspace": (1, None),
-                  "after_commit": (4, None), "after_delivery": (4, None), "llm_timeout": (6, None)}
+SOP_FIRST_AIMS = {"before_llm": (9, 2), "after_journal": (5, 1), "after_workspace": (1, None),
+                  "after_commit": (9, None), "after_delivery": (5, None), "llm_timeout": (9, None)}
 """(min_turn, call) of the first software company of each class, where a fault is most telling: QA's
-turn 6 writes two test files, in an order MetaGPT takes from a Python set (a retry in another
-process must replay them in the same order); the product manager's turn 1 names new documents by
-the clock (a retry must not name other files than the workspace an earlier attempt saved); the
-engineer's turn 4 makes two calls. Later ones are aimed at random."""
+branches at turn 9 (a kill between a branch's commit and the join; a branch stalled or killed at
+its second call while the other runs on), the engineer's first wave at turn 5 (a kill after a branch's
+journal entry; after the join's delivery to the next wave); the product manager's turn 1 names new
+documents by the clock (a retry must not name other files than the workspace an earlier attempt
+saved). Later ones are aimed at random."""
 
 
 def sop_class_spec(cls: str, rng: random.Random, sop_timeout: float, i: int = 0) -> dict:
@@ -484,8 +488,9 @@ class FaultSuite:
                 if sop:
                     want_view = expected_sop[self.input_of[cid]]
                     view = sop_view(self.rt.store, cid)
-                    want = [(*r, t) for r, t in zip(want_view["records"], want_view["texts"])]
-                    got = [(*r, t) for r, t in zip(view["records"], view["texts"])]
+                    # (a wave's branches commit at one turn, in no set order)
+                    want = sorted((*r, t) for r, t in zip(want_view["records"], want_view["texts"]))
+                    got = sorted((*r, t) for r, t in zip(view["records"], view["texts"]))
                     calls_expected = want_view["calls"]
                 else:
                     want = expected[self.input_of[cid]]
@@ -496,9 +501,10 @@ class FaultSuite:
                 agg["completed"] += end.get("status") == "completed"
                 agg["turns_expected"] += len(want) - 1
                 agg["turns_committed"] += len([t for t in turns if t > 0])
-                spoke = [(m["turn"], m.get("role")) for m in msgs]
-                agg["lost"] += len({tuple(w[:2]) for w in want} - set(spoke)) if not sop else \
-                    len({w[0] for w in want} - set(turns))
+                # a turn's records are one per role, and per file for an SOP wave's branches
+                spoke = [(m["turn"], m.get("role"), (m.get("branch") or {}).get("item")) for m in msgs]
+                agg["lost"] += len({tuple(w[:2]) for w in want} - {s[:2] for s in spoke}) if not sop else \
+                    sum((Counter(w[:3] for w in want) - Counter(g[:3] for g in got)).values())
                 agg["duplicated"] += (len(spoke) - len(set(spoke))) + (len(msgs) - len({m["id"] for m in msgs}))
                 agg["mismatched"] += sum(1 for a, b in zip(got, want) if a != b)
                 agg["calls_expected"] += sum(calls_expected.values())

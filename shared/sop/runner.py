@@ -54,7 +54,7 @@ from shared.ids import derive_id
 from shared.routing import RECENT, end_turn, role_spec
 from shared.runner import Outcome, RoleRunner, Turn, role_class
 from shared.artifacts import export
-from shared.sop import confine
+from shared.sop import confine, parallel
 from shared.llm import structured
 from shared.llm.errors import causes
 from shared.sop.workspace import TreeRepository, Workspace, read_blob, use_tree_repositories
@@ -138,11 +138,12 @@ def receivers(meta: dict, message: Message) -> list[str]:
     return out
 
 
-def scratch_dir(cid: str) -> Path:
+def scratch_dir(cid: str, branch: str | None = None) -> Path:
     """The project's directory for this conversation in this instance: the same path in every
     invocation, because MetaGPT keeps absolute paths (e.g. RunCode's working directory) in
-    its messages."""
-    return Path(tempfile.gettempdir()) / "troupe-ws" / cid
+    its messages. A branch (shared/sop/parallel.py) works in a folder of its own beside it, and
+    its messages name this one."""
+    return Path(tempfile.gettempdir()) / "troupe-ws" / (f"{cid}.{branch}" if branch else cid)
 
 
 def sop_runner(convs, function: str, llm_factory, **kwargs) -> RoleRunner:
@@ -164,6 +165,7 @@ class SopStrategy:
         use_tree_repositories()
         use_conversation_stamps()
         confine.install()
+        parallel.install()
         structured.install()
         _STAMP.set(time.strftime("%Y%m%d%H%M%S", time.gmtime(turn.meta["created"])))
         play = SopPlay(runner, turn, llm)
@@ -189,12 +191,13 @@ class SopPlay:
 
     def open(self, state: dict | None) -> None:
         turn = self.turn
-        where = scratch_dir(turn.cid)
+        # a branch works beside its wave's other branches: a folder of its own
+        where = scratch_dir(turn.cid, turn.delivery_id if turn.branch else None)
         where.parent.mkdir(parents=True, exist_ok=True)
         # one invocation of this conversation at a time uses `where` on this machine: another copy
         # of the delivery (a duplicate, a racing copy) waits here rather than wipe the tree under it;
         # the kernel releases the lock of a killed process
-        self.lock = open(where.parent / f"{turn.cid}.lock", "w")
+        self.lock = open(where.parent / f"{where.name}.lock", "w")
         fcntl.flock(self.lock, fcntl.LOCK_EX)
         shutil.rmtree(where, ignore_errors=True)  # a crashed invocation's leftovers
         where.mkdir(parents=True)
@@ -229,6 +232,8 @@ class SopPlay:
         if role.name != spec["name"]:
             raise RejectedEvent(f"role {spec['name']!r} is played by {spec['class']}, whose MetaGPT name is "
                                 f"{role.name!r}: MetaGPT's roles address each other by these names")
+        if turn.branch:
+            parallel.check_item(turn.branch, role)
         role.rc.env = self.outbox
         self.llm.step_of = lambda: _step(role)  # what the progress record names
         self.role = role
@@ -236,6 +241,17 @@ class SopPlay:
     def feed(self) -> None:
         for raw in self.turn.delivery.get("messages") or [self.turn.delivery["message"]]:
             self.role.put_message(Message.model_validate(raw))
+
+    async def run(self) -> Message | None:
+        options = self.turn.meta.get("options") or {}
+        self.mode = None
+        if self.turn.branch or options.get("parallel", True):
+            self.mode = parallel.Mode(branch=self.turn.branch, run_tests=options.get("run_tests") is not False)
+        token = parallel.MODE.set(self.mode)
+        try:
+            return await self.role.run()
+        finally:
+            parallel.MODE.reset(token)
 
     def close(self) -> None:
         if self.ws is not None:
@@ -259,6 +275,9 @@ class SopPlay:
         return Outcome.failed_at(self.turn, self.runner.function, self.role, self.step(), cause)
 
     def idle(self) -> Outcome:
+        if self.turn.branch:
+            return Outcome.failed_at(self.turn, self.runner.function, self.role, self.step(),
+                                     "the role had nothing to do for its branch")
         # the role observed nothing in what it was sent: this branch of the SOP is idle
         return Outcome("ignored", end=("completed", "idle", {"turns": self.turn.turn_in}))
 
@@ -268,10 +287,17 @@ class SopPlay:
         rsp.id = turn.out_id  # the message in the role's memory is this same object
         published = [m for m in self.outbox.published if m is not rsp] + [rsp]
         options = turn.meta.get("options") or {}
+        branch, plan = turn.branch, self.mode.plan if self.mode else None
+        consumed = self.mode.consumed if self.mode else set()
         out = []
         for i, msg in enumerate(published):
+            if branch and (msg is rsp or msg.id in consumed):
+                continue  # what a branch did itself and said to itself goes nowhere
             if msg is not rsp:
                 msg.id = derive_id(turn.out_id, str(i))
+            if branch:
+                # paths in its messages name the conversation's folder, as every other turn's do
+                msg.content = msg.content.replace(str(self.ws.dir), str(scratch_dir(turn.cid)))
             to = receivers(turn.meta, msg)
             if options.get("run_tests") is False and msg.cause_by in RUN_CAUSES:
                 to = []
@@ -285,18 +311,36 @@ class SopPlay:
                 e.message = f"{role.profile} ({role.name}) failed at saving the workspace: {e.message}"
                 raise
         delivery = turn.delivery
+        content, extra = _summary(rsp, changed), {}
+        nxt = records.next_step("sop", roles={r for item in out for r in item["to"]})
+        if branch:
+            # a branch's messages go on once its wave has joined
+            nxt, extra = records.next_step("join"), {"branch": branch}
+        elif plan:
+            # the files are done at once; what the role says after them goes on after the last wave
+            content = f"{parallel.describe(plan)}\n\n{content}".strip()
+            nxt, extra, out = records.next_step("branches", roles=[turn.role_name]), {"fan_out": {**plan, "then": out}}, []
+        message = json.loads(rsp.model_dump_json())
         return records.turn_record(
             turn=turn.new_turn, id=turn.out_id, role=turn.role_name, profile=turn.spec["profile"],
-            function=self.runner.function, content=_summary(rsp, changed), message=out[-1]["message"],
-            next=records.next_step("sop", roles={r for item in out for r in item["to"]}),
+            function=self.runner.function, content=content, message=message, next=nxt,
             sent_from=rsp.sent_from, send_to=sorted(rsp.send_to), cause_by=rsp.cause_by,
             reply_to=delivery["message"].get("id"), outbox=out, workspace=workspace, changed=changed, closing=False,
             invocation=invocation, spent=spent, recent=(delivery["recent"] + [turn.role_name])[-RECENT:],
-            hops=delivery["hops"])
+            hops=delivery["hops"], **extra)
 
 
 def follow_sop(convs, cid: str, meta: dict, record: dict) -> None:
-    """Deliver a committed SOP turn's messages, or end the conversation. Idempotent."""
+    """Deliver a committed SOP turn's messages, or end the conversation; a planning turn's
+    branches and a branch's join (shared/sop/parallel.py). Idempotent."""
+    kind = record["next"]["kind"]
+    if kind == "branches":
+        parallel.fan_out(convs, cid, meta, record)
+        return
+    if kind == "join":
+        record = parallel.join(convs, cid, meta, record)
+        if record is None:
+            return
     by_role: dict[str, list] = defaultdict(list)
     for item in record.get("outbox") or []:
         for name in item["to"]:

@@ -23,6 +23,8 @@ directory itself, so no `git` executable is needed (FC's runtime may not have on
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -41,6 +43,9 @@ from shared.errors import BadRequest, NoSuchKey, ObjectExists, RejectedEvent
 from shared.safe_paths import check_relative, inside, project_slug
 
 IGNORED = ["__pycache__", "*.pyc", ".vs"]
+DEPENDENCIES = ".dependencies.json"
+"""MetaGPT's record of which document each file was made from, one JSON object for the project:
+the one file that branches working on different files all change, merged key by key"""
 MAX_FILES = 500
 MAX_FILE_BYTES = 2 * 1024 * 1024
 MAX_TOTAL_BYTES = 20 * 1024 * 1024
@@ -94,7 +99,9 @@ class TreeRepository(GitRepository):
     def changed_files(self) -> dict[str, ChangeType]:
         if self._workdir is None:
             return {}
-        return {path: ChangeType.UNTRACTED for path in tree_files(self._workdir, self._gitignore_rules)}
+        only = _ONLY.get()
+        return {path: ChangeType.UNTRACTED for path in tree_files(self._workdir, self._gitignore_rules)
+                if only is None or path in only}
 
     def add_change(self, files: dict):
         return None
@@ -123,6 +130,20 @@ class TreeRepository(GitRepository):
         shutil.move(str(old), str(new))
         self._dependency = None  # it points into the old path
         self.open(new)
+
+
+_ONLY: contextvars.ContextVar[frozenset | None] = contextvars.ContextVar("troupe_only_changed", default=None)
+
+
+@contextlib.contextmanager
+def only_changed(paths):
+    """Within the block, a TreeRepository counts only `paths` (relative to the project folder) as
+    changed: a branch that works on one file sees that file as MetaGPT's changed set."""
+    token = _ONLY.set(frozenset(str(p) for p in paths))
+    try:
+        yield
+    finally:
+        _ONLY.reset(token)
 
 
 def use_tree_repositories() -> None:
@@ -264,20 +285,75 @@ class Workspace:
                 changed.append(path)
                 self._put_blob(sha, data)
         key = manifest_key(self.convs, self.cid, turn, msgid)
-        body = json.dumps({"root": root.name, "files": files, "changed": changed}, ensure_ascii=False,
-                          sort_keys=True).encode("utf-8")
-        try:
-            self.convs.store.put(key, body, create_only=True)
-        except ObjectExists:
-            pass  # a replay of this turn stored the same tree
+        _put_manifest(self.convs, key, root.name, files, changed)
         return key, changed
 
     def _put_blob(self, sha: str, data: bytes) -> None:
-        try:
-            self.convs.store.put(blob_key(self.convs, self.cid, sha), data, create_only=True)
-        except ObjectExists:
-            pass
-        _cache_blob(sha, data)
+        _put_blob(self.convs, self.cid, sha, data)
 
     def close(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _put_blob(convs: ConversationStore, cid: str, sha: str, data: bytes) -> None:
+    try:
+        convs.store.put(blob_key(convs, cid, sha), data, create_only=True)
+    except ObjectExists:
+        pass
+    _cache_blob(sha, data)
+
+
+def _put_manifest(convs: ConversationStore, key: str, root: str, files: dict, changed: list[str]) -> None:
+    body = json.dumps({"root": root, "files": files, "changed": changed}, ensure_ascii=False,
+                      sort_keys=True).encode("utf-8")
+    try:
+        convs.store.put(key, body, create_only=True)
+    except ObjectExists:
+        pass  # a replay stored the same tree
+
+
+def merge(convs: ConversationStore, cid: str, key: str, base: str | None, branches: list[str | None]) -> str:
+    """Store under `key` the tree of `base` with what each branch's tree (in this order) changed
+    in it, and return `key`. Deterministic, so every run of a join stores the same tree:
+
+      a file one branch changed or added: that branch's version;
+      a file several branches changed: the first branch's (in the order given), except
+      DEPENDENCIES, whose objects are merged key by key (first branch first);
+      a file a branch deleted: deleted.
+    """
+    def load(k):
+        return json.loads(convs.store.get(k))
+
+    start = load(base) if base else {"root": None, "files": {}}
+    before: dict = start["files"]
+    files, changed, taken, deps = dict(before), set(), set(), []
+    trees = [load(k) for k in branches if k]
+    for tree in trees:
+        for path, info in tree["files"].items():
+            if before.get(path) == info:
+                continue
+            if path == DEPENDENCIES:
+                deps.append(info)
+            elif path not in taken:
+                taken.add(path)
+                files[path] = info
+                changed.add(path)
+        for path in before:
+            if path not in tree["files"]:
+                files.pop(path, None)
+    if deps:
+        merged = json.loads(read_blob(convs, cid, before[DEPENDENCIES]["sha256"])) if DEPENDENCIES in before else {}
+        base_deps = dict(merged)
+        for info in deps:
+            theirs = json.loads(read_blob(convs, cid, info["sha256"]))
+            for name, value in theirs.items():
+                if base_deps.get(name) != value and (name not in merged or merged[name] == base_deps.get(name)):
+                    merged[name] = value
+        data = json.dumps(merged).encode("utf-8")
+        sha = hashlib.sha256(data).hexdigest()
+        _put_blob(convs, cid, sha, data)
+        files[DEPENDENCIES] = {"sha256": sha, "size": len(data)}
+        changed.add(DEPENDENCIES)
+    root = next((t["root"] for t in trees), start["root"]) or project_slug(cid)
+    _put_manifest(convs, key, root, dict(sorted(files.items())), sorted(changed))
+    return key

@@ -101,7 +101,9 @@ def test_duplicated_events_change_nothing(h, tmp_path):
     assert [t["role"] for t in turns] == [t["role"] for t in once.transcript(cid2)]
     # MetaGPT names documents by the time they were written: compare the trees without the stamps
     assert _shape(_files(h, cid)) == _shape(_files(once, cid2))
-    assert len({t["turn"] for t in turns}) == len(turns)
+    # one record a turn, but for the branches of a wave (one per file)
+    assert len({(t["turn"], (t.get("branch") or {}).get("item")) for t in turns}) == len(turns)
+    assert [t["branch"]["item"] for t in turns if t.get("branch") and t["role"] == "Alex"] == ["models.py", "main.py"]
     _, inv = h.http("GET", f"/conversations/{cid}/invocations")
     assert sum(r.get("llm_paid", 0) for r in inv["invocations"]) == \
         sum(r.get("llm_paid", 0) for r in once.http("GET", f"/conversations/{cid2}/invocations")[1]["invocations"])

@@ -166,7 +166,7 @@ def test_catalog_gives_the_form_each_option_typed_bounded_and_labelled(harness):
     _, body = harness.http("GET", "/scenarios")
     company = next(s for s in body["scenarios"] if s["id"] == "software_company")
     opts = company["options"]
-    assert set(opts) == {"investment", "n_round", "code_review", "test_rounds", "run_tests"}
+    assert set(opts) == {"investment", "n_round", "code_review", "test_rounds", "parallel", "run_tests"}
     for name, o in opts.items():
         assert o["type"] in ("boolean", "integer", "number") and "default" in o, name
         assert o["description"]["en"] and o["description"]["zh"], name
