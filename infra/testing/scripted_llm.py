@@ -245,8 +245,8 @@ def _ctx(context: str) -> _Ctx:
 
 
 def _files(text: str) -> list:
-    """The code files named by a task list or a design's file list in `text`, else the default
-    two: the records module, then the entry point."""
+    """The code files named by a task list or a design's file list in `text`, else those the
+    requirement names, else the default two: the records module, then the entry point."""
     for key in ("Refined Task list", "Task list", "Refined File list", "File list"):
         m = re.search(rf'"{key}"\s*:\s*(\[[^\]]*\])', text)
         if m:
@@ -256,6 +256,10 @@ def _files(text: str) -> list:
                 continue
             if names:
                 return sorted(names, key=lambda f: PurePosixPath(f).stem in _ENTRY_STEMS)  # entry points last
+    # a requirement that names its Python files ("... in models.py, storage.py and main.py") gets those
+    named = list(dict.fromkeys(re.findall(r"\b[A-Za-z_]\w*\.py\b", _find_requirement(text))))
+    if len(named) >= 2:
+        return sorted(named, key=lambda f: PurePosixPath(f).stem in _ENTRY_STEMS)
     return ["models.py", "main.py"]
 
 
