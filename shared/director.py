@@ -4,7 +4,8 @@ One invocation per turn, commits no turn of its own: it hands the committed mess
 speaker it picks (a delivery at the same turn), or to a human, or ends the scene.
 
 Rules (mode `rule`, the default): a speaker the last message names gets the floor; otherwise
-the one who has waited longest. In mode `llm` the director's LLM is asked for a name, and the
+the one who has waited longest. A panel in `order` (a list of roles) is one candidate: naming
+any of its members gives it the floor, and its members answer at once (shared/routing.py). In mode `llm` the director's LLM is asked for a name, and the
 rules decide when its answer is not one. Either way no one speaks more than
 `director.max_consecutive` turns in a row, which breaks the loops where two agents keep
 answering each other.
@@ -27,7 +28,7 @@ from shared.errors import NoSuchKey, RejectedEvent
 from shared.events import for_each_created
 from shared.flows import DIRECTOR
 from shared.ids import derive_id
-from shared.routing import hand_to, max_hops, scene_entries
+from shared.routing import fan_out, hand_to, max_hops, scene_entries
 
 log = logging.getLogger("troupe.director")
 
@@ -35,26 +36,35 @@ log = logging.getLogger("troupe.director")
 DIRECTOR_HISTORY = 4  # earlier turns of the scene an LLM director is shown
 
 
-def candidates(scenario: dict, recent: list[str]) -> list[str]:
-    """Speakers allowed next: the scenario's `order` (its speakers), minus whoever hit the
-    streak limit."""
+def members(entry) -> list[str]:
+    """The roles of a candidate: one role, or a panel's (a list in `order`)."""
+    return list(entry) if isinstance(entry, list) else [entry]
+
+
+def candidates(scenario: dict, recent: list[str]) -> list:
+    """Speakers allowed next: the scenario's `order` (its roles and panels), minus whoever hit the
+    streak limit (a panel: when its answers were the last, it waits for one other turn too)."""
     cast = list(scenario["order"])
     limit = scenario["director"]["max_consecutive"]
     if len(recent) >= limit and len(set(recent[-limit:])) == 1:
-        cast = [n for n in cast if n != recent[-1]] or cast
+        cast = [c for c in cast if recent[-1] not in members(c)] or cast
     return cast
 
 
-def pick_by_rule(scenario: dict, content: str, speaker: str, recent: list[str]) -> str:
+def pick_by_rule(scenario: dict, content: str, speaker: str, recent: list[str]):
+    """A role's name, or a panel's list of names. `speaker`: who said the last message (a panel's
+    joined answer names its members, comma-separated)."""
     allowed = candidates(scenario, recent)
-    named = [n for n in allowed if n != speaker and re.search(rf"\b{re.escape(n)}\b", content or "", re.I)]
+    spoke = {s.strip() for s in (speaker or "").split(",")}
+    named = [c for c in allowed if not spoke & set(members(c))
+             and any(re.search(rf"\b{re.escape(n)}\b", content or "", re.I) for n in members(c))]
     if named:
         return named[0]
 
-    def waited(name: str) -> int:  # turns since the name last spoke (never: the longest)
-        return recent[::-1].index(name) if name in recent else len(recent) + 1
+    def waited(entry) -> int:  # turns since it last spoke (never: the longest)
+        return min(recent[::-1].index(n) if n in recent else len(recent) + 1 for n in members(entry))
 
-    return max(allowed, key=lambda n: (waited(n), -allowed.index(n)))
+    return max(allowed, key=lambda c: (waited(c), -allowed.index(c)))
 
 
 class Director:
@@ -101,11 +111,14 @@ class Director:
                 # whose LLM call failed (rules) and a retry whose call succeeds cannot both deliver
                 decided = self.convs.decide_once(cid, delivery_id, {"chosen": chosen, "how": how})
                 chosen, how = decided["chosen"], decided["how"]
-                message = {**message, "send_to": [chosen]}  # the director re-addresses the message
+                message = {**message, "send_to": members(chosen)}  # the director re-addresses the message
                 payload = {"turn": turn, "message": message, "spent": delivery.get("spent"), "recent": recent,
                            "scene": delivery.get("scene") or [], "hops": hops + 1}
-                hand_to(self.convs, cid, meta, chosen, payload, parent=delivery_id, after=message.get("id"),
-                        closing=False, now=self.clock())
+                if isinstance(chosen, list):  # a panel: its members answer at once
+                    fan_out(self.convs, cid, meta, delivery_id, chosen, payload)
+                else:
+                    hand_to(self.convs, cid, meta, chosen, payload, parent=delivery_id, after=message.get("id"),
+                            closing=False, now=self.clock())
         duration = round((self.clock() - start) * 1000, 2)
         usage = llm.usage if llm else {"prompt_tokens": 0, "completion_tokens": 0}
         record = records.invocation(
@@ -125,7 +138,8 @@ class Director:
         # holder: FC retries an async invocation under its request id, so the retry of one that
         # died mid-call takes its claim over instead of standing down behind it
         llm = JournalingLLM(inner, self.convs, cid, derive_id(delivery_id, "director-llm"), holder=request_id)
-        cast = "; ".join(f"{r['name']} ({r['profile']})" for r in scenario["roles"] if r["name"] in allowed)
+        names = [n for entry in allowed for n in members(entry)]
+        cast = "; ".join(f"{r['name']} ({r['profile']})" for r in scenario["roles"] if r["name"] in names)
         # the turns before the last one (the delivery's scene window ends with the last message)
         earlier = scene_entries(scene)[:-1]
         before = "".join(f"{e['from'][:40]}: {e['content'][:500]}\n" for e in earlier[-DIRECTOR_HISTORY:])
@@ -140,9 +154,9 @@ class Director:
             if llm.stopped is None:
                 log.warning("director LLM failed, using rules: %s", str(e)[:200])
             return None, llm
-        for name in allowed:
-            if re.search(rf"\b{re.escape(name)}\b", answer or "", re.I):
-                return name, llm
+        for entry in allowed:  # naming a panel's member hands the floor to the panel
+            if any(re.search(rf"\b{re.escape(name)}\b", answer or "", re.I) for name in members(entry)):
+                return entry, llm
         return None, llm
 
 

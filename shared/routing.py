@@ -129,8 +129,9 @@ def join_panel(convs: ConversationStore, cid: str, meta: dict, record: dict) -> 
         end_turn(convs, cid, meta, {"turn": turn, "id": joined}, nxt.get("reason") or "completed")
         return
     text = "\n\n".join(f"{a['role']}: {a['content']}" for a in ordered)
+    to = {"panel": list(nxt["roles"]), DIRECTOR: [DIRECTOR]}.get(nxt["kind"], [nxt["role"]])
     message = {**ordered[0]["message"], "id": joined, "content": text, "sent_from": ", ".join(members),
-               "send_to": list(nxt["roles"]) if nxt["kind"] == "panel" else [nxt["role"]]}
+               "send_to": to}
     scene = scene_entries(ordered[0].get("scene"))[:-1]
     for a in ordered:
         scene = scene_with(scene, a["role"], a["content"])
@@ -139,6 +140,9 @@ def join_panel(convs: ConversationStore, cid: str, meta: dict, record: dict) -> 
                "hops": max(int(a.get("hops", 0)) for a in ordered) + 1}
     if nxt["kind"] == "panel":  # a panel after a panel
         fan_out(convs, cid, meta, joined, nxt["roles"], payload)
+        return
+    if nxt["kind"] == DIRECTOR:  # a selector flow: the director picks who follows the panel
+        convs.deliver(DIRECTOR, cid, turn, derive_id(joined, DIRECTOR), records.delivery(to=DIRECTOR, **payload))
         return
     hand_to(convs, cid, meta, nxt["role"], payload, parent=joined, after=joined, closing=nxt["closing"],
             now=convs.clock())

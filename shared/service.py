@@ -174,4 +174,8 @@ class ConversationService:
         if unknown:
             raise BadRequest(f"field 'humans' names no role of this scenario: {', '.join(unknown)[:100]} "
                              f"(roles: {', '.join(sorted(names))})", field="humans")
+        in_panel = [h for h in humans if any(isinstance(slot, list) and h in slot for slot in scenario["order"])]
+        if in_panel:
+            raise BadRequest(f"field 'humans': {in_panel[0]} answers in a panel, with other roles at once, which a "
+                             f"person cannot", field="humans")
         return {**scenario, "roles": [{**r, "human": r["human"] or r["name"] in humans} for r in scenario["roles"]]}

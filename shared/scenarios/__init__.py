@@ -226,9 +226,9 @@ def _panel(value: list, field: str, role_ref, roles: list[dict], flow: str, sour
     """A slot of `order` that is a panel: 2 to MAX_PANEL distinct roles answering at once."""
     from shared.flows import MAX_PANEL
 
-    if flow != "round_robin":
+    if flow not in ("round_robin", "selector"):
         raise BadRequest(f"{source}: {field}: a panel (a list of roles answering at once) is for round_robin "
-                         f"flows, not {flow}", field=field)
+                         f"and selector flows, not {flow}", field=field)
     if not 2 <= len(value) <= MAX_PANEL:
         raise BadRequest(f"{source}: {field}: a panel has 2 to {MAX_PANEL} roles, not {len(value)}", field=field)
     members = [role_ref(n, f"{field}[{j}]") for j, n in enumerate(value)]

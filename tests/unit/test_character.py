@@ -112,9 +112,9 @@ def test_an_llm_director_is_shown_the_turns_before_the_last(tmp_path):
     asked = [m[-1]["content"] for m in _Recording.sent if m[-1]["content"].startswith("You direct a scene.")]
     spoken = [m for m in h.transcript(cid) if m["turn"] >= 1]
     assert len(asked) >= 3 and len(spoken) >= 3
-    # the first choice has nothing before the opening; a later one sees earlier turns, by speaker
+    # the first choice has nothing before the opening; the next sees earlier turns, by speaker
     assert "Earlier turns:" not in asked[0]
-    earlier = asked[-1].split("Earlier turns:\n", 1)[1].split("Last speaker:", 1)[0]
+    earlier = asked[1].split("Earlier turns:\n", 1)[1].split("Last speaker:", 1)[0]
     assert f"{spoken[0]['role']}: {spoken[0]['content'][:60]}" in earlier
 
 

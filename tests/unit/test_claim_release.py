@@ -113,10 +113,12 @@ def test_racing_copies_of_a_director_delivery_name_one_next_speaker(tmp_path):
         t.start()
     for t in threads:
         t.join()
-    # THEN one routes the turn to the LLM's choice and the other stands down: one next speaker
+    # THEN one routes the turn to the LLM's choice and the other stands down: one next speaker,
+    # the assessment panel Finance answers in (its three members' deliveries, from one choice)
     assert sorted(o["outcome"] for o in outcomes) == ["in_flight", "routed"]
-    nxt = [i.key for i in h.store.iter("inbox/persona/")]
-    assert len(nxt) == 1 and h.convs.read_delivery(nxt[0])["to"] == "Finance"
+    nxt = [h.convs.read_delivery(i.key) for i in h.store.iter("inbox/persona/")]
+    assert sorted(d["to"] for d in nxt) == ["Finance", "Marketing", "RiskControl"]
+    assert len({d["panel"]["parent"] for d in nxt}) == 1
 
 
 def test_a_commit_whose_answer_was_lost_is_billed_once(harness):

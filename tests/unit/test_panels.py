@@ -116,7 +116,7 @@ def test_panel_declarations_are_checked_naming_the_field():
     assert "2 to 16" in refused(["Reporter", ["Editor"]]).message
     assert refused(["Reporter", ["Editor", "Nobody"]]).details.get("field") == "order[1][1]"  # unknown role
     assert "each role once" in refused(["Reporter", ["Editor", "Editor"]]).message
-    assert "round_robin" in refused(["Reporter", ["Editor", "FactChecker"]], flow="selector").message
+    assert "round_robin and selector" in refused(["Reporter", ["Editor", "FactChecker"]], flow="sop").message
     human = [{**r, "human": True} if r["name"] == "SourceChecker" else r for r in raw["roles"]]
     assert "played by a person" in refused(["Reporter", ["FactChecker", "SourceChecker"]], roles=human).message
     ok = scenarios.validate_scenario({**raw, "order": ["Reporter", ["FactChecker", "SourceChecker"]]})
@@ -174,3 +174,12 @@ def test_a_delivery_naming_a_malformed_panel_is_refused(panel):
     records.read_delivery({**good, "panel": {"parent": "a1", "roles": ["FactChecker", "SourceChecker"]}})
     with pytest.raises(records.RecordError):
         records.read_delivery({**good, "panel": panel})
+
+
+def test_a_person_cannot_answer_in_a_panel(tmp_path):
+    h = Harness(str(tmp_path))
+    before = sum(1 for _ in h.store.iter("conversations/"))
+    status, body = h.http("POST", "/conversations", {"scenario": "digital_employees", "input": "Refund?",
+                                                     "humans": ["Finance"]})
+    assert status == 400 and body["details"]["field"] == "humans" and "Finance answers in a panel" in body["message"]
+    assert sum(1 for _ in h.store.iter("conversations/")) == before

@@ -95,13 +95,14 @@ def test_a_whole_conversation_stays_within_each_functions_policy(policed):
     status, body = h.http("GET", f"/conversations/{cid}")
     assert status == 200 and body["status"] == "completed"
     # AND a selector scene routed by director, with a human's turn taken by the gateway
-    _, sel = h.http("POST", "/conversations", {"scenario": "digital_employees", "input": "Refund?", "humans": ["Finance"]})
+    _, sel = h.http("POST", "/conversations", {"scenario": "digital_employees", "input": "Refund?", "humans": ["CustomerService"]})
     for _ in range(10):
         h.pump()
         waiting = h.http("GET", f"/conversations/{sel['id']}")[1]
         if waiting["status"] != "waiting_for_human":
             break
-        h.http("POST", f"/conversations/{sel['id']}/messages", {"role": "Finance", "content": "Refund is 42 yuan."})
+        h.http("POST", f"/conversations/{sel['id']}/messages", {"role": "CustomerService",
+                                                                "content": "Finance, what is the refund?"})
     assert h.http("GET", f"/conversations/{sel['id']}")[1]["status"] == "completed"
     assert h.http("GET", f"/conversations/{cid}/usage")[0] == 200
     # AND a dead letter handled by deadletter

@@ -56,7 +56,7 @@ def test_newsroom_ends_early_when_the_fact_checker_approves(tmp_path):
     assert h.convs.get_end(cid)["deliverable"]["role"] == "Editor"
 
 
-def test_selector_director_never_exceeds_the_streak_limit(tmp_path):
+def test_selector_director_never_exceeds_the_streak_limit_and_hands_the_floor_to_the_panel(tmp_path):
     from infra.testing.scripted_llm import ScriptedLLM
     from infra.testing.harness import Harness
 
@@ -65,19 +65,32 @@ def test_selector_director_never_exceeds_the_streak_limit(tmp_path):
     h = Harness(str(tmp_path), llm_factory=lambda model=None: ScriptedLLM(script=script))
     cid = h.start("digital_employees", "Refund for order 42", max_turns=12)
     h.pump()
-    speakers = [m["role"] for m in h.transcript(cid)][1:]
-    # THEN Finance is picked whenever allowed, but never twice in a row (max_consecutive: 1)
-    assert speakers.count("Finance") >= 4
-    assert all(a != b for a, b in zip(speakers, speakers[1:-1]))
+    turns = h.transcript(cid)[1:]
+    # THEN naming Finance gives the floor to the assessment panel, whose three members answer at
+    # once (one turn), and never twice in a row (max_consecutive: 1): customer service in between
+    by_turn = {}
+    for m in turns:
+        by_turn.setdefault(m["turn"], []).append(m["role"])
+    panel = sorted(["Marketing", "Finance", "RiskControl"])
+    kinds = ["panel" if sorted(r) == panel else r[0] for _, r in sorted(by_turn.items())]
+    assert kinds.count("panel") >= 4, kinds
+    assert all(r == ["CustomerService"] for r in by_turn.values() if sorted(r) != panel), by_turn
+    assert all(a != b for a, b in zip(kinds, kinds[1:-1])), kinds  # (the closing turn may follow anyone)
     assert h.convs.get_end(cid)["status"] == "completed"
 
 
 def test_director_rules():
     sc = scenarios.get("digital_employees")
-    assert "Finance" not in candidates(sc, ["Marketing", "Finance"])
-    assert pick_by_rule(sc, "Ask RiskControl please", "Marketing", ["Marketing"]) == "RiskControl"
-    # nobody named: the one who waited longest (never spoke) is picked, in order
-    assert pick_by_rule(sc, "hello", "CustomerService", ["CustomerService"]) == "Marketing"
+    panel = ["Marketing", "Finance", "RiskControl"]
+    assert sc["order"] == ["CustomerService", panel]
+    # the panel answered last: it waits for one other turn
+    assert candidates(sc, ["CustomerService", *panel]) == ["CustomerService"]
+    # naming a member gives the panel the floor; nobody named: whoever waited longest
+    assert pick_by_rule(sc, "Ask RiskControl please", "CustomerService", ["CustomerService"]) == panel
+    assert pick_by_rule(sc, "hello", "CustomerService", ["CustomerService"]) == panel
+    # a panel's joined answer names its members: they are not "named" by it
+    assert pick_by_rule(sc, "Marketing: an offer. Finance: 42 yuan.", ", ".join(panel),
+                        ["CustomerService", *panel]) == "CustomerService"
 
 
 def test_human_turn_waits_at_zero_compute_and_resumes(harness):
