@@ -95,7 +95,7 @@ def validate_scenario(data: Any, source: str = "scenario", functions: set[str] |
     if not isinstance(data, dict):
         raise BadRequest(f"{source}: a scenario must be a mapping")
     known = {"id", "title", "description", "flow", "roles", "order", "rounds", "closing", "end_when",
-             "limits", "director", "input", "options", "experience"}
+             "limits", "director", "input", "options", "experience", "on_dead_letter"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise BadRequest(f"{source}: unknown field(s) {', '.join(unknown)[:200]}", field=unknown[0])
@@ -201,6 +201,13 @@ def validate_scenario(data: Any, source: str = "scenario", functions: set[str] |
             raise BadRequest(f"{source}: experience needs a closing role (its deliverable is what is written back)",
                              field="experience")
         experience = {"kb": _kbs([experience["kb"]], f"{source}: experience.kb")[0]}
+    on_dead_letter = data.get("on_dead_letter", "fail")
+    if on_dead_letter not in DEAD_LETTER_POLICIES:
+        raise BadRequest(f"{source}: on_dead_letter must be one of {', '.join(DEAD_LETTER_POLICIES)}",
+                         field="on_dead_letter")
+    if on_dead_letter == "continue" and flow == "sop":
+        raise BadRequest(f"{source}: on_dead_letter: continue is for panels; a software company missing a file "
+                         f"fails", field="on_dead_letter")
     limits = check_limits(data.get("limits"), "limits", {"max_turns": 6, "max_seconds": 900})
     if "max_turns" not in (data.get("limits") or {}) and rounds is None and end_when is None:
         raise BadRequest(f"{source}: no termination: give limits.max_turns, rounds or end_when", field="limits")
@@ -218,6 +225,7 @@ def validate_scenario(data: Any, source: str = "scenario", functions: set[str] |
         "limits": limits,
         "options": options,
         "experience": experience,
+        "on_dead_letter": on_dead_letter,
         "roles": out_roles,
     }
 
@@ -240,6 +248,10 @@ def _panel(value: list, field: str, role_ref, roles: list[dict], flow: str, sour
                          field=field)
     return members
 
+
+DEAD_LETTER_POLICIES = ("fail", "continue")
+"""what a panel member's dead letter does: fail the conversation, or go on with the answers that
+arrived, naming the member that is missing (shared/deadletter.py)"""
 
 MAX_ROLE_KBS = 5
 _STANCE = re.compile(r"^[^\W_][\w ,'’，、-]{0,59}$")

@@ -44,3 +44,55 @@ def test_a_dead_duplicate_does_not_fail_a_conversation_its_twin_served(harness):
     assert harness.convs.get_end(cid) is None
     harness.pump()
     assert harness.convs.get_end(cid)["status"] == "completed"
+
+
+def _failure(event: bytes, why: str) -> bytes:
+    return json.dumps({"requestContext": {"condition": "RetriesExhausted", "approximateInvokeCount": 3},
+                       "requestPayload": event.decode(), "responsePayload": why}).encode()
+
+
+def _newsroom_at_its_panel(harness, policy: str):
+    """A newsroom whose panel policy is `policy`, its reporter and editor done: (cid, the checkers'
+    events by role)."""
+    cid = harness.start("newsroom", "A new bridge opens")
+    meta = json.loads(harness.store.get(harness.convs.meta_key(cid)))
+    meta["scenario"]["on_dead_letter"] = policy
+    harness.store.put(harness.convs.meta_key(cid), json.dumps(meta).encode())
+    harness.convs._meta_cache.clear()
+    for _ in range(2):
+        event, = harness.pending_inbox()
+        harness.deliver(event)
+    checkers = {}
+    for event in harness.pending_inbox():
+        key = json.loads(event)["events"][0]["oss"]["object"]["key"]
+        checkers[harness.convs.read_delivery(key)["to"]] = event
+    assert set(checkers) == {"FactChecker", "SourceChecker"}
+    return cid, checkers
+
+
+def test_a_panel_member_lost_to_a_dead_letter_is_named_and_the_panel_goes_on(harness):
+    # GIVEN a panel whose scenario says to go on without a member that dead-letters
+    cid, checkers = _newsroom_at_its_panel(harness, "continue")
+    harness.deliver(checkers["SourceChecker"])
+    # WHEN the fact-checker's event exhausts its retries
+    out = handle_failure(_failure(checkers["FactChecker"], "RuntimeError: checker down"), harness.convs)
+    assert out[0]["outcome"] == "continued"
+    # THEN the next role (the reporter, a new round) gets the panel's answers, the missing one named
+    # with its reason, once
+    assert harness.convs.get_end(cid) is None
+    answers = {m["role"]: m for m in harness.transcript(cid) if m["turn"] == 3}
+    assert answers["FactChecker"]["missing"] and "checker down" in answers["FactChecker"]["content"]
+    joined, = [json.loads(e) for e in harness.pending_inbox()]
+    delivery = harness.convs.read_delivery(joined["events"][0]["oss"]["object"]["key"])
+    assert delivery["to"] == "Reporter" and "FactChecker: (no answer: FactChecker failed" in delivery["message"]["content"]
+    # a second copy of the failure record changes nothing
+    assert handle_failure(_failure(checkers["FactChecker"], "again"), harness.convs)[0]["outcome"] == "superseded"
+    assert harness.pending_inbox() == []
+
+
+def test_by_default_a_panel_member_lost_to_a_dead_letter_fails_the_conversation(harness):
+    cid, checkers = _newsroom_at_its_panel(harness, "fail")
+    assert handle_failure(_failure(checkers["FactChecker"], "RuntimeError: checker down"),
+                          harness.convs)[0]["outcome"] == "dead-lettered"
+    end = harness.convs.get_end(cid)
+    assert end["status"] == "failed" and "checker down" in end["reason"]

@@ -119,7 +119,10 @@ def test_panel_declarations_are_checked_naming_the_field():
     assert "round_robin and selector" in refused(["Reporter", ["Editor", "FactChecker"]], flow="sop").message
     human = [{**r, "human": True} if r["name"] == "SourceChecker" else r for r in raw["roles"]]
     assert "played by a person" in refused(["Reporter", ["FactChecker", "SourceChecker"]], roles=human).message
+    bad = refused(["Reporter", ["FactChecker", "SourceChecker"]], on_dead_letter="skip")
+    assert bad.details.get("field") == "on_dead_letter" and "fail, continue" in bad.message
     ok = scenarios.validate_scenario({**raw, "order": ["Reporter", ["FactChecker", "SourceChecker"]]})
+    assert ok["on_dead_letter"] == "fail"
     assert ok["order"] == ["Reporter", ["FactChecker", "SourceChecker"]]
 
 

@@ -202,3 +202,20 @@ def test_a_delivery_naming_a_malformed_branch_is_refused(change, needle):
     change(delivery["branch"])
     with pytest.raises(records.RecordError, match=needle):
         records.read_delivery(delivery)
+
+
+def test_a_software_company_cannot_go_on_without_a_file():
+    import os
+
+    import yaml
+
+    from shared import scenarios
+    from shared.errors import BadRequest
+
+    path = os.path.join(os.path.dirname(scenarios.__file__), "software_company.yaml")
+    with open(path, encoding="utf-8") as f:
+        raw = yaml.safe_load(f)
+    with pytest.raises(BadRequest) as e:
+        scenarios.validate_scenario({**raw, "on_dead_letter": "continue"})
+    assert e.value.details.get("field") == "on_dead_letter"
+    assert scenarios.validate_scenario(raw)["on_dead_letter"] == "fail"
