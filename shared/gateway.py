@@ -279,10 +279,9 @@ class Gateway:
         messages, cursor = self.convs.messages(cid, after=after, limit=limit)
         meta = self.convs.meta(cid)
         last = messages[-1]["turn"] if messages else 0
-        if last > 0 and not end and (len(messages) < limit or messages[0]["turn"] < last) and \
-                any(isinstance(slot, list) for slot in meta["scenario"]["order"]):
-            # a panel's answers share a turn and commit in any order, so one may still land before
-            # the last one seen: the cursor re-reads the newest turn (clients keep messages by id)
+        if last > 0 and not end and (len(messages) < limit or messages[0]["turn"] < last) and _branches(meta):
+            # a panel's answers (a wave's files) share a turn and commit in any order, so one may still
+            # land before the last one seen: the cursor re-reads the newest turn (clients keep messages by id)
             cursor = keys.before_turn(last)
         status = end["status"] if end else ("waiting_for_human" if waiting else "running")
         deliverable = None
@@ -322,4 +321,14 @@ class Gateway:
                 "function": m.get("function", ""), "duration_ms": inv.get("duration_ms"), "pid": inv.get("pid"),
                 "start": inv.get("start"), "model": inv.get("model"), "prompt_tokens": inv.get("prompt_tokens", 0),
                 "completion_tokens": inv.get("completion_tokens", 0), "cost_cny": inv.get("cost_cny", 0),
-                "llm_ms": inv.get("llm_ms"), "citations": m.get("citations") or [], "files": m.get("changed") or []}
+                "llm_ms": inv.get("llm_ms"), "citations": m.get("citations") or [], "files": m.get("changed") or [],
+                **({"branch": m["branch"]["item"]} if isinstance((m.get("branch") or {}).get("item"), str) else {}),
+                **({"missing": True} if m.get("missing") else {})}
+
+
+def _branches(meta: dict) -> bool:
+    """Whether a conversation's turns may hold several records committed at once: a scenario with
+    a panel, or the software company writing its files at once (shared/sop/parallel.py)."""
+    scenario = meta["scenario"]
+    return any(isinstance(slot, list) for slot in scenario["order"]) or \
+        (scenario["flow"] == "sop" and (meta.get("options") or {}).get("parallel", True) is not False)

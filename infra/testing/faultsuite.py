@@ -79,7 +79,7 @@ PANEL = "panel:"
 answering at once, joined for the reporter (shared/routing.py); the faults aim at that turn."""
 PANEL_TURN = 3
 PANEL_CLASSES = ["none", "duplicates", "kill_before_llm", "kill_after_commit", "kill_after_delivery", "race",
-                 "transient"]
+                 "transient", "chaos"]
 SOP_FUNCTIONS = ("product_manager", "architect", "project_manager", "engineer", "qa_engineer")
 SOP_LAST_AIM = 8
 """Software-company faults aim at the first turn from a random one in 1..SOP_LAST_AIM on where they

@@ -187,7 +187,8 @@ def test_software_company_from_the_form_to_its_files(rt):
     truth = api(rt, f"/conversations/{cid}", token)
     # THEN the form showed the scenario's options: typed, bounded, defaults filled in, labelled
     opts = {o["name"]: o for o in seen["options"]}
-    assert list(opts) == ["investment", "n_round", "code_review", "test_rounds", "run_tests"] and seen["optionsShown"]
+    assert list(opts) == ["investment", "n_round", "code_review", "test_rounds", "parallel", "run_tests"] and \
+        seen["optionsShown"]
     assert opts["n_round"]["type"] == "number" and (opts["n_round"]["min"], opts["n_round"]["max"]) == ("1", "200")
     assert opts["n_round"]["value"] == "12" and opts["investment"]["value"] == "3"
     assert opts["run_tests"]["type"] == "checkbox" and opts["run_tests"]["value"] is True
@@ -202,9 +203,14 @@ def test_software_company_from_the_form_to_its_files(rt):
     assert conversation_count(rt) == before + 1
     # AND the good start sent the options, and the conversation runs with them
     assert seen["sentBody"]["options"] == {"investment": 3, "n_round": 12, "code_review": False, "test_rounds": 1,
-                                           "run_tests": False}
+                                           "parallel": True, "run_tests": False}
     assert truth["options"]["run_tests"] is False and "run_tests = off" in seen["convOptions"]
     assert seen["final"] == truth["status"] == "completed", truth["end"]
+    # AND the files the engineer wrote at once, and the tests QA wrote at once, are marked with their file
+    branches = [m for m in truth["messages"] if m.get("branch")]
+    assert branches and sorted((b["turn"], b["role"], b["branch"]) for b in seen["branches"]) == \
+        sorted((m["turn"], m["role"], m["branch"]) for m in branches)
+    assert all(b["badge"] == f"at once · {b['branch']}" for b in seen["branches"])
     # AND the artifacts panel lists the API's files, grouped by folder
     listing = api(rt, f"/conversations/{cid}/artifacts", token)["artifacts"]
     assert sorted(seen["files"]) == sorted(a["path"] for a in listing)

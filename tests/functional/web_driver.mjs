@@ -328,6 +328,9 @@ async function company() {
   out.summary = await page.$eval("#artifacts-summary", (s) => s.textContent);
   out.turnFiles = await page.$$eval("#transcript li.turn", (ls) => ls.map((l) => ({
     id: l.dataset.id, links: [...l.querySelectorAll("button.artifact-link")].map((b) => b.dataset.path) })));
+  out.branches = await page.$$eval("#transcript li.turn.panel", (ls) => ls.map((l) => ({
+    turn: Number(l.dataset.turn), role: l.dataset.role, branch: l.dataset.branch,
+    badge: l.querySelector(".panel-badge").textContent })));
   out.pick = await page.$eval("#viewer-body", (b) => b.textContent);
   // long turns are folded, and unfold on request
   out.folded = await page.$$eval("#transcript li.turn", (ls) => ls.filter((l) => l.querySelector(".text.folded"))

@@ -34,7 +34,7 @@
       running_throttled: "{role} is waiting for the model's rate limit · next try in {s} s",
       deliverable: "Result", delivered_by: "by {role}, turn {turn}", no_invocations: "No invocations yet.",
       no_bill: "Nothing billed yet.", lanes_summary: "{n} invocations in {p} processes",
-      tokens_n: "{n} tokens", turn_n: "#{n}", panel_badge: "panel · answered at once",
+      tokens_n: "{n} tokens", turn_n: "#{n}", panel_badge: "panel · answered at once", branch_badge: "at once · {item}",
       status_running: "running", status_waiting_for_human: "waiting for a person",
       status_completed: "completed", status_budget_exhausted: "budget exhausted", status_stopped: "stopped",
       status_cancelled: "cancelled", status_failed: "failed", status_loading: "loading…",
@@ -85,7 +85,7 @@
       running_throttled: "{role} 正在等待模型限流解除 · {s} 秒后重试",
       deliverable: "结果", delivered_by: "由 {role} 给出，第 {turn} 轮", no_invocations: "还没有调用。",
       no_bill: "还没有费用。", lanes_summary: "{n} 次调用，分布在 {p} 个进程中",
-      tokens_n: "{n} 个 token", turn_n: "第 {n} 轮", panel_badge: "小组 · 同时作答",
+      tokens_n: "{n} 个 token", turn_n: "第 {n} 轮", panel_badge: "小组 · 同时作答", branch_badge: "并行 · {item}",
       status_running: "进行中", status_waiting_for_human: "等待真人发言",
       status_completed: "已完成", status_budget_exhausted: "预算已用尽", status_stopped: "已停止",
       status_cancelled: "已取消", status_failed: "失败", status_loading: "加载中…",
@@ -1078,7 +1078,7 @@
                             text: t("tokens_n", { n: fmtInt(tokens) }) }) : null,
       m.function ? el("span", { class: "fn", text: m.function + (m.pid ? " · pid " + m.pid : "") }) : null);
     const li = el("li", { class: "turn" + (isNew ? " new" : ""), "data-turn": m.turn, "data-role": m.role,
-                          "data-id": m.id }, head);
+                          "data-id": m.id, "data-branch": typeof m.branch === "string" ? m.branch : null }, head);
     li.style.setProperty("--role", color);
     const content = String(m.content == null ? "" : m.content);
     const text = renderContent(el("div", { class: "text" }), content, m.files);
@@ -1151,13 +1151,16 @@
     const node = turnNode(m, isNew);
     const prev = list.lastElementChild;
     if (prev && m.turn > 0 && prev.dataset.turn === String(m.turn)) { markPanel(prev); markPanel(node); }
+    else if (m.branch !== undefined) markPanel(node);  // a wave of one file: still a branch
     list.append(node);
   }
 
   function markPanel(li) {
     if (li.classList.contains("panel")) return;
     li.classList.add("panel");
-    li.querySelector(".turn-head").append(el("span", { class: "badge panel-badge", text: t("panel_badge") }));
+    // an SOP branch names its file; a panel member its role (already in the head)
+    const text = li.dataset.branch !== undefined ? t("branch_badge", { item: li.dataset.branch }) : t("panel_badge");
+    li.querySelector(".turn-head").append(el("span", { class: "badge panel-badge", text }));
   }
 
   function renderTranscript() {
