@@ -72,7 +72,9 @@ def _processed(convs: ConversationStore, cid: str, key: str, delivery_id: str) -
         delivery = convs.read_delivery(key)
         role = delivery.get("to")
         if delivery.get("branch") or delivery.get("panel"):
-            return convs.message(cid, delivery["turn"] + 1, reply_id(cid, delivery_id)) is not None
+            # (a record saying the member is missing is this function's own: its join may be due)
+            found = convs.message(cid, delivery["turn"] + 1, reply_id(cid, delivery_id))
+            return found is not None and not found.get("missing")
         state = convs.load_state(cid, role) if isinstance(role, str) and role != "director" else None
     except Exception:  # noqa: BLE001 - unreadable: treat as not processed, and fail visibly
         return False

@@ -145,6 +145,8 @@ def check_panel(panel: Any, to: str) -> None:
     _check_spent(spent, "panel")
 
 
+MAX_ITEM = 300
+"""the longest name of a branch's work item (a file of the task list)"""
 WORK = ("code", "tests")
 """what an SOP branch does: the engineer writes one file, QA writes and runs one file's tests"""
 
@@ -180,7 +182,7 @@ def check_branch(branch: Any) -> None:
 
 def _wave(names: Any) -> bool:
     return isinstance(names, list) and 1 <= len(names) <= MAX_WIDTH and len(set(names)) == len(names) and \
-        all(isinstance(n, str) and 0 < len(n) <= 300 for n in names)
+        all(isinstance(n, str) and 0 < len(n) <= MAX_ITEM for n in names)
 
 
 def _check_spent(spent: Any, kind: str) -> None:

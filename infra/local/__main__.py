@@ -262,6 +262,7 @@ def converse(base: str, scenario: str, text: str, max_turns: int | None, timeout
     cid, token = created["id"], created.get("token")
     print(f"conversation {cid}", file=sys.stderr, flush=True)
     cursor, state, shown = None, created.get("status", "running"), None
+    printed: set[str] = set()  # the cursor may re-read a turn whose records commit at once: one line each
     deadline = time.monotonic() + timeout
     while True:
         query = "" if cursor is None else "?" + urllib.parse.urlencode({"after": cursor})
@@ -270,7 +271,9 @@ def converse(base: str, scenario: str, text: str, max_turns: int | None, timeout
             print(f"error {code}: {view.get('error')}: {view.get('message')}", file=sys.stderr)
             return 2
         for m in view.get("messages") or []:
-            _print_message(m, time.monotonic() - t0)
+            if m.get("id") not in printed:
+                printed.add(m.get("id"))
+                _print_message(m, time.monotonic() - t0)
         shown = _print_running(view.get("running"), shown)
         cursor = view.get("cursor", cursor)
         state = view.get("status", state)

@@ -31,6 +31,7 @@ import contextvars
 import dataclasses
 import json
 import re
+import threading
 from pathlib import PurePosixPath
 
 from metagpt.actions import WriteCode, WriteCodeReview
@@ -58,16 +59,19 @@ class Mode:
 
 MODE: contextvars.ContextVar[Mode | None] = contextvars.ContextVar("troupe_parallel", default=None)
 _original: dict = {}
+_installing = threading.Lock()
 
 
 def install() -> None:
-    """Idempotent. Without a Mode set, the roles run exactly as MetaGPT's."""
-    if _original:
-        return
-    _original["code"] = Engineer._act_write_code
-    _original["tests"] = QaEngineer._write_test
-    Engineer._act_write_code = _act_write_code
-    QaEngineer._write_test = _write_test
+    """Idempotent, and safe from several threads. Without a Mode set, the roles run exactly as
+    MetaGPT's."""
+    with _installing:
+        if _original:
+            return
+        _original["code"] = Engineer._act_write_code
+        _original["tests"] = QaEngineer._write_test
+        Engineer._act_write_code = _act_write_code
+        QaEngineer._write_test = _write_test
 
 
 async def _act_write_code(self: Engineer):
@@ -76,7 +80,7 @@ async def _act_write_code(self: Engineer):
     if mode is None:
         return await write(self)
     if mode.branch is None:
-        if len(files) < 2:
+        if not plannable(files):
             return await write(self)
         mode.plan = {"work": "code", "waves": waves(files, logic_analysis(self.code_todos)),
                      "messages": [json.loads(m.model_dump_json()) for m in self.rc.news]}
@@ -99,7 +103,7 @@ async def _write_test(self: QaEngineer, message: Message) -> None:
         if mode.plan is not None:
             return None  # another code summary in the same news: the branches test every file
         files = testable(srcs, self.config.reqa_file)
-        if len(files) < 2:
+        if not plannable(files):
             return await write(self, message)
         mode.plan = {"work": "tests", "waves": waves(files, {}),
                      "messages": [json.loads(message.model_dump_json())]}
@@ -116,6 +120,13 @@ async def _write_test(self: QaEngineer, message: Message) -> None:
         mode.consumed.add(written.id)
         await self._run_code(written)
     return None
+
+
+def plannable(files: list[str]) -> bool:
+    """Two files or more, each a name a branch delivery may carry (records.check_branch): else the
+    role works as MetaGPT's does, one file after another (and a bad name fails there, named)."""
+    return len(files) >= 2 and len(set(files)) == len(files) and \
+        all(isinstance(f, str) and 0 < len(f) <= records.MAX_ITEM for f in files)
 
 
 def testable(srcs, reqa_file: str = "") -> list[str]:
@@ -200,17 +211,25 @@ def join(convs, cid: str, meta: dict, record: dict) -> dict | None:
     if found is None:
         return None  # a branch still to commit joins when it does
     joined = branches.joined_id(b["parent"])
-    tree = workspace.merge(convs, cid, keys.joined_workspace(cid, turn, joined), b.get("base"),
-                           [r.get("workspace") for r in found])
+    try:
+        tree = workspace.merge(convs, cid, keys.joined_workspace(cid, turn, joined), b.get("base"),
+                               [r.get("workspace") for r in found])
+    except workspace.WorkspaceTooLarge as e:
+        convs.end(cid, "failed", f"{record['profile']} ({record['role']}) failed at joining its branches: {e.message}",
+                  function=record.get("function"), role=record["role"], turn=turn)
+        return None
     spent = branches.spent_together(b.get("spent"), found)
     hops = max(int(r.get("hops", 0)) for r in found)
     recent = (found[0].get("recent") or [])[-RECENT:]
-    if b["waves"]:
+    # what the wave's branches said goes on after the last wave (QA's test results), in file order
+    said = [o for r in found for o in r.get("outbox") or []] + b["then"]
+    if b["waves"] and turn < meta["limits"]["max_turns"]:
         _wave(convs, cid, meta, role=record["role"], turn=turn, parent=joined, work=b["work"], waves=b["waves"],
-              messages=b["messages"], then=b["then"], base=tree, spent=spent, recent=recent, hops=hops + 1)
+              messages=b["messages"], then=said, base=tree, spent=spent, recent=recent, hops=hops + 1)
         return None
+    # the last wave, or the turn limit: follow_sop hands on (or ends, exporting the merged tree)
     return {"turn": turn, "id": joined, "role": record["role"], "workspace": tree, "spent": spent,
-            "recent": recent, "hops": hops, "outbox": [o for r in found for o in r.get("outbox") or []] + b["then"]}
+            "recent": recent, "hops": hops, "outbox": said, "unfinished": bool(b["waves"])}
 
 
 def check_item(branch: dict, role) -> None:

@@ -334,7 +334,7 @@ def follow_sop(convs, cid: str, meta: dict, record: dict) -> None:
     """Deliver a committed SOP turn's messages, or end the conversation; a planning turn's
     branches and a branch's join (shared/sop/parallel.py). Idempotent."""
     kind = record["next"]["kind"]
-    if kind == "branches":
+    if kind == "branches" and record["turn"] < meta["limits"]["max_turns"]:
         parallel.fan_out(convs, cid, meta, record)
         return
     if kind == "join":
@@ -346,8 +346,10 @@ def follow_sop(convs, cid: str, meta: dict, record: dict) -> None:
         for name in item["to"]:
             by_role[name].append(item["message"])
     turn = record["turn"]
-    if not by_role or turn >= meta["limits"]["max_turns"]:
-        reason = "idle" if not by_role else "turn_limit"
+    # work the turn limit cut short: a plan whose files were not written, waves not run
+    unfinished = kind == "branches" or bool(record.get("unfinished"))
+    if not by_role or turn >= meta["limits"]["max_turns"] or unfinished:
+        reason = "turn_limit" if turn >= meta["limits"]["max_turns"] and (by_role or unfinished) else "idle"
         if record.get("workspace"):
             # the files this instance just saved are in its blob cache
             export(convs, cid, json.loads(convs.store.get(record["workspace"])),

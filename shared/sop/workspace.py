@@ -318,11 +318,21 @@ def merge(convs: ConversationStore, cid: str, key: str, base: str | None, branch
 
       a file one branch changed or added: that branch's version;
       a file several branches changed: the first branch's (in the order given), except
-      DEPENDENCIES, whose objects are merged key by key (first branch first);
+      DEPENDENCIES, whose objects are merged key by key (first branch first) while each is a
+      JSON object (generated code may have written anything there: then, as any file);
       a file a branch deleted: deleted.
-    """
+    A merged tree over the workspace's limits is WorkspaceTooLarge, named."""
     def load(k):
+        if not isinstance(k, str) or not k.startswith(keys.workspaces(cid)):
+            raise RejectedEvent("a join names a workspace outside its conversation", key=str(k)[:200])
         return json.loads(convs.store.get(k))
+
+    def as_object(info) -> dict | None:
+        try:
+            found = json.loads(read_blob(convs, cid, info["sha256"]))
+        except ValueError:
+            return None
+        return found if isinstance(found, dict) else None
 
     start = load(base) if base else {"root": None, "files": {}}
     before: dict = start["files"]
@@ -332,7 +342,7 @@ def merge(convs: ConversationStore, cid: str, key: str, base: str | None, branch
         for path, info in tree["files"].items():
             if before.get(path) == info:
                 continue
-            if path == DEPENDENCIES:
+            if path == DEPENDENCIES and as_object(info) is not None:
                 deps.append(info)
             elif path not in taken:
                 taken.add(path)
@@ -341,12 +351,11 @@ def merge(convs: ConversationStore, cid: str, key: str, base: str | None, branch
         for path in before:
             if path not in tree["files"]:
                 files.pop(path, None)
-    if deps:
-        merged = json.loads(read_blob(convs, cid, before[DEPENDENCIES]["sha256"])) if DEPENDENCIES in before else {}
+    if deps and DEPENDENCIES not in taken:
+        merged = (as_object(before[DEPENDENCIES]) if DEPENDENCIES in before else None) or {}
         base_deps = dict(merged)
         for info in deps:
-            theirs = json.loads(read_blob(convs, cid, info["sha256"]))
-            for name, value in theirs.items():
+            for name, value in as_object(info).items():
                 if base_deps.get(name) != value and (name not in merged or merged[name] == base_deps.get(name)):
                     merged[name] = value
         data = json.dumps(merged).encode("utf-8")
@@ -355,5 +364,9 @@ def merge(convs: ConversationStore, cid: str, key: str, base: str | None, branch
         files[DEPENDENCIES] = {"sha256": sha, "size": len(data)}
         changed.add(DEPENDENCIES)
     root = next((t["root"] for t in trees), start["root"]) or project_slug(cid)
+    if len(files) > MAX_FILES:
+        raise WorkspaceTooLarge(f"the merged workspace has {len(files)} files, more than {MAX_FILES}")
+    if sum(int(i.get("size", 0)) for i in files.values()) > MAX_TOTAL_BYTES:
+        raise WorkspaceTooLarge(f"the merged workspace holds more than {MAX_TOTAL_BYTES} bytes")
     _put_manifest(convs, key, root, dict(sorted(files.items())), sorted(changed))
     return key

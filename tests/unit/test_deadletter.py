@@ -85,9 +85,10 @@ def test_a_panel_member_lost_to_a_dead_letter_is_named_and_the_panel_goes_on(har
     joined, = [json.loads(e) for e in harness.pending_inbox()]
     delivery = harness.convs.read_delivery(joined["events"][0]["oss"]["object"]["key"])
     assert delivery["to"] == "Reporter" and "FactChecker: (no answer: FactChecker failed" in delivery["message"]["content"]
-    # a second copy of the failure record changes nothing
-    assert handle_failure(_failure(checkers["FactChecker"], "again"), harness.convs)[0]["outcome"] == "superseded"
+    # a second copy of the failure record joins again and writes nothing new
+    assert handle_failure(_failure(checkers["FactChecker"], "again"), harness.convs)[0]["outcome"] == "continued"
     assert harness.pending_inbox() == []
+    assert "checker down" in harness.convs.message(cid, 3, answers["FactChecker"]["id"])["content"]
 
 
 def test_by_default_a_panel_member_lost_to_a_dead_letter_fails_the_conversation(harness):
@@ -96,3 +97,28 @@ def test_by_default_a_panel_member_lost_to_a_dead_letter_fails_the_conversation(
                           harness.convs)[0]["outcome"] == "dead-lettered"
     end = harness.convs.get_end(cid)
     assert end["status"] == "failed" and "checker down" in end["reason"]
+
+
+def test_a_dead_letter_handler_killed_before_the_join_joins_on_its_retry(harness, monkeypatch):
+    import shared.deadletter as deadletter
+
+    cid, checkers = _newsroom_at_its_panel(harness, "continue")
+    harness.deliver(checkers["SourceChecker"])
+    # GIVEN the handler dies right after recording the missing member (before the join)
+    real = deadletter.join_panel
+
+    def killed(*a, **k):
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(deadletter, "join_panel", killed)
+    try:
+        handle_failure(_failure(checkers["FactChecker"], "RuntimeError: checker down"), harness.convs)
+    except SystemExit:
+        pass
+    assert harness.pending_inbox() == []
+    # WHEN FC retries the failure record
+    monkeypatch.setattr(deadletter, "join_panel", real)
+    out = handle_failure(_failure(checkers["FactChecker"], "RuntimeError: checker down"), harness.convs)
+    # THEN the join goes on, once
+    assert out[0]["outcome"] == "continued"
+    assert len(harness.pending_inbox()) == 1 and harness.convs.get_end(cid) is None

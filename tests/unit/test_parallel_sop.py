@@ -219,3 +219,59 @@ def test_a_software_company_cannot_go_on_without_a_file():
         scenarios.validate_scenario({**raw, "on_dead_letter": "continue"})
     assert e.value.details.get("field") == "on_dead_letter"
     assert scenarios.validate_scenario(raw)["on_dead_letter"] == "fail"
+
+
+def test_a_dependencies_file_that_is_no_json_object_is_merged_as_any_file(tmp_path):
+    # GIVEN a branch whose generated code overwrote MetaGPT's dependencies file with a list
+    convs = ConversationStore(DiskStore(str(tmp_path)))
+    cid = "20261203t000000-" + "1" * 24
+    base = {".dependencies.json": b'{"docs/task.json": []}'}
+    k0 = _put_tree(convs, cid, f"conversations/{cid}/workspace/000008-a.json", base)
+    bad = _put_tree(convs, cid, f"conversations/{cid}/workspace/000009-b.json", {".dependencies.json": b"[1, 2]"})
+    good = _put_tree(convs, cid, f"conversations/{cid}/workspace/000009-c.json",
+                     {".dependencies.json": b'{"docs/task.json": [], "tests/t.py": ["a.py"]}'})
+    # THEN the join still merges (the first branch's version, as for any file), it never fails
+    tree = json.loads(convs.store.get(workspace.merge(convs, cid, f"conversations/{cid}/workspace/000009~j.json",
+                                                       k0, [bad, good])))
+    sha = tree["files"][".dependencies.json"]["sha256"]
+    assert convs.store.get(f"conversations/{cid}/blobs/{sha}") == b"[1, 2]"
+    # AND a join naming a tree outside its conversation is refused
+    from shared.errors import RejectedEvent
+
+    with pytest.raises(RejectedEvent):
+        workspace.merge(convs, cid, f"conversations/{cid}/workspace/000009~k.json", k0, ["conversations/x/y.json"])
+
+
+def test_the_turn_limit_at_a_plan_ends_the_company_with_its_files_exported(tmp_path):
+    # GIVEN a software company whose turn limit falls on the engineer's plan
+    h = Harness(str(tmp_path))
+    cid = h.start("software_company", FIVE, options={"n_round": 4})
+    h.pump()
+    # THEN it ends at the limit, the plan committed and no branch run, with the tree exported
+    end = h.convs.get_end(cid)
+    assert (end["status"], end["reason"]) == ("completed", "turn_limit")
+    turns = h.transcript(cid)
+    assert turns[-1]["next"]["kind"] == "branches" and not [t for t in turns if t.get("branch")]
+    exported = {i.key.split("/artifacts/", 1)[1] for i in h.store.iter(f"conversations/{cid}/artifacts/")}
+    assert any(p.startswith("docs/task/") for p in exported)
+
+
+def test_a_wave_s_messages_go_on_after_the_last_wave(tmp_path, monkeypatch):
+    # GIVEN QA's tests in waves of one file (width 1), so that three waves follow each other
+    from shared import branches
+
+    monkeypatch.setattr(branches, "MAX_WIDTH", 1)
+    h = Harness(str(tmp_path))
+    cid = h.start("software_company", "A bookkeeping app in three files: models.py, report.py and main.py")
+    h.pump()
+    assert h.convs.get_end(cid)["status"] == "completed"
+    turns = h.transcript(cid)
+    qa = [t for t in turns if t.get("branch") and t["role"] == "Edward"]
+    assert len({t["turn"] for t in qa}) == 3
+    # THEN every wave's test result (a RunCode message) is in what followed the last wave
+    from shared.sop import parallel
+
+    last = qa[-1]
+    joined = parallel.join(h.convs, cid, h.convs.meta(cid), last)
+    assert joined is not None
+    assert sum(o["message"]["cause_by"].endswith("RunCode") for o in joined["outbox"]) == 3
