@@ -12,6 +12,8 @@ Every LLM call is answered by the scripted LLM after a fixed delay (2 s by defau
   2. a panel of four (scenario roles answering one message at once, shared/routing.py): from
      the end of the turn before it to the start of the turn after its join, against the same
      span when one role answers there. Target: <= 1.3x.
+  3. storage requests per branch, in-process: the engineer's first wave of 4 files and of 2;
+     every branch but the one that joins makes the same number, whatever the wave's width.
 
 Figures, not assertions: the README and docs/architecture.md record them.
 
@@ -104,6 +106,34 @@ def _tree(rt, cid: str) -> list[str]:
     return sorted((latest_manifest(_convs(rt), cid) or {}).get("files") or {})
 
 
+# -- storage requests per branch ------------------------------------------------------------------
+
+def requests_per_branch(requirement: str) -> dict:
+    """The engineer's first wave, in-process: each branch's storage requests (the one that joins
+    reads the others' records and trees, and writes the merged tree and what follows)."""
+    import json as _json
+
+    from infra.testing.harness import Harness
+
+    h = Harness(tempfile.mkdtemp(prefix="troupe-bench-branch-"))
+    h.start("software_company", requirement)
+    wave = []
+    for _ in range(20):
+        events = h.pending_inbox()
+        keyed = [(_json.loads(e)["events"][0]["oss"]["object"]["key"], e) for e in events]
+        wave = [e for k, e in keyed if k.startswith("inbox/engineer/") and _json.loads(h.store.get(k)).get("branch")]
+        if wave:
+            break
+        for e in events:
+            h.deliver(e)
+    counts = []
+    for event in wave:
+        before = h.store.total_requests()
+        h.deliver(event)
+        counts.append(h.store.total_requests() - before)
+    return {"width": len(wave), "branch": counts[:-1], "joining": counts[-1]}
+
+
 # -- MetaGPT in one process ----------------------------------------------------------------------
 
 def metagpt_company(latency: float) -> dict:
@@ -179,6 +209,9 @@ def main() -> int:
         print("2. a panel of four", flush=True)
         panel = [troupe_panel(rt, api, "bench_panel_of_four") for _ in range(3)]
         one = [troupe_panel(rt, api, "bench_one_answer") for _ in range(3)]
+    print("3. storage requests per branch (in-process, the engineer's first wave)", flush=True)
+    out["requests"] = [requests_per_branch(REQUIREMENT),
+                       requests_per_branch("A bookkeeping app in three files: models.py, report.py and main.py")]
     out["metagpt_in_process"] = metagpt_company(args.latency)
     print(f"   MetaGPT in-process:      {out['metagpt_in_process']}", flush=True)
     out["panel_s"] = round(statistics.median(panel), 2)
@@ -198,6 +231,9 @@ def main() -> int:
           f"one by one / MetaGPT = {r['sequential_vs_metagpt']}x; parallel / one by one = {r['parallel_vs_sequential']}x")
     print(f"Panel of four: {out['panel_s']:.2f} s against one answer's {out['one_answer_s']:.2f} s "
           f"(median of 3): {r['panel_vs_one']}x (target <= {TARGETS['panel_vs_one']}x)")
+    for q in out["requests"]:
+        print(f"Storage requests, a wave of {q['width']} files: each branch {q['branch']}, the one that joins "
+              f"{q['joining']}")
     return 0
 
 
