@@ -26,7 +26,7 @@ import time
 os.environ.setdefault("TROUPE_LLM", "fake")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from infra.testing.faultsuite import (ALL_CLASSES, PANEL, PANEL_CLASSES, SOP, SOP_ALL_CLASSES, SOP_FUNCTIONS,  # noqa: E402
+from infra.testing.faultsuite import (ALL_CLASSES, PANEL, PANEL_ALL_CLASSES, SOP, SOP_ALL_CLASSES, SOP_FUNCTIONS,  # noqa: E402
                                       FaultSuite, SopBaseline, baseline, cleanup, format_table)
 
 
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sop-classes", default=",".join(SOP_ALL_CLASSES),
                    help=f"comma-separated, from {','.join(SOP_ALL_CLASSES)}")
     p.add_argument("--panel-per-class", type=int, default=5,
-                   help=f"newsrooms (a panel of two checkers at turn 3) per class of {','.join(PANEL_CLASSES)} (0: none)")
+                   help=f"newsrooms (a panel of two checkers at turn 3) per class of {','.join(PANEL_ALL_CLASSES)} (0: none)")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--max-turns", type=int, default=5)
     p.add_argument("--persona-timeout", type=int, default=5, help="s.yaml persona timeout (llm_timeout class)")
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             print("  " + "; ".join(f"{label}: {len(cids)} {'software companies' if label.startswith(SOP) else 'debates'}"
                                    f" in {suite.wall[label]} s" for label, cids in ran.items()), flush=True)
         if args.panel_per_class > 0:
-            ran = suite.run([], 0, timeout=args.timeout, panel_classes=PANEL_CLASSES,
+            ran = suite.run([], 0, timeout=args.timeout, panel_classes=PANEL_ALL_CLASSES,
                             panel_per_class=args.panel_per_class)
             groups.update(ran)
             print(f"  panels: {sum(len(c) for c in ran.values())} newsrooms in "

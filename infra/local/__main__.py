@@ -271,8 +271,9 @@ def converse(base: str, scenario: str, text: str, max_turns: int | None, timeout
             print(f"error {code}: {view.get('error')}: {view.get('message')}", file=sys.stderr)
             return 2
         for m in view.get("messages") or []:
-            if m.get("id") not in printed:
-                printed.add(m.get("id"))
+            seen_as = m.get("id") or json.dumps(m, sort_keys=True)
+            if seen_as not in printed:
+                printed.add(seen_as)
                 _print_message(m, time.monotonic() - t0)
         shown = _print_running(view.get("running"), shown)
         cursor = view.get("cursor", cursor)

@@ -78,8 +78,10 @@ PANEL = "panel:"
 """The label prefix of panel rows (`panel:race`): newsrooms, whose turn 3 is a panel of two checkers
 answering at once, joined for the reporter (shared/routing.py); the faults aim at that turn."""
 PANEL_TURN = 3
-PANEL_CLASSES = ["none", "duplicates", "kill_before_llm", "kill_after_commit", "kill_after_delivery", "race",
-                 "transient", "chaos"]
+PANEL_SMALL_CLASSES = ["none", "duplicates", "kill_before_llm", "kill_after_commit", "kill_after_delivery", "race",
+                       "transient"]
+PANEL_ALL_CLASSES = PANEL_SMALL_CLASSES + ["chaos"]
+"""the panel rows of `make test` and of the bench (chaos: the bench's, as for software companies)"""
 SOP_FUNCTIONS = ("product_manager", "architect", "project_manager", "engineer", "qa_engineer")
 SOP_LAST_AIM = 8
 """Software-company faults aim at the first turn from a random one in 1..SOP_LAST_AIM on where they
