@@ -119,12 +119,11 @@ def requests_per_branch(requirement: str) -> dict:
     h.start("software_company", requirement)
     wave = []
     for _ in range(20):
-        events = h.pending_inbox()
-        keyed = [(_json.loads(e)["events"][0]["oss"]["object"]["key"], e) for e in events]
+        keyed = h.pending_deliveries()
         wave = [e for k, e in keyed if k.startswith("inbox/engineer/") and _json.loads(h.store.get(k)).get("branch")]
         if wave:
             break
-        for e in events:
+        for _, e in keyed:
             h.deliver(e)
     counts = []
     for event in wave:

@@ -27,6 +27,12 @@ MAX_WIDTH = 16
 """the most branches one fan-out has (a panel's members, the files of one wave)"""
 
 
+def sop_at_once(meta: dict) -> bool:
+    """Whether a software company writes and tests its files at once: its `parallel` option, on
+    unless the conversation turned it off (shared/sop/parallel.py)."""
+    return meta["scenario"]["flow"] == "sop" and (meta.get("options") or {}).get("parallel", True) is not False
+
+
 def delivery_id(parent: str, item: str) -> str:
     """The id of the delivery to the branch `item` of the fan-out from `parent`."""
     return derive_id(parent, item)

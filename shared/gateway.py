@@ -27,7 +27,7 @@ import time
 from typing import Callable
 from urllib.parse import quote
 
-from shared import artifacts, keys, openapi, records, routes, scenarios, web
+from shared import artifacts, branches, keys, openapi, records, routes, scenarios, web
 from shared.billing import bill_fields, usage_report
 from shared.conversation import ConversationStore
 from shared.errors import (BadRequest, Conflict, Forbidden, NoSuchKey, NotFound, ObjectExists, PayloadTooLarge,
@@ -329,6 +329,4 @@ class Gateway:
 def _branches(meta: dict) -> bool:
     """Whether a conversation's turns may hold several records committed at once: a scenario with
     a panel, or the software company writing its files at once (shared/sop/parallel.py)."""
-    scenario = meta["scenario"]
-    return any(isinstance(slot, list) for slot in scenario["order"]) or \
-        (scenario["flow"] == "sop" and (meta.get("options") or {}).get("parallel", True) is not False)
+    return any(isinstance(slot, list) for slot in meta["scenario"]["order"]) or branches.sop_at_once(meta)

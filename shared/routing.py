@@ -90,8 +90,7 @@ def follow(convs: ConversationStore, cid: str, meta: dict, record: dict) -> None
         end_turn(convs, cid, meta, record, nxt.get("reason") or "completed")
         return
     if nxt["kind"] == DIRECTOR:
-        did = derive_id(record["id"], DIRECTOR)
-        convs.deliver(DIRECTOR, cid, turn, did, records.delivery(to=DIRECTOR, **payload))
+        to_director(convs, cid, record["id"], payload)
         return
     if nxt["kind"] == "panel":
         fan_out(convs, cid, meta, record["id"], nxt["roles"], payload)
@@ -142,10 +141,15 @@ def join_panel(convs: ConversationStore, cid: str, meta: dict, record: dict) -> 
         fan_out(convs, cid, meta, joined, nxt["roles"], payload)
         return
     if nxt["kind"] == DIRECTOR:  # a selector flow: the director picks who follows the panel
-        convs.deliver(DIRECTOR, cid, turn, derive_id(joined, DIRECTOR), records.delivery(to=DIRECTOR, **payload))
+        to_director(convs, cid, joined, payload)
         return
     hand_to(convs, cid, meta, nxt["role"], payload, parent=joined, after=joined, closing=nxt["closing"],
             now=convs.clock())
+
+
+def to_director(convs: ConversationStore, cid: str, parent: str, payload: dict) -> None:
+    """The director is asked who follows the message `parent` (create-only, keyed by it)."""
+    convs.deliver(DIRECTOR, cid, payload["turn"], derive_id(parent, DIRECTOR), records.delivery(to=DIRECTOR, **payload))
 
 
 def hand_to(convs: ConversationStore, cid: str, meta: dict, role: str, payload: dict, *, parent: str,
@@ -162,7 +166,8 @@ def hand_to(convs: ConversationStore, cid: str, meta: dict, role: str, payload: 
                                  "recent": payload["recent"], "scene": payload.get("scene") or [],
                                  "after": after, "hops": payload["hops"]})
         return
-    convs.deliver(spec["function"], cid, payload["turn"], derive_id(parent, role),
+    # (keyed as a branch is: a panel's join finds its members' answers by these ids)
+    convs.deliver(spec["function"], cid, payload["turn"], branches.delivery_id(parent, role),
                   records.delivery(to=role, closing=closing, **payload))
 
 

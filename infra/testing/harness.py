@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import threading
 
 import infra.testing
 from infra.local import spec as specs
@@ -118,7 +119,31 @@ class Harness:
 
     def pending_inbox(self) -> list[bytes]:
         """Spooled events for keys under inbox/ (those that fire role functions)."""
-        return [e for _, e in self.pending() if json.loads(e)["events"][0]["oss"]["object"]["key"].startswith("inbox/")]
+        return [e for _, e in self.pending_deliveries()]
+
+    def pending_deliveries(self, function: str | None = None) -> list[tuple[str, bytes]]:
+        """Spooled events for keys under inbox/ (under `function`'s inbox, if given), with their
+        keys: (key, event); every spooled event is taken from the spool."""
+        prefix = f"inbox/{function}/" if function else "inbox/"
+        keyed = [(json.loads(e)["events"][0]["oss"]["object"]["key"], e) for _, e in self.pending()]
+        return [(k, e) for k, e in keyed if k.startswith(prefix)]
+
+    def deliver_racing(self, events: list[bytes], copies: int = 3) -> list[Exception]:
+        """Every event `copies` times, all at once in threads; the errors they raised."""
+        errors: list[Exception] = []
+
+        def run(event: bytes) -> None:
+            try:
+                self.deliver(event)
+            except Exception as e:  # noqa: BLE001 - returned to the test
+                errors.append(e)
+
+        threads = [threading.Thread(target=run, args=(e,)) for e in events for _ in range(copies)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return errors
 
     def deliver(self, event: bytes) -> list[dict]:
         """Run what s.yaml's OSS triggers run for this event, in-process, in s.yaml's order."""

@@ -255,12 +255,16 @@ def _files(text: str) -> list:
             except ValueError:
                 continue
             if names:
-                return sorted(names, key=lambda f: PurePosixPath(f).stem in _ENTRY_STEMS)  # entry points last
+                return _entry_points_last(names)
     # a requirement that names its Python files ("... in models.py, storage.py and main.py") gets those
     named = list(dict.fromkeys(re.findall(r"\b[A-Za-z_]\w*\.py\b", _find_requirement(text))))
     if len(named) >= 2:
-        return sorted(named, key=lambda f: PurePosixPath(f).stem in _ENTRY_STEMS)
+        return _entry_points_last(named)
     return ["models.py", "main.py"]
+
+
+def _entry_points_last(names: list) -> list:
+    return sorted(names, key=lambda f: PurePosixPath(f).stem in _ENTRY_STEMS)
 
 
 def _module(filename: str) -> str:
@@ -570,7 +574,7 @@ _KNOWN = {
 def _code_reply(prompt: str, filename: str) -> str:
     c = _ctx(prompt)
     if filename not in c.files and filename.endswith(".py"):
-        c.files = sorted(c.files + [filename], key=lambda f: PurePosixPath(f).stem in _ENTRY_STEMS)
+        c.files = _entry_points_last(c.files + [filename])
     suffix = PurePosixPath(filename).suffix
     if suffix != ".py":
         lang, body = _other_file(filename, c)

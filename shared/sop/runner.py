@@ -47,7 +47,7 @@ from metagpt.utils.common import any_to_str, is_send_to
 from metagpt.utils.file_repository import FileRepository
 from metagpt.utils.project_repo import ProjectRepo
 
-from shared import records
+from shared import branches, records
 from shared.errors import RejectedEvent, StoreError, TransientStoreError
 from shared.safe_paths import UnsafePath
 from shared.ids import derive_id
@@ -245,7 +245,7 @@ class SopPlay:
     async def run(self) -> Message | None:
         options = self.turn.meta.get("options") or {}
         self.mode = None
-        if self.turn.branch or options.get("parallel", True):
+        if self.turn.branch or branches.sop_at_once(self.turn.meta):
             self.mode = parallel.Mode(branch=self.turn.branch, run_tests=options.get("run_tests") is not False)
         token = parallel.MODE.set(self.mode)
         try:

@@ -5,7 +5,6 @@ once, each member in its own invocation, and the next role sees all the answers,
 from __future__ import annotations
 
 import copy
-import threading
 
 import pytest
 
@@ -22,25 +21,13 @@ def _harness(tmp_path, script) -> Harness:
     return Harness(str(tmp_path), llm_factory=lambda model=None: ScriptedLLM(script=script))
 
 
-def _inbox(h, function=None):
-    """The spooled deliveries (key, event), taken from the spool."""
-    import json
-
-    out = []
-    for _, event in h.pending():
-        key = json.loads(event)["events"][0]["oss"]["object"]["key"]
-        if key.startswith("inbox/") and (function is None or key.startswith(f"inbox/{function}/")):
-            out.append((key, event))
-    return out
-
-
 def _at_the_panel(h):
     """A newsroom whose reporter and editor have spoken: its id, and the checkers' deliveries
     (the panel's fan-out, taken from the spool)."""
     cid = h.start("newsroom", "A new bridge opens")
     for _ in range(2):
-        h.deliver(_inbox(h)[0][1])
-    return cid, _inbox(h)
+        h.deliver(h.pending_deliveries()[0][1])
+    return cid, h.pending_deliveries()
 
 
 def test_a_panel_answers_at_once_and_the_next_role_sees_every_answer(tmp_path):
@@ -76,24 +63,12 @@ def test_the_join_hands_on_once_whatever_the_duplicates_and_races(tmp_path):
     cid, branches = _at_the_panel(h)
     assert len(branches) == 2
     # WHEN both checkers' events arrive three times each, the copies racing in threads
-    errors = []
-
-    def run(event):
-        try:
-            h.deliver(event)
-        except Exception as e:  # noqa: BLE001
-            errors.append(e)
-
-    threads = [threading.Thread(target=run, args=(event,)) for _, event in branches for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = h.deliver_racing([event for _, event in branches])
     assert not [e for e in errors if "InFlight" not in type(e).__name__]
     # THEN each checker answered once and the panel was handed on to the editor once
     answers = [m for m in h.transcript(cid) if m["turn"] == 3]
     assert sorted(m["role"] for m in answers) == ["FactChecker", "SourceChecker"]
-    joins = [(key, event) for key, event in _inbox(h) if "/000003-" in key]
+    joins = [(key, event) for key, event in h.pending_deliveries() if "/000003-" in key]
     assert len(joins) == 1 and joins[0][0].startswith("inbox/persona/")
     h.deliver(joins[0][1])
     h.pump()

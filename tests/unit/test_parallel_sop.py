@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import threading
 
 import pytest
 
@@ -19,15 +18,6 @@ from shared.sop.parallel import mentions, waves
 from shared.store.disk import DiskStore
 
 FIVE = "A bookkeeping app in five files: models.py, storage.py, reports.py, export.py and main.py"
-
-
-def _inbox(h, function=None):
-    out = []
-    for _, event in h.pending():
-        key = json.loads(event)["events"][0]["oss"]["object"]["key"]
-        if key.startswith("inbox/") and (function is None or key.startswith(f"inbox/{function}/")):
-            out.append((key, event))
-    return out
 
 
 def _code(h, cid) -> dict[str, str]:
@@ -143,30 +133,18 @@ def test_every_wave_joins_once_whatever_the_duplicates_and_races(tmp_path):
     # up to the engineer's plan, and its first wave's four deliveries
     wave = []
     for _ in range(20):
-        events = _inbox(h)
+        events = h.pending_deliveries()
         wave = [(k, e) for k, e in events if json.loads(h.store.get(k)).get("branch")]
         if wave:
             break
         for _, event in events:
             h.deliver(event)
     assert len(wave) == 4
-    errors = []
-
-    def run(event):
-        try:
-            h.deliver(event)
-        except Exception as e:  # noqa: BLE001
-            errors.append(e)
-
     # WHEN every branch's event arrives three times, the copies racing in threads
-    threads = [threading.Thread(target=run, args=(event,)) for _, event in wave for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    errors = h.deliver_racing([event for _, event in wave])
     assert not [e for e in errors if "InFlight" not in type(e).__name__], errors
     # THEN four branch records, and the next wave's one delivery, written once
-    nxt = _inbox(h)
+    nxt = h.pending_deliveries()
     assert len(nxt) == 1 and json.loads(h.store.get(nxt[0][0]))["branch"]["item"] == "main.py"
     merged = [o.key for o in h.store.iter(f"conversations/{cid}/workspace/") if "~" in o.key]
     assert len(merged) == 1
